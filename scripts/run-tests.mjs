@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+// Runs the compiled node:test files one file at a time (kernel tests share the machine's
+// network namespaces and bpffs, so they must not overlap). `node scripts/run-tests.mjs [unit|kernel|e2e]`
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+const root = new URL('..', import.meta.url).pathname;
+const suites = process.argv.slice(2);
+const wanted = suites.length > 0 ? suites : ['unit', 'kernel', 'e2e'];
+const files = [];
+for (const suite of wanted) {
+  const dir = join(root, 'dist', 'test', suite);
+  let entries = [];
+  try { entries = readdirSync(dir); } catch { continue; }
+  for (const name of entries.sort()) {
+    if (name.endsWith('.test.js') && statSync(join(dir, name)).isFile()) files.push(join(dir, name));
+  }
+}
+if (files.length === 0) {
+  console.error(`no test files found under dist/test/{${wanted.join(',')}}: run "npm run build" first`);
+  process.exit(1);
+}
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...files], { stdio: 'inherit' });
+process.exit(r.status ?? 1);
