@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what knockgate needs on a Debian/Ubuntu machine (as root), then the npm packages,
+# then builds. Idempotent: only missing packages are installed.
+#   scripts/setup.sh            apt packages + npm ci + build
+#   SKIP_BUILD=1 scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: run as root (sudo $0): installing packages and loading XDP programs need it" >&2
+    exit 1
+  fi
+}
+
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nodejs npm)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# nodejs/npm may come from elsewhere (nodesource, nvm): only require them when node is absent.
+if command -v node >/dev/null 2>&1; then
+  filtered=()
+  for p in "${missing[@]}"; do [[ "$p" == nodejs || "$p" == npm ]] || filtered+=("$p"); done
+  missing=("${filtered[@]+"${filtered[@]}"}")
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  need_root
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "setup: Node $(node --version) is too old: knockgate needs Node 20 or newer" >&2
+  exit 1
+fi
+
+# bpffs: pins live there. `ip netns exec` hides it, and some minimal systems do not mount it.
+if [ "$(id -u)" -eq 0 ] && ! mount -t bpf | grep -q ' /sys/fs/bpf '; then
+  mount -t bpf bpf /sys/fs/bpf
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+if [ -z "${SKIP_BUILD:-}" ]; then
+  npm run build
+fi

@@ -1,0 +1,45 @@
+import { Command } from 'commander';
+import { ConfigError, formatDuration, formatIssue, formatRange, formatStep, loadConfigFile } from '../../config/index.js';
+import { EXIT } from '../exit.js';
+import { DEFAULT_CONFIG } from '../paths.js';
+
+export function checkCommand(): Command {
+  return new Command('check')
+    .description('validate a config file and print what it defines; exits non-zero on any error')
+    .option('-c, --config <file>', 'config file', DEFAULT_CONFIG)
+    .option('--json', 'print the result as JSON')
+    .addHelpText('after', '\nExample:\n  knockgate check -c /etc/knockgate/knockgate.yaml\n')
+    .action(async (opts: { config: string; json?: boolean }) => {
+      try {
+        const cfg = await loadConfigFile(opts.config);
+        if (opts.json) {
+          process.stdout.write(
+            JSON.stringify({ ok: true, file: cfg.file, warnings: cfg.warnings.map(formatIssue), doors: cfg.doors.map((d) => d.name) }) + '\n',
+          );
+        } else {
+          for (const w of cfg.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
+          process.stdout.write(`${opts.config}: OK\n`);
+          process.stdout.write(`  interfaces: ${cfg.interfaces.map((i) => `${i.name} (${i.mode})`).join(', ')}\n`);
+          for (const d of cfg.doors) {
+            process.stdout.write(
+              `  door ${d.name}: ${d.sequence.map(formatStep).join(' ')} -> ${d.protects.map(formatRange).join(' ')}` +
+                ` (step ${formatDuration(d.stepTimeoutMs)}, sequence ${formatDuration(d.sequenceTimeoutMs)}, open ${formatDuration(d.openForMs)}` +
+                `${d.allowFrom ? `, from ${d.allowFrom.map((c) => c.text).join(' ')}` : ''})\n`,
+            );
+          }
+        }
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          if (opts.json) {
+            process.stdout.write(JSON.stringify({ ok: false, errors: err.issues, warnings: err.warnings }) + '\n');
+          } else {
+            process.stderr.write(err.format() + '\n');
+            process.stderr.write(`${opts.config}: ${err.issues.length} error(s); nothing was changed\n`);
+          }
+          process.exitCode = EXIT.BAD_CONFIG;
+          return;
+        }
+        throw err;
+      }
+    });
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+/**
+ * knockgate's command line: one factory per subcommand (src/cli/commands/), errors to stderr
+ * with what to do, exit codes from exit.ts.
+ */
+import { Command, CommanderError } from 'commander';
+import { readFileSync, realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { BpfError } from '../bpf/index.js';
+import { ConfigError } from '../config/errors.js';
+import { GateError, NoGateError } from '../kernel/gate.js';
+import { checkCommand } from './commands/check.js';
+import { runCommand } from './commands/run.js';
+import { CliError, EXIT } from './exit.js';
+
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('knockgate')
+    .description('eBPF/XDP port-knocking gate')
+    .version(version(), '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .addCommand(runCommand())
+    .addCommand(checkCommand());
+  return program;
+}
+
+/** Map an error to its message and exit code. */
+export function explain(err: unknown): { message: string; code: number } {
+  if (err instanceof CommanderError) return { message: '', code: err.exitCode === 0 ? EXIT.OK : EXIT.USAGE };
+  if (err instanceof ConfigError) return { message: `${err.format()}\nconfig rejected: nothing was changed`, code: EXIT.BAD_CONFIG };
+  if (err instanceof NoGateError) return { message: err.message, code: EXIT.NO_GATE };
+  if (err instanceof CliError) return { message: err.message, code: err.exitCode };
+  if (err instanceof GateError || err instanceof BpfError) return { message: err.message, code: EXIT.FAILED };
+  if (err instanceof Error) return { message: `${err.message}\n(this is a bug if the message does not say what to do: please report it)`, code: EXIT.FAILED };
+  return { message: String(err), code: EXIT.FAILED };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.OK;
+  } catch (err) {
+    const { message, code } = explain(err);
+    if (message) process.stderr.write(`knockgate: ${message}\n`);
+    return code;
+  }
+}
+
+function invokedDirectly(): boolean {
+  const entry = process.argv[1];
+  if (entry === undefined) return false;
+  try {
+    return pathToFileURL(realpathSync(entry)).href === import.meta.url;
+  } catch {
+    return false;
+  }
+}
+if (invokedDirectly()) {
+  main(process.argv).then((code) => process.exit(code));
+}

@@ -1,0 +1,674 @@
+// Validation: walks a parsed YAML document (yaml's Document API, so every node keeps its
+// position) and turns it into a GateConfig, collecting every problem instead of stopping at
+// the first. Pure: no file system access (load.ts reads files).
+import { posix } from 'node:path';
+import { isAlias, isMap, isScalar, isSeq, visit, type Document, type LineCounter, type Node, type Scalar, type YAMLMap, type YAMLSeq } from 'yaml';
+import { parseCidr, type Cidr } from '../net/addr.js';
+import { checkTimeout, formatDuration, parseDuration } from './duration.js';
+import { suggest, type ConfigIssue } from './errors.js';
+import {
+  DEFAULTS,
+  DOOR_NAME,
+  LIMITS,
+  LOG_LEVELS,
+  XDP_MODES,
+  type DoorConfig,
+  type GateConfig,
+  type InterfaceConfig,
+  type LogLevel,
+  type PortRange,
+  type Step,
+  type XdpMode,
+} from './model.js';
+import { formatStep, parsePortRange, parseStep, rangeHolds } from './ports.js';
+import { formatSize, parseSize } from './size.js';
+
+export type PathSeg = string | number;
+
+/** "doors.ssh.sequence[1]"; keys that are not plain words are quoted: doors["my door"]. */
+export function formatPath(path: readonly PathSeg[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else if (/^[A-Za-z0-9_-]+$/.test(seg)) out += out === '' ? seg : `.${seg}`;
+    else out += `[${JSON.stringify(seg)}]`;
+  }
+  return out;
+}
+
+export const ROOT_KEYS = ['interfaces', 'xdp_mode', 'pin_path', 'keep', 'log', 'limits', 'defaults', 'doors'] as const;
+export const LOG_KEYS = ['level', 'denials_per_second'] as const;
+export const LIMITS_KEYS = ['sources', 'event_ring'] as const;
+export const TIMEOUT_KEYS = ['step_timeout', 'sequence_timeout', 'open_for'] as const;
+export const DOOR_KEYS = ['sequence', 'protects', 'allow_from', ...TIMEOUT_KEYS] as const;
+export const INTERFACE_KEYS = ['name', 'xdp_mode'] as const;
+
+/** A key of a mapping with its nodes. `value` is null for `key:` with nothing after it. */
+interface Entry {
+  key: string;
+  keyNode: Node;
+  value: Node | null;
+  path: PathSeg[];
+}
+
+type Origin = 'door' | 'defaults' | 'builtin';
+interface Timeout {
+  ms: number;
+  origin: Origin;
+  entry: Entry | null;
+}
+
+export interface ValidationResult {
+  /** null when there are errors. */
+  config: Omit<GateConfig, 'file' | 'warnings'> | null;
+  errors: ConfigIssue[];
+  warnings: ConfigIssue[];
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+class Checker {
+  readonly errors: ConfigIssue[] = [];
+  readonly warnings: ConfigIssue[] = [];
+  /** "path|key" for every unknown key reported with a suggestion, so that the suggested key
+   * is not also reported as missing. */
+  private readonly suggested = new Set<string>();
+
+  constructor(
+    private readonly doc: Document,
+    private readonly lineCounter: LineCounter,
+    private readonly file: string,
+  ) {}
+
+  private issue(at: Node | number | null, path: readonly PathSeg[], message: string): ConfigIssue {
+    const offset = typeof at === 'number' ? at : (at?.range?.[0] ?? 0);
+    const { line, col } = this.lineCounter.linePos(offset);
+    return { file: this.file, line, col, path: formatPath(path), message };
+  }
+
+  error(at: Node | number | null, path: readonly PathSeg[], message: string): void {
+    this.errors.push(this.issue(at, path, message));
+  }
+
+  warn(at: Node | number | null, path: readonly PathSeg[], message: string): void {
+    this.warnings.push(this.issue(at, path, message));
+  }
+
+  resolve(node: unknown): Node | null {
+    if (isAlias(node)) return node.resolve(this.doc) ?? null;
+    return isMap(node) || isSeq(node) || isScalar(node) ? node : null;
+  }
+
+  /** Where to point for an entry's value: the value, or the key when the value is empty. */
+  valueNode(e: Entry): Node {
+    return e.value !== null && !(isScalar(e.value) && e.value.value === null) ? e.value : e.keyNode;
+  }
+
+  describe(node: Node | null): string {
+    if (node === null) return 'nothing';
+    if (isMap(node)) return 'a mapping';
+    if (isSeq(node)) return 'a list';
+    if (isScalar(node)) {
+      const v = node.value;
+      if (v === null || v === undefined) return 'nothing';
+      if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
+      if (typeof v === 'number') return `the number ${scalarText(node)}`;
+      if (typeof v === 'boolean') return String(v);
+    }
+    return 'something else';
+  }
+
+  /**
+   * The entries of a mapping. Reports a non-mapping, duplicate keys, and keys not in
+   * `allowed` (with a did-you-mean); returns only the known keys.
+   */
+  entries(node: Node | null, path: PathSeg[], allowed: readonly string[] | null, expected: string, at: Node | null = node): Map<string, Entry> | null {
+    if (!isMap(node)) {
+      this.error(at ?? node, path, `expected ${expected}, found ${this.describe(node)}`);
+      return null;
+    }
+    const out = new Map<string, Entry>();
+    for (const pair of (node as YAMLMap<unknown, unknown>).items) {
+      const keyNode = this.resolve(pair.key);
+      if (!isScalar(keyNode) || keyNode.value === null) {
+        this.error(keyNode ?? node, path, 'keys must be plain names');
+        continue;
+      }
+      const key = scalarText(keyNode);
+      const keyPath = [...path, key];
+      const previous = out.get(key);
+      if (previous !== undefined) {
+        this.error(keyNode, keyPath, `${JSON.stringify(key)} is set twice (first on line ${this.lineOf(previous.keyNode)})`);
+        continue;
+      }
+      if (allowed !== null && !allowed.includes(key)) {
+        const near = suggest(key, allowed);
+        if (near !== null) this.suggested.add(`${formatPath(path)}|${near}`);
+        this.error(keyNode, keyPath, near !== null
+          ? `unknown key ${JSON.stringify(key)}: did you mean ${JSON.stringify(near)}?`
+          : `unknown key ${JSON.stringify(key)}: expected ${listOf(allowed)}`);
+        continue;
+      }
+      const value = pair.value === null || pair.value === undefined ? null : this.resolve(pair.value);
+      out.set(key, { key, keyNode, value, path: keyPath });
+    }
+    return out;
+  }
+
+  /** Reports a missing required key, unless an unknown key near it was reported already. */
+  missing(at: Node, path: PathSeg[], key: string, hint: string): void {
+    if (this.suggested.has(`${formatPath(path)}|${key}`)) return;
+    this.error(at, [...path, key], `required key is missing: ${hint}`);
+  }
+
+  lineOf(node: Node): number {
+    return this.lineCounter.linePos(node.range?.[0] ?? 0).line;
+  }
+
+  /** Reports a key whose value is empty (`key:`); returns true when a value is present. */
+  present(e: Entry, hint: string): boolean {
+    if (e.value === null || (isScalar(e.value) && (e.value.value === null || e.value.value === undefined))) {
+      this.error(e.keyNode, e.path, `has no value: ${hint}`);
+      return false;
+    }
+    return true;
+  }
+
+  /** The items of a list value; reports a non-list. */
+  list(e: Entry, example: string): { node: Node | null; index: number }[] | null {
+    if (!isSeq(e.value)) {
+      this.error(this.valueNode(e), e.path, `expected a list, e.g. ${example}, found ${this.describe(e.value)}`);
+      return null;
+    }
+    return (e.value as YAMLSeq<unknown>).items.map((item, index) => ({ node: this.resolve(item), index }));
+  }
+
+  string(e: Entry, example: string): string | undefined {
+    if (isScalar(e.value) && typeof e.value.value === 'string') return e.value.value;
+    this.error(this.valueNode(e), e.path, `expected a string, e.g. ${example}, found ${this.describe(e.value)}`);
+    return undefined;
+  }
+
+  integer(e: Entry, min: number, max: number): number | undefined {
+    const v = isScalar(e.value) ? e.value.value : undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v)) {
+      this.error(this.valueNode(e), e.path, `expected a whole number ${min}..${max}, found ${this.describe(e.value)}`);
+      return undefined;
+    }
+    if (v < min || v > max) {
+      this.error(this.valueNode(e), e.path, `${isScalar(e.value) ? scalarText(e.value) : v} is out of range: ${min}..${max}`);
+      return undefined;
+    }
+    return v;
+  }
+
+  boolean(e: Entry): boolean | undefined {
+    const v = isScalar(e.value) ? e.value.value : undefined;
+    if (typeof v === 'boolean') return v;
+    this.error(this.valueNode(e), e.path, `expected true or false, found ${this.describe(e.value)}`);
+    return undefined;
+  }
+
+  oneOf<T extends string>(e: Entry, choices: readonly T[], what: string): T | undefined {
+    const v = isScalar(e.value) ? e.value.value : undefined;
+    if (typeof v === 'string' && (choices as readonly string[]).includes(v)) return v as T;
+    const text = isScalar(e.value) && v !== null && v !== undefined ? scalarText(e.value) : null;
+    if (text === null || typeof v !== 'string') {
+      this.error(this.valueNode(e), e.path, `expected ${what}: ${choices.join(', ')}; found ${this.describe(e.value)}`);
+      return undefined;
+    }
+    const lower = text.toLowerCase();
+    const near = choices.find((c) => c === lower) ?? suggest(text, choices)
+      ?? choices.find((c) => lower.length >= 3 && (lower.startsWith(c) || c.startsWith(lower))) ?? null;
+    this.error(this.valueNode(e), e.path, near !== null
+      ? `${JSON.stringify(text)} is not ${what}: did you mean ${JSON.stringify(near)}?`
+      : `${JSON.stringify(text)} is not ${what}: expected one of ${choices.join(', ')}`);
+    return undefined;
+  }
+
+  timeout(e: Entry): number | undefined {
+    const v = isScalar(e.value) ? e.value.value : undefined;
+    if (typeof v !== 'string' && typeof v !== 'number') {
+      this.error(this.valueNode(e), e.path, `expected a duration, e.g. 5s, found ${this.describe(e.value)}`);
+      return undefined;
+    }
+    try {
+      const ms = parseDuration(v);
+      checkTimeout(ms, String(v));
+      return ms;
+    } catch (err) {
+      this.error(this.valueNode(e), e.path, errorMessage(err));
+      return undefined;
+    }
+  }
+}
+
+/** The text of a scalar as written, for names that YAML may have read as numbers. */
+function scalarText(node: Scalar): string {
+  const v = node.value;
+  if (typeof v === 'string') return v;
+  return node.source ?? String(v);
+}
+
+function listOf(words: readonly string[], conjunction = 'or'): string {
+  return words.length <= 1 ? (words[0] ?? '') : `${words.slice(0, -1).join(', ')} ${conjunction} ${words.at(-1)}`;
+}
+
+function interfaceNameProblem(name: string): string | null {
+  if (name.length === 0) return 'it is empty';
+  if (name.length > LIMITS.maxInterfaceNameLength) return `it is ${name.length} characters long; Linux allows at most ${LIMITS.maxInterfaceNameLength}`;
+  if (name === '.' || name === '..') return 'it is reserved';
+  const bad = /[/:\s]/.exec(name);
+  if (bad !== null) return `it contains ${bad[0] === '/' || bad[0] === ':' ? `'${bad[0]}'` : 'whitespace'}`;
+  return null;
+}
+
+function doorNameProblem(name: string): string | null {
+  if (DOOR_NAME.test(name)) return null;
+  if (name.length === 0) return 'it is empty';
+  if (name.length > LIMITS.maxDoorNameLength) return `it is ${name.length} characters long; at most ${LIMITS.maxDoorNameLength}`;
+  return 'use letters, digits, "_" and "-", starting with a letter or digit';
+}
+
+/** Validates a parsed document (which must have no YAML errors) into the config model. */
+export function validateDocument(doc: Document, lineCounter: LineCounter, file: string): ValidationResult {
+  const c = new Checker(doc, lineCounter, file);
+  for (const w of doc.warnings) {
+    const { line, col } = lineCounter.linePos(w.pos[0]);
+    c.warnings.push({ file, line, col, path: '', message: w.message });
+  }
+  // An alias without an anchor before it is a YAML error that yaml only reports on toJS().
+  visit(doc, {
+    Alias(_, alias) {
+      if (alias.resolve(doc) === undefined) c.error(alias, [], `invalid YAML: alias *${alias.source} has no anchor &${alias.source} before it`);
+    },
+  });
+  if (c.errors.length > 0) return { config: null, errors: c.errors, warnings: c.warnings };
+  const rootNode = c.resolve(doc.contents);
+  if (rootNode === null || (isScalar(rootNode) && rootNode.value === null)) {
+    c.error(0, [], 'the file is empty: a config needs at least interfaces and doors, see config/knockgate.example.yaml');
+    return { config: null, errors: c.errors, warnings: c.warnings };
+  }
+  const root = c.entries(rootNode, [], ROOT_KEYS, 'a mapping with interfaces, doors and other settings');
+  if (root === null) return { config: null, errors: c.errors, warnings: c.warnings };
+
+  // xdp_mode first: interfaces inherit it.
+  let xdpMode: XdpMode = DEFAULTS.xdpMode;
+  const xdpEntry = root.get('xdp_mode');
+  if (xdpEntry !== undefined && c.present(xdpEntry, `remove the key to use the default (${DEFAULTS.xdpMode})`)) {
+    xdpMode = c.oneOf(xdpEntry, XDP_MODES, 'an XDP mode') ?? xdpMode;
+  }
+
+  // interfaces
+  const interfaces: InterfaceConfig[] = [];
+  const ifEntry = root.get('interfaces');
+  if (ifEntry === undefined) {
+    c.missing(rootNode, [], 'interfaces', 'list the interfaces to guard, e.g. interfaces: [eth0]');
+  } else if (c.present(ifEntry, 'list the interfaces to guard, e.g. interfaces: [eth0]')) {
+    const items = c.list(ifEntry, '[eth0]');
+    if (items !== null && items.length === 0) {
+      c.error(c.valueNode(ifEntry), ifEntry.path, '[] is empty: list at least one interface, e.g. [eth0]');
+    }
+    const seen = new Map<string, number>();
+    for (const { node, index } of items ?? []) {
+      const path = [...ifEntry.path, index];
+      let name: string | undefined;
+      let nameNode: Node | null = node;
+      let mode = xdpMode;
+      if (isMap(node)) {
+        const e = c.entries(node, path, INTERFACE_KEYS, 'an interface');
+        const nameEntry = e?.get('name');
+        if (e !== null && nameEntry === undefined) c.missing(node, path, 'name', 'the interface name, e.g. { name: eth1, xdp_mode: generic }');
+        if (nameEntry !== undefined && c.present(nameEntry, 'the interface name, e.g. eth1')) {
+          nameNode = c.valueNode(nameEntry);
+          if (isScalar(nameEntry.value) && nameEntry.value.value !== null) name = scalarText(nameEntry.value);
+          else c.error(nameNode, nameEntry.path, `expected an interface name, found ${c.describe(nameEntry.value)}`);
+        }
+        const modeEntry = e?.get('xdp_mode');
+        if (modeEntry !== undefined && c.present(modeEntry, `remove the key to use xdp_mode (${xdpMode})`)) {
+          mode = c.oneOf(modeEntry, XDP_MODES, 'an XDP mode') ?? mode;
+        }
+      } else if (isScalar(node) && node.value !== null && node.value !== undefined && typeof node.value !== 'boolean') {
+        name = scalarText(node);
+      } else {
+        c.error(node ?? ifEntry.keyNode, path, `expected an interface name or { name: NAME, xdp_mode: MODE }, found ${c.describe(node)}`);
+      }
+      if (name === undefined) continue;
+      const problem = interfaceNameProblem(name);
+      if (problem !== null) {
+        c.error(nameNode, path, `${JSON.stringify(name)} is not an interface name: ${problem}`);
+        continue;
+      }
+      const first = seen.get(name);
+      if (first !== undefined) {
+        c.error(nameNode, path, `${JSON.stringify(name)} is already listed as interfaces[${first}]`);
+        continue;
+      }
+      seen.set(name, index);
+      interfaces.push({ name, mode });
+    }
+  }
+
+  // pin_path
+  let pinPath: string = DEFAULTS.pinPath;
+  const pinEntry = root.get('pin_path');
+  if (pinEntry !== undefined && c.present(pinEntry, `remove the key to use the default (${DEFAULTS.pinPath})`)) {
+    const p = c.string(pinEntry, DEFAULTS.pinPath);
+    if (p !== undefined) {
+      if (!p.startsWith('/')) c.error(c.valueNode(pinEntry), pinEntry.path, `${JSON.stringify(p)} is not an absolute path: write e.g. ${DEFAULTS.pinPath}`);
+      else if (p.includes('\0')) c.error(c.valueNode(pinEntry), pinEntry.path, 'the path contains a NUL character');
+      else {
+        const normal = posix.normalize(p).replace(/\/+$/, '');
+        if (normal === '') c.error(c.valueNode(pinEntry), pinEntry.path, `"/" cannot hold pins: write a directory on a bpffs, e.g. ${DEFAULTS.pinPath}`);
+        else pinPath = normal;
+      }
+    }
+  }
+
+  // keep
+  let keep: boolean = DEFAULTS.keep;
+  const keepEntry = root.get('keep');
+  if (keepEntry !== undefined && c.present(keepEntry, `remove the key to use the default (${DEFAULTS.keep})`)) {
+    keep = c.boolean(keepEntry) ?? keep;
+  }
+
+  // log
+  let level: LogLevel = DEFAULTS.log.level;
+  let denialsPerSecond: number = DEFAULTS.log.denialsPerSecond;
+  const logEntry = root.get('log');
+  if (logEntry !== undefined && c.present(logEntry, 'remove the key to use the defaults')) {
+    const e = c.entries(logEntry.value, logEntry.path, LOG_KEYS, 'a mapping with level and denials_per_second');
+    const levelEntry = e?.get('level');
+    if (levelEntry !== undefined && c.present(levelEntry, `remove the key to use the default (${DEFAULTS.log.level})`)) {
+      level = c.oneOf(levelEntry, LOG_LEVELS, 'a log level') ?? level;
+    }
+    const dpsEntry = e?.get('denials_per_second');
+    if (dpsEntry !== undefined && c.present(dpsEntry, `remove the key to use the default (${DEFAULTS.log.denialsPerSecond})`)) {
+      denialsPerSecond = c.integer(dpsEntry, 0, LIMITS.denialsPerSecondMax) ?? denialsPerSecond;
+    }
+  }
+
+  // limits
+  let sources: number = DEFAULTS.limits.sources;
+  let eventRingBytes: number = DEFAULTS.limits.eventRingBytes;
+  const limitsEntry = root.get('limits');
+  if (limitsEntry !== undefined && c.present(limitsEntry, 'remove the key to use the defaults')) {
+    const e = c.entries(limitsEntry.value, limitsEntry.path, LIMITS_KEYS, 'a mapping with sources and event_ring');
+    const srcEntry = e?.get('sources');
+    if (srcEntry !== undefined && c.present(srcEntry, `remove the key to use the default (${DEFAULTS.limits.sources})`)) {
+      sources = c.integer(srcEntry, LIMITS.sourcesMin, LIMITS.sourcesMax) ?? sources;
+    }
+    const ringEntry = e?.get('event_ring');
+    if (ringEntry !== undefined && c.present(ringEntry, `remove the key to use the default (${formatSize(DEFAULTS.limits.eventRingBytes)})`)) {
+      const v = isScalar(ringEntry.value) ? ringEntry.value.value : undefined;
+      const at = c.valueNode(ringEntry);
+      if (typeof v !== 'string' && typeof v !== 'number') {
+        c.error(at, ringEntry.path, `expected a size, e.g. 256KiB, found ${c.describe(ringEntry.value)}`);
+      } else {
+        try {
+          const bytes = parseSize(v);
+          const shown = typeof v === 'number' ? String(v) : v;
+          if (bytes < LIMITS.ringMin || bytes > LIMITS.ringMax) {
+            c.error(at, ringEntry.path, `${shown} is out of range: ${formatSize(LIMITS.ringMin)}..${formatSize(LIMITS.ringMax)}`);
+          } else if ((bytes & (bytes - 1)) !== 0) {
+            const lower = 2 ** Math.floor(Math.log2(bytes));
+            c.error(at, ringEntry.path, `${shown} is not a power of two: try ${formatSize(lower)} or ${formatSize(lower * 2)}`);
+          } else {
+            eventRingBytes = bytes;
+          }
+        } catch (err) {
+          c.error(at, ringEntry.path, errorMessage(err));
+        }
+      }
+    }
+  }
+
+  // defaults
+  const defaults: Record<(typeof TIMEOUT_KEYS)[number], Timeout> = {
+    step_timeout: { ms: DEFAULTS.stepTimeoutMs, origin: 'builtin', entry: null },
+    sequence_timeout: { ms: DEFAULTS.sequenceTimeoutMs, origin: 'builtin', entry: null },
+    open_for: { ms: DEFAULTS.openForMs, origin: 'builtin', entry: null },
+  };
+  const defaultsBad = new Set<string>();
+  const defaultsEntry = root.get('defaults');
+  if (defaultsEntry !== undefined && c.present(defaultsEntry, 'remove the key to use the built-in defaults')) {
+    const e = c.entries(defaultsEntry.value, defaultsEntry.path, TIMEOUT_KEYS, 'a mapping with step_timeout, sequence_timeout and open_for');
+    for (const key of TIMEOUT_KEYS) {
+      const te = e?.get(key);
+      if (te === undefined) continue;
+      const builtin = formatDuration(defaults[key].ms);
+      const ms = c.present(te, `remove the key to use the default (${builtin})`) ? c.timeout(te) : undefined;
+      if (ms === undefined) defaultsBad.add(key);
+      else defaults[key] = { ms, origin: 'defaults', entry: te };
+    }
+    if (!defaultsBad.has('step_timeout') && !defaultsBad.has('sequence_timeout')) {
+      checkTimeoutOrder(c, defaults.step_timeout, defaults.sequence_timeout);
+    }
+  }
+
+  // doors
+  const doors: DoorConfig[] = [];
+  const doorsEntry = root.get('doors');
+  /** Per door, the nodes of its parsed steps (for cross-door errors). */
+  const stepNodes = new Map<DoorConfig, { node: Node; path: PathSeg[] }[]>();
+  if (doorsEntry === undefined) {
+    c.missing(rootNode, [], 'doors', 'define at least one door, see config/knockgate.example.yaml');
+  } else if (c.present(doorsEntry, 'define at least one door, e.g. doors: { ssh: { sequence: [7000/tcp, 8000/udp, 9000/tcp], protects: [22/tcp] } }')) {
+    const e = c.entries(doorsEntry.value, doorsEntry.path, null, 'a mapping of door names to doors');
+    if (e !== null && e.size === 0) c.error(c.valueNode(doorsEntry), doorsEntry.path, '{} has no doors: define at least one');
+    let count = 0;
+    let allowTotal = 0;
+    for (const entry of e?.values() ?? []) {
+      count++;
+      if (count === LIMITS.maxDoors + 1) {
+        c.error(entry.keyNode, doorsEntry.path, `${e?.size} doors: at most ${LIMITS.maxDoors} are supported`);
+      }
+      const door = checkDoor(c, entry, defaults, defaultsBad);
+      if (door === null) continue;
+      if (door.config.allowFrom !== null) {
+        const before = allowTotal;
+        allowTotal += door.config.allowFrom.length;
+        if (before <= LIMITS.maxAllowTotal && allowTotal > LIMITS.maxAllowTotal) {
+          const allowEntry = door.allowEntry;
+          c.error(allowEntry?.keyNode ?? entry.keyNode, allowEntry?.path ?? entry.path,
+            `the doors' allow_from lists hold ${allowTotal} networks up to here: at most ${LIMITS.maxAllowTotal} in total`);
+        }
+      }
+      doors.push(door.config);
+      stepNodes.set(door.config, door.stepNodes);
+    }
+  }
+
+  // A knock step must not be a protected port: protected ports are judged first, so the knock
+  // would be dropped as a protected-port packet and never count.
+  // Checked among the doors that are valid on their own.
+  for (const door of doors) {
+    door.sequence.forEach((step, i) => {
+      const protectors = doors.filter((d) => d.protects.some((r) => rangeHolds(r, step))).map((d) => d.name);
+      if (protectors.length === 0) return;
+      const where = stepNodes.get(door)?.[i];
+      const by = protectors.length === 1 ? `door ${protectors[0]} protects it` : `doors ${listOf(protectors, 'and')} protect it`;
+      c.error(where?.node ?? null, where?.path ?? [], `${formatStep(step)} is a knock step of door ${door.name}, but ${by}: knocks on a protected port are dropped before they count; pick a port no door protects`);
+    });
+  }
+
+  if (c.errors.length > 0) return { config: null, errors: c.errors, warnings: c.warnings };
+  return {
+    config: {
+      interfaces,
+      pinPath,
+      keep,
+      log: { level, denialsPerSecond },
+      limits: { sources, eventRingBytes },
+      doors,
+    },
+    errors: [],
+    warnings: c.warnings,
+  };
+}
+
+function originNote(t: Timeout, key: string): string {
+  if (t.origin === 'defaults') return ` (from defaults.${key})`;
+  if (t.origin === 'builtin') return ' (the default)';
+  return '';
+}
+
+/** step_timeout must not exceed sequence_timeout; reported at whichever was set here. */
+function checkTimeoutOrder(c: Checker, step: Timeout, seq: Timeout, doorOrigin: Origin = 'defaults'): void {
+  if (step.ms <= seq.ms) return;
+  const why = 'the time allowed between two knocks cannot exceed the time allowed for the whole sequence';
+  if (step.origin === doorOrigin && step.entry !== null) {
+    c.error(c.valueNode(step.entry), step.entry.path,
+      `step_timeout ${formatDuration(step.ms)} is longer than sequence_timeout ${formatDuration(seq.ms)}${originNote(seq, 'sequence_timeout')}: ${why}`);
+  } else if (seq.entry !== null) {
+    c.error(c.valueNode(seq.entry), seq.entry.path,
+      `sequence_timeout ${formatDuration(seq.ms)} is shorter than step_timeout ${formatDuration(step.ms)}${originNote(step, 'step_timeout')}: ${why}`);
+  }
+}
+
+interface CheckedDoor {
+  config: DoorConfig;
+  stepNodes: { node: Node; path: PathSeg[] }[];
+  allowEntry: Entry | null;
+}
+
+function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KEYS)[number], Timeout>, defaultsBad: Set<string>): CheckedDoor | null {
+  const errorsBefore = c.errors.length;
+  const name = entry.key;
+  const path = entry.path;
+  const nameProblem = doorNameProblem(name);
+  if (nameProblem !== null) c.error(entry.keyNode, path, `${JSON.stringify(name)} is not a door name: ${nameProblem}`);
+  if (entry.value === null || (isScalar(entry.value) && entry.value.value === null)) {
+    c.error(entry.keyNode, path, `door ${name} is empty: it needs at least sequence and protects`);
+    return null;
+  }
+  const e = c.entries(entry.value, path, DOOR_KEYS, 'a door: a mapping with sequence, protects and optional allow_from and timeouts');
+  if (e === null) return null;
+
+  // sequence
+  const sequence: Step[] = [];
+  const stepNodes: { node: Node; path: PathSeg[] }[] = [];
+  const seqEntry = e.get('sequence');
+  const seqExample = '[7000/tcp, 8000/udp, 9000/tcp]';
+  if (seqEntry === undefined) {
+    c.missing(entry.keyNode, path, 'sequence', `the knock sequence, e.g. sequence: ${seqExample}`);
+  } else if (c.present(seqEntry, `the knock sequence, e.g. ${seqExample}`)) {
+    const items = c.list(seqEntry, seqExample);
+    if (items !== null && items.length === 0) c.error(c.valueNode(seqEntry), seqEntry.path, `[] is empty: list 1..${LIMITS.maxSteps} knock steps, e.g. ${seqExample}`);
+    if (items !== null && items.length > LIMITS.maxSteps) {
+      const extra = items[LIMITS.maxSteps];
+      c.error(extra?.node ?? seqEntry.keyNode, seqEntry.path, `${items.length} steps: a sequence has at most ${LIMITS.maxSteps}`);
+    }
+    for (const { node, index } of items ?? []) {
+      const itemPath = [...seqEntry.path, index];
+      const step = scalarItem(c, node, itemPath, seqEntry, 'a knock step, e.g. 7000/tcp', parseStep);
+      if (step === undefined) continue;
+      const prev = sequence.at(-1);
+      if (prev !== undefined && stepNodes.at(-1)?.path.at(-1) === index - 1 && prev.port === step.port && prev.proto === step.proto) {
+        c.error(node, itemPath, `${formatStep(step)} repeats the step before it: the gate takes a repeated knock for a retransmission, so this sequence could never complete`);
+      }
+      sequence.push(step);
+      stepNodes.push({ node: node ?? seqEntry.keyNode, path: itemPath });
+    }
+    if (items !== null && items.length === 1 && sequence.length === 1) {
+      c.warn(c.valueNode(seqEntry), seqEntry.path, 'a one-step sequence is opened by any scan of that port');
+    }
+  }
+
+  // protects
+  const protects: PortRange[] = [];
+  const protEntry = e.get('protects');
+  const protExample = '[22/tcp]';
+  if (protEntry === undefined) {
+    c.missing(entry.keyNode, path, 'protects', `the ports this door opens, e.g. protects: ${protExample}`);
+  } else if (c.present(protEntry, `the ports this door opens, e.g. ${protExample}`)) {
+    const items = c.list(protEntry, protExample);
+    if (items !== null && items.length === 0) c.error(c.valueNode(protEntry), protEntry.path, `[] is empty: list the ports this door opens, e.g. ${protExample}`);
+    if (items !== null && items.length > LIMITS.maxProtects) {
+      const extra = items[LIMITS.maxProtects];
+      c.error(extra?.node ?? protEntry.keyNode, protEntry.path, `${items.length} entries: a door protects at most ${LIMITS.maxProtects} ports or ranges`);
+    }
+    for (const { node, index } of items ?? []) {
+      const range = scalarItem(c, node, [...protEntry.path, index], protEntry, 'a port or port range, e.g. 22/tcp', parsePortRange);
+      if (range !== undefined) protects.push(range);
+    }
+  }
+
+  // allow_from
+  let allowFrom: Cidr[] | null = null;
+  const allowEntry = e.get('allow_from') ?? null;
+  if (allowEntry !== null && c.present(allowEntry, 'remove the key to allow any source')) {
+    const items = c.list(allowEntry, '[198.18.0.0/15, 2001:db8::/32]');
+    if (items !== null && items.length === 0) {
+      c.error(c.valueNode(allowEntry), allowEntry.path, '[] would let nobody knock; remove the key to allow any source');
+    }
+    if (items !== null && items.length > LIMITS.maxAllowPerDoor) {
+      const extra = items[LIMITS.maxAllowPerDoor];
+      c.error(extra?.node ?? allowEntry.keyNode, allowEntry.path, `${items.length} networks: allow_from holds at most ${LIMITS.maxAllowPerDoor} per door`);
+    }
+    if (items !== null && items.length > 0) {
+      const seen = new Set<string>();
+      allowFrom = [];
+      for (const { node, index } of items) {
+        const cidr = scalarItem(c, node, [...allowEntry.path, index], allowEntry, 'a network, e.g. 198.18.0.0/15', parseCidr);
+        if (cidr === undefined || seen.has(cidr.text)) continue;
+        seen.add(cidr.text);
+        allowFrom.push(cidr);
+      }
+    }
+  }
+
+  // timeouts
+  const t: Record<(typeof TIMEOUT_KEYS)[number], Timeout> = { ...defaults };
+  const bad = new Set(defaultsBad);
+  for (const key of TIMEOUT_KEYS) {
+    const te = e.get(key);
+    if (te === undefined) continue;
+    const fallback = defaults[key];
+    const hint = fallback.origin === 'defaults'
+      ? `remove the key to use defaults.${key} (${formatDuration(fallback.ms)})`
+      : `remove the key to use the default (${formatDuration(fallback.ms)})`;
+    const ms = c.present(te, hint) ? c.timeout(te) : undefined;
+    if (ms === undefined) bad.add(key);
+    else {
+      bad.delete(key);
+      t[key] = { ms, origin: 'door', entry: te };
+    }
+  }
+  if (!bad.has('step_timeout') && !bad.has('sequence_timeout') && (t.step_timeout.origin === 'door' || t.sequence_timeout.origin === 'door')) {
+    checkTimeoutOrder(c, t.step_timeout, t.sequence_timeout, 'door');
+  }
+
+  if (c.errors.length > errorsBefore) return null;
+  return {
+    config: {
+      name,
+      sequence,
+      protects,
+      allowFrom,
+      stepTimeoutMs: t.step_timeout.ms,
+      sequenceTimeoutMs: t.sequence_timeout.ms,
+      openForMs: t.open_for.ms,
+    },
+    stepNodes,
+    allowEntry,
+  };
+}
+
+/** Parses one list item with a pure text parser, reporting its error at the item. */
+function scalarItem<T>(c: Checker, node: Node | null, path: PathSeg[], list: Entry, what: string, parse: (text: string) => T): T | undefined {
+  if (!isScalar(node) || node.value === null || node.value === undefined || typeof node.value === 'boolean') {
+    c.error(node ?? list.keyNode, path, `expected ${what}, found ${c.describe(node)}`);
+    return undefined;
+  }
+  try {
+    const v = node.value;
+    // Numbers reach the parsers as numbers so they can say "has no protocol".
+    return typeof v === 'number' ? (parse as (text: string | number) => T)(v) : parse(scalarText(node));
+  } catch (err) {
+    c.error(node, path, errorMessage(err));
+    return undefined;
+  }
+}

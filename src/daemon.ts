@@ -1,0 +1,253 @@
+/**
+ * The daemon (`knockgate run`): loads or adopts the gate, applies the config, streams kernel
+ * events into the log, refills the kernel's denial-event budget, sweeps expired grants, and
+ * handles signals: SIGHUP re-reads the config (a bad one is reported and the running gate keeps
+ * its last good state), SIGTERM/SIGINT shut down through one path.
+ */
+import { RingBufferReader, ifName, setLibbpfLogger } from './bpf/index.js';
+import { ConfigError, loadConfigFile, type ConfigIssue, type GateConfig } from './config/index.js';
+import { EVENT_MESSAGES, decodeAndDescribe, type EventContext, type GateEvent } from './kernel/events.js';
+import { Gate, monoNowNs } from './kernel/gate.js';
+import { MAP } from './kernel/layout.js';
+import { createLogger, type Logger } from './log.js';
+
+export interface DaemonOptions {
+  configPath: string;
+  /** --keep: leave the gate enforcing after exit (also `keep: true` in the config) */
+  keep?: boolean;
+  pretty?: boolean;
+  objectPath?: string;
+  /** test hook: receives every event after it is logged */
+  onEvent?: (e: GateEvent) => void;
+}
+
+const SWEEP_INTERVAL_MS = 5_000;
+
+function issueRecord(i: ConfigIssue) {
+  return { file: i.file, line: i.line, col: i.col, key: i.path, problem: i.message };
+}
+
+export class Daemon {
+  private gate: Gate | null = null;
+  private reader: RingBufferReader | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private stopping: Promise<void> | null = null;
+  private resolveDone: (() => void) | null = null;
+  readonly done: Promise<void>;
+  private readonly ifnames = new Map<number, string>();
+  private doorNames = new Map<number, { name: string; steps: number }>();
+
+  private constructor(
+    private config: GateConfig,
+    private readonly opts: DaemonOptions,
+    private readonly log: Logger,
+  ) {
+    this.done = new Promise((resolve) => {
+      this.resolveDone = resolve;
+    });
+  }
+
+  /** Validate the config, start the gate, and return once it enforces. */
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const config = await loadConfigFile(opts.configPath);
+    const log = createLogger({ level: config.log.level, pretty: opts.pretty ?? false });
+    setLibbpfLogger(log.child({ module: 'libbpf' }));
+    for (const w of config.warnings) log.warn(issueRecord(w), 'config warning');
+    const d = new Daemon(config, opts, log);
+    try {
+      d.startGate();
+    } catch (err) {
+      d.teardownAfterFailedStart();
+      throw err;
+    }
+    return d;
+  }
+
+  private get keep(): boolean {
+    return (this.opts.keep ?? false) || this.config.keep;
+  }
+
+  private startGate(): void {
+    const c = this.config;
+    const gate = Gate.open({
+      pinPath: c.pinPath,
+      sources: c.limits.sources,
+      eventRingBytes: c.limits.eventRingBytes,
+      logger: this.log,
+      ...(this.opts.objectPath !== undefined ? { objectPath: this.opts.objectPath } : {}),
+    });
+    this.gate = gate;
+    gate.applyDoors(c.doors);
+    this.refreshDoorNames();
+    gate.setDenyTokens(c.log.denialsPerSecond);
+    this.attachInterfaces(c);
+    this.reader = new RingBufferReader(gate.map(MAP.EVENTS).fd, (rec) => this.onRecord(rec));
+    this.timers.push(setInterval(() => gate.setDenyTokens(this.config.log.denialsPerSecond), 1000));
+    this.timers.push(
+      setInterval(() => {
+        const n = gate.sweepExpiredGrants();
+        if (n > 0) this.log.debug({ removed: n }, 'expired grants swept');
+      }, SWEEP_INTERVAL_MS),
+    );
+    this.log.info(
+      {
+        config: c.file,
+        pin_path: c.pinPath,
+        adopted: gate.adopted,
+        keep: this.keep,
+        interfaces: gate.attachments().map((a) => ({ name: a.ifname, xdp_mode: a.mode })),
+        doors: c.doors.map((d) => d.name),
+      },
+      'knockgate running',
+    );
+  }
+
+  private attachInterfaces(c: GateConfig): void {
+    const gate = this.gate!;
+    gate.attach(c.interfaces);
+    const wanted = new Set(c.interfaces.map((i) => i.name));
+    for (const name of gate.pinnedLinkNames()) if (!wanted.has(name)) gate.detachInterface(name);
+  }
+
+  private refreshDoorNames(): void {
+    this.doorNames = new Map(this.gate!.doors().map((d) => [d.slot, { name: d.door.name, steps: d.door.steps.length }]));
+  }
+
+  private readonly ctx: EventContext = {
+    doorName: (slot) => this.doorNames.get(slot)?.name,
+    doorSteps: (slot) => this.doorNames.get(slot)?.steps,
+    ifName: (index) => {
+      if (index === 0) return undefined;
+      let n = this.ifnames.get(index);
+      if (n === undefined) {
+        try {
+          n = ifName(index);
+          this.ifnames.set(index, n);
+        } catch {
+          return undefined;
+        }
+      }
+      return n;
+    },
+    nowNs: monoNowNs,
+  };
+
+  private onRecord(rec: Buffer): void {
+    let e: GateEvent;
+    try {
+      e = decodeAndDescribe(rec, this.ctx);
+    } catch (err) {
+      this.log.warn({ err, bytes: rec.length }, 'undecodable kernel event');
+      return;
+    }
+    this.log.info(e, EVENT_MESSAGES[e.event]);
+    this.opts.onEvent?.(e);
+  }
+
+  /** SIGHUP: re-read the config; on any error keep the running state and say why. */
+  async reload(): Promise<boolean> {
+    const log = this.log;
+    let next: GateConfig;
+    try {
+      next = await loadConfigFile(this.opts.configPath);
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        for (const i of err.issues) log.error(issueRecord(i), 'config rejected');
+        log.error({ config: this.opts.configPath, errors: err.issues.length }, 'reload refused: the running gate keeps its last good config');
+      } else {
+        log.error({ err, config: this.opts.configPath }, 'reload refused: the running gate keeps its last good config');
+      }
+      return false;
+    }
+    const cur = this.config;
+    const fixed: [string, unknown, unknown][] = [
+      ['pin_path', cur.pinPath, next.pinPath],
+      ['limits.sources', cur.limits.sources, next.limits.sources],
+      ['limits.event_ring', cur.limits.eventRingBytes, next.limits.eventRingBytes],
+    ];
+    const changed = fixed.filter(([, a, b]) => a !== b);
+    if (changed.length > 0) {
+      for (const [key, a, b] of changed) {
+        log.error({ key, running: a, requested: b }, `${key} cannot change on a live gate: restart the daemon to apply it`);
+      }
+      log.error({ config: this.opts.configPath }, 'reload refused: the running gate keeps its last good config');
+      return false;
+    }
+    for (const w of next.warnings) log.warn(issueRecord(w), 'config warning');
+    const gate = this.gate!;
+    try {
+      gate.applyDoors(next.doors);
+    } catch (err) {
+      log.error({ err }, 'reload refused: the new doors could not be written; the running gate keeps its last good config');
+      return false;
+    }
+    this.refreshDoorNames();
+    try {
+      this.attachInterfaces(next);
+    } catch (err) {
+      log.error({ err }, 'interfaces could not all be attached; doors were updated');
+    }
+    log.level = next.log.level;
+    gate.setDenyTokens(next.log.denialsPerSecond);
+    this.config = next;
+    log.info({ config: next.file, doors: next.doors.map((d) => d.name) }, 'config reloaded');
+    return true;
+  }
+
+  /** One shutdown path for every signal. */
+  stop(reason: string): Promise<void> {
+    if (this.stopping) return this.stopping;
+    this.stopping = (async () => {
+      for (const t of this.timers) clearInterval(t);
+      this.timers = [];
+      this.reader?.close();
+      this.reader = null;
+      const gate = this.gate;
+      this.gate = null;
+      if (gate) {
+        if (this.keep) {
+          gate.close();
+          this.log.info({ reason, pin_path: gate.pinPath }, 'stopped; the gate keeps enforcing (keep)');
+        } else {
+          gate.destroy();
+          this.log.info({ reason }, 'stopped; gate detached and pins removed');
+        }
+      }
+      this.resolveDone?.();
+    })();
+    return this.stopping;
+  }
+
+  private teardownAfterFailedStart(): void {
+    for (const t of this.timers) clearInterval(t);
+    this.reader?.close();
+    const gate = this.gate;
+    this.gate = null;
+    if (!gate) return;
+    if (gate.adopted || this.keep) gate.close();
+    else gate.destroy();
+  }
+
+  /** Install signal handlers for a foreground process. */
+  handleSignals(): void {
+    process.on('SIGHUP', () => {
+      this.log.info('SIGHUP: reloading config');
+      void this.reload();
+    });
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+      process.once(sig, () => {
+        void this.stop(sig);
+      });
+    }
+  }
+
+  currentGate(): Gate | null {
+    return this.gate;
+  }
+}
+
+export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
+  const d = await Daemon.start(opts);
+  d.handleSignals();
+  return d;
+}

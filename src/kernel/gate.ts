@@ -1,0 +1,533 @@
+/**
+ * The gate: the loaded (or adopted) XDP program, its pinned maps and links, and every
+ * operation on them. Config-to-tables compilation lives in tables.ts; the byte layout in
+ * layout.ts; the libbpf binding in src/bpf/. See docs/DESIGN.md for the kernel contract.
+ *
+ * Pins under `pinPath`:  prog, maps/<name> (the .bss map as maps/kg_globals), links/<ifname>.
+ */
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  BpfLink,
+  BpfMap,
+  BpfObject,
+  BPF_ANY,
+  attachXdp,
+  ensureBpffs,
+  ifIndex,
+  ifName,
+  mmapMap,
+  unpin,
+  waitForPrograms,
+  xdpQuery,
+  type MmapRegion,
+} from '../bpf/index.js';
+import type { DoorConfig, InterfaceConfig } from '../config/index.js';
+import type { Logger } from '../log.js';
+import {
+  KG,
+  MAP,
+  OFFSETS,
+  PROG_NAME,
+  SIZEOF,
+  decodeAllowKey,
+  decodeDoor,
+  decodeGrant,
+  decodeProgress,
+  doorIndex,
+  encodeAllowKey,
+  encodeDoor,
+  encodeGrant,
+  sumStats,
+  type KDoor,
+  type KDoorProgress,
+  type Stats,
+} from './layout.js';
+import { allowKeyText, planGeneration, type GenerationPlan, type SlotState } from './tables.js';
+
+export const DEFAULT_PIN_PATH = '/sys/fs/bpf/knockgate';
+
+export function defaultObjectPath(): string {
+  // dist/src/kernel/gate.js -> <package>/bpf/knock.bpf.o
+  return fileURLToPath(new URL('../../../bpf/knock.bpf.o', import.meta.url));
+}
+
+/** Error for a state the user must resolve, with what to do. */
+export class GateError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'GateError';
+  }
+}
+
+/** No gate is pinned at the given path. */
+export class NoGateError extends GateError {
+  constructor(readonly pinPath: string) {
+    super(`no gate is loaded at ${pinPath}: start one with \`knockgate run -c CONFIG\` (or pass the right --pin-path)`);
+    this.name = 'NoGateError';
+  }
+}
+
+const PINNED_NAME: Record<string, string> = { [MAP.GLOBALS]: 'kg_globals' };
+const ALL_MAPS = [MAP.PORTS, MAP.DOORS, MAP.ALLOW, MAP.PROGRESS, MAP.GRANTS, MAP.EVENTS, MAP.STATS, MAP.GLOBALS] as const;
+type GateMap = (typeof ALL_MAPS)[number];
+
+/** Key and value sizes every map must have (0 = not applicable, e.g. ring buffers). */
+const EXPECTED_SIZES: Record<GateMap, [number, number]> = {
+  [MAP.PORTS]: [4, SIZEOF.port_info],
+  [MAP.DOORS]: [4, SIZEOF.door],
+  [MAP.ALLOW]: [SIZEOF.allow_key, 4],
+  [MAP.PROGRESS]: [SIZEOF.addr, SIZEOF.progress],
+  [MAP.GRANTS]: [SIZEOF.addr, SIZEOF.grant],
+  [MAP.EVENTS]: [0, 0],
+  [MAP.STATS]: [4, SIZEOF.stats],
+  [MAP.GLOBALS]: [4, SIZEOF.globals],
+};
+
+export interface GateOptions {
+  pinPath: string;
+  sources: number;
+  eventRingBytes: number;
+  logger: Logger;
+  objectPath?: string;
+}
+
+export interface Attachment {
+  ifname: string;
+  ifindex: number;
+  mode: string;
+  progId: number;
+}
+
+export interface GrantEntry {
+  addr: Buffer;
+  slot: number;
+  door: string;
+  expiresNs: bigint;
+}
+
+export interface ProgressEntry extends KDoorProgress {
+  addr: Buffer;
+  door: string;
+  stale: boolean;
+}
+
+function pinPaths(pinPath: string) {
+  return {
+    prog: join(pinPath, 'prog'),
+    maps: join(pinPath, 'maps'),
+    links: join(pinPath, 'links'),
+    map: (name: string) => join(pinPath, 'maps', PINNED_NAME[name] ?? name),
+    link: (ifname: string) => join(pinPath, 'links', ifname),
+  };
+}
+
+export function monoNowNs(): bigint {
+  // process.hrtime is CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads.
+  return process.hrtime.bigint();
+}
+
+export class Gate {
+  private readonly paths: ReturnType<typeof pinPaths>;
+  private closed = false;
+
+  private constructor(
+    readonly pinPath: string,
+    private readonly maps: Map<GateMap, BpfMap>,
+    private readonly globals: MmapRegion,
+    /** fd of the loaded program; -1 when the gate was opened from pins without loading */
+    readonly progFd: number,
+    private readonly object: BpfObject | null,
+    /** true when this process found the gate pinned and took it over */
+    readonly adopted: boolean,
+    private readonly log: Logger,
+  ) {
+    this.paths = pinPaths(pinPath);
+  }
+
+  /**
+   * Load the program and pin it, or adopt a pinned gate: reuse its maps (grants and progress
+   * included), load the program against them and move its links to the new program.
+   */
+  static open(opts: GateOptions): Gate {
+    const log = opts.logger;
+    const paths = pinPaths(opts.pinPath);
+    ensureBpffs(opts.pinPath);
+    const adopting = existsSync(paths.map(MAP.PORTS));
+    const objectPath = opts.objectPath ?? defaultObjectPath();
+    if (!existsSync(objectPath)) {
+      throw new GateError(`BPF object ${objectPath} not found: run \`npm run build\` (needs clang, see scripts/setup.sh)`);
+    }
+    const obj = BpfObject.open(objectPath);
+    const reused: BpfMap[] = [];
+    try {
+      obj.setMaxEntries(MAP.PROGRESS, opts.sources);
+      obj.setMaxEntries(MAP.GRANTS, opts.sources);
+      obj.setMaxEntries(MAP.EVENTS, opts.eventRingBytes);
+      if (adopting) {
+        for (const name of ALL_MAPS) {
+          const pinned = BpfMap.openPinned(paths.map(name));
+          reused.push(pinned);
+          Gate.checkAdoptable(opts, name, pinned);
+          obj.reuseMap(name, pinned.fd);
+        }
+      }
+      obj.load();
+    } catch (err) {
+      for (const m of reused) m.close();
+      obj.close();
+      throw err;
+    }
+    for (const m of reused) m.close();
+    const maps = new Map<GateMap, BpfMap>();
+    for (const name of ALL_MAPS) {
+      const m = obj.map(name);
+      const [k, v] = EXPECTED_SIZES[name];
+      if (k !== 0) m.expectSizes(k, v);
+      maps.set(name, m);
+    }
+    const progFd = obj.programFd(PROG_NAME);
+    mkdirSync(paths.maps, { recursive: true });
+    mkdirSync(paths.links, { recursive: true });
+    if (!adopting) {
+      for (const name of ALL_MAPS) maps.get(name)!.pin(paths.map(name));
+    }
+    unpin(paths.prog);
+    obj.pinProgram(PROG_NAME, paths.prog);
+    const globals = mmapMap(maps.get(MAP.GLOBALS)!);
+    const gate = new Gate(opts.pinPath, maps, globals, progFd, obj, adopting, log.child({ module: 'gate' }));
+    if (adopting) {
+      for (const ifname of gate.pinnedLinkNames()) {
+        const link = BpfLink.openPinned(paths.link(ifname));
+        try {
+          link.update(progFd);
+        } finally {
+          link.close();
+        }
+      }
+      log.info({ pin_path: opts.pinPath, doors: gate.doors().map((d) => d.door.name) }, 'adopted the pinned gate');
+    } else {
+      log.info({ pin_path: opts.pinPath }, 'loaded the gate');
+    }
+    return gate;
+  }
+
+  /** Open a pinned gate's maps without loading anything (CLI commands). */
+  static openPinned(pinPath: string, logger: Logger): Gate {
+    const paths = pinPaths(pinPath);
+    if (!existsSync(paths.map(MAP.PORTS))) throw new NoGateError(pinPath);
+    const maps = new Map<GateMap, BpfMap>();
+    try {
+      for (const name of ALL_MAPS) {
+        const m = BpfMap.openPinned(paths.map(name));
+        maps.set(name, m);
+        const [k, v] = EXPECTED_SIZES[name];
+        if (k !== 0) m.expectSizes(k, v);
+      }
+    } catch (err) {
+      for (const m of maps.values()) m.close();
+      throw err;
+    }
+    const globals = mmapMap(maps.get(MAP.GLOBALS)!);
+    return new Gate(pinPath, maps, globals, -1, null, true, logger.child({ module: 'gate' }));
+  }
+
+  private static checkAdoptable(opts: GateOptions, name: GateMap, m: BpfMap): void {
+    const [k, v] = EXPECTED_SIZES[name];
+    const fix = `run \`knockgate detach --pin-path ${opts.pinPath}\` (this drops live grants) and start again`;
+    if (k !== 0 && (m.keySize !== k || m.valueSize !== v)) {
+      throw new GateError(
+        `the gate pinned at ${opts.pinPath} has another layout (map ${name}: key ${m.keySize} B, value ${m.valueSize} B; ` +
+          `this build expects key ${k} B, value ${v} B): it was loaded by another knockgate version; ${fix}`,
+      );
+    }
+    const want = name === MAP.EVENTS ? opts.eventRingBytes : name === MAP.PROGRESS || name === MAP.GRANTS ? opts.sources : null;
+    if (want !== null && m.maxEntries !== want) {
+      const key = name === MAP.EVENTS ? 'limits.event_ring' : 'limits.sources';
+      throw new GateError(
+        `the gate pinned at ${opts.pinPath} was loaded with ${key} = ${m.maxEntries}, the config asks for ${want}: ` +
+          `a live gate cannot be resized; set ${key} back to ${m.maxEntries}, or ${fix}`,
+      );
+    }
+  }
+
+  map(name: GateMap): BpfMap {
+    const m = this.maps.get(name);
+    if (!m) throw new Error(`internal: map ${name} not open`);
+    return m;
+  }
+
+  // ---- generations --------------------------------------------------------------------
+
+  activeGen(): number {
+    return this.globals.view.getUint32(OFFSETS.globals.active_gen, true) & 1;
+  }
+
+  /** The 16 slots of a generation as the kernel holds them, with their allow lists. */
+  readSlots(gen = this.activeGen()): SlotState[] {
+    const doors = this.map(MAP.DOORS);
+    const allow = new Map<number, string[]>();
+    for (const key of this.map(MAP.ALLOW).keys()) {
+      const k = decodeAllowKey(key);
+      if (k.gen !== gen) continue;
+      const list = allow.get(k.slot) ?? [];
+      list.push(allowKeyText(k.addr, k.mappedPrefix));
+      allow.set(k.slot, list);
+    }
+    const out: SlotState[] = [];
+    for (let slot = 0; slot < KG.MAX_DOORS; slot++) {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(doorIndex(gen, slot));
+      const v = doors.lookup(key);
+      const door = v ? decodeDoor(v) : decodeDoor(Buffer.alloc(SIZEOF.door));
+      const list = allow.get(slot);
+      out.push({ door, allow: list ? list.sort() : null });
+    }
+    return out;
+  }
+
+  /** Live doors of the active generation. */
+  doors(): { slot: number; door: KDoor; allow: string[] | null }[] {
+    return this.readSlots()
+      .map((s, slot) => ({ slot, door: s.door, allow: s.allow }))
+      .filter((d) => (d.door.flags & 1) !== 0);
+  }
+
+  /**
+   * Replace the rules with `doors`, atomically: the inactive generation is rewritten, the
+   * active index flips, and we wait until no packet is still judged against the old one.
+   */
+  applyDoors(doors: readonly DoorConfig[]): GenerationPlan {
+    const active = this.activeGen();
+    const next = active ^ 1;
+    const plan = planGeneration(this.readSlots(active), doors);
+
+    // Grants of doors that go away are cut before their slot can be reused.
+    if (plan.removedSlots.length > 0) this.clearGrantSlots(plan.removedSlots);
+
+    const doorMap = this.map(MAP.DOORS);
+    plan.slots.forEach((d, slot) => {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(doorIndex(next, slot));
+      doorMap.update(key, encodeDoor(d), BPF_ANY);
+    });
+
+    const n = KG.PROTOS * KG.PORTS;
+    const keys = Buffer.alloc(n * 4);
+    for (let i = 0; i < n; i++) keys.writeUInt32LE(next * n + i, i * 4);
+    this.map(MAP.PORTS).updateBatch(keys, plan.ports, n);
+
+    const allowMap = this.map(MAP.ALLOW);
+    const stale = [...allowMap.keys()].filter((k) => decodeAllowKey(k).gen === next);
+    for (const k of stale) allowMap.delete(k);
+    const one = Buffer.alloc(4);
+    one.writeUInt32LE(1);
+    for (const a of plan.allow) allowMap.update(encodeAllowKey(next, a.slot, a.addr, a.mappedPrefix), one, BPF_ANY);
+
+    this.globals.view.setUint32(OFFSETS.globals.active_gen, next, true);
+    waitForPrograms();
+    this.log.debug({ generation: next, doors: plan.doors.map((d) => d.config.name) }, 'rules switched');
+    return plan;
+  }
+
+  // ---- attach -------------------------------------------------------------------------
+
+  pinnedLinkNames(): string[] {
+    try {
+      return readdirSync(this.paths.links).sort();
+    } catch {
+      return [];
+    }
+  }
+
+  /** Attach to each interface (or move an existing link to this program); returns the state. */
+  attach(ifaces: readonly InterfaceConfig[]): Attachment[] {
+    if (this.progFd < 0) throw new Error('internal: attach needs a loaded program');
+    for (const i of ifaces) {
+      const index = ifIndex(i.name);
+      const pin = this.paths.link(i.name);
+      if (existsSync(pin)) {
+        const q = xdpQuery(index);
+        const modeOk = i.mode === 'auto' || q.attachMode === i.mode;
+        if (modeOk) continue;
+        this.detachInterface(i.name);
+      }
+      const link = attachXdp(this.progFd, index, i.mode);
+      try {
+        link.pin(pin);
+      } finally {
+        link.close();
+      }
+      const q = xdpQuery(index);
+      this.log.info({ interface: i.name, xdp_mode: q.attachMode, prog_id: q.progId }, 'attached');
+    }
+    return this.attachments();
+  }
+
+  attachments(): Attachment[] {
+    const out: Attachment[] = [];
+    for (const ifname of this.pinnedLinkNames()) {
+      let ifindex = 0;
+      try {
+        ifindex = ifIndex(ifname);
+      } catch {
+        out.push({ ifname, ifindex: 0, mode: 'gone', progId: 0 });
+        continue;
+      }
+      const q = xdpQuery(ifindex);
+      out.push({ ifname, ifindex, mode: q.attachMode, progId: q.progId });
+    }
+    return out;
+  }
+
+  detachInterface(ifname: string): void {
+    const pin = this.paths.link(ifname);
+    if (!existsSync(pin)) return;
+    const link = BpfLink.openPinned(pin);
+    try {
+      link.detach();
+    } finally {
+      link.close();
+      unpin(pin);
+    }
+    this.log.info({ interface: ifname }, 'detached');
+  }
+
+  // ---- state --------------------------------------------------------------------------
+
+  private slotNames(): Map<number, KDoor> {
+    return new Map(this.doors().map((d) => [d.slot, d.door]));
+  }
+
+  grants(nowNs = monoNowNs()): GrantEntry[] {
+    const names = this.slotNames();
+    const out: GrantEntry[] = [];
+    for (const [key, value] of this.map(MAP.GRANTS).entries()) {
+      decodeGrant(value).forEach((exp, slot) => {
+        if (exp > nowNs) out.push({ addr: Buffer.from(key), slot, door: names.get(slot)?.name ?? `slot${slot}`, expiresNs: exp });
+      });
+    }
+    return out;
+  }
+
+  progress(nowNs = monoNowNs()): ProgressEntry[] {
+    const doors = this.slotNames();
+    const out: ProgressEntry[] = [];
+    for (const [key, value] of this.map(MAP.PROGRESS).entries()) {
+      for (const p of decodeProgress(value)) {
+        const d = doors.get(p.slot);
+        const stale =
+          !d || d.epoch !== p.epoch || nowNs - p.lastNs > d.stepTimeoutNs || nowNs - p.startNs > d.seqTimeoutNs;
+        out.push({ ...p, addr: Buffer.from(key), door: d?.name ?? `slot${p.slot}`, stale });
+      }
+    }
+    return out;
+  }
+
+  stats(): Stats {
+    const key = Buffer.alloc(4);
+    return sumStats(this.map(MAP.STATS).lookupPerCpu(key));
+  }
+
+  setDenyTokens(n: number): void {
+    this.globals.view.setBigInt64(OFFSETS.globals.deny_tokens, BigInt(n), true);
+  }
+
+  /** Set (or extend) a grant by hand. */
+  grant(addr: Buffer, slot: number, forNs: bigint, nowNs = monoNowNs()): bigint {
+    const m = this.map(MAP.GRANTS);
+    const cur = m.lookup(addr);
+    const exp = cur ? decodeGrant(cur) : new Array<bigint>(KG.MAX_DOORS).fill(0n);
+    exp[slot] = nowNs + forNs;
+    m.update(addr, encodeGrant(exp), BPF_ANY);
+    return nowNs + forNs;
+  }
+
+  /** Cut grants of `addr` (all doors, or the given slots). Returns the slots cut. */
+  revoke(addr: Buffer, slots?: readonly number[], nowNs = monoNowNs()): number[] {
+    const m = this.map(MAP.GRANTS);
+    const cur = m.lookup(addr);
+    if (!cur) return [];
+    const exp = decodeGrant(cur);
+    const cut: number[] = [];
+    exp.forEach((v, s) => {
+      if ((slots === undefined || slots.includes(s)) && v !== 0n) {
+        if (v > nowNs) cut.push(s);
+        exp[s] = 0n;
+      }
+    });
+    if (exp.every((v) => v === 0n)) m.delete(addr);
+    else m.update(addr, encodeGrant(exp), BPF_ANY);
+    return cut;
+  }
+
+  private clearGrantSlots(slots: readonly number[]): void {
+    const m = this.map(MAP.GRANTS);
+    for (const [key] of [...m.entries()]) this.revoke(Buffer.from(key), slots, 0n);
+  }
+
+  /** Delete grant entries whose every door has expired. Returns how many were removed. */
+  sweepExpiredGrants(nowNs = monoNowNs()): number {
+    const m = this.map(MAP.GRANTS);
+    let removed = 0;
+    for (const [key, value] of [...m.entries()]) {
+      if (decodeGrant(value).every((v) => v <= nowNs)) {
+        if (m.delete(key)) removed++;
+      }
+    }
+    return removed;
+  }
+
+  mapFill(): { map: string; entries: number; max: number }[] {
+    const count = (m: BpfMap): number => {
+      let n = 0;
+      for (const _ of m.keys()) n++;
+      return n;
+    };
+    return [MAP.PROGRESS, MAP.GRANTS].map((name) => {
+      const m = this.map(name);
+      return { map: name, entries: count(m), max: m.maxEntries };
+    });
+  }
+
+  // ---- teardown -----------------------------------------------------------------------
+
+  /** Close fds; the pinned gate keeps enforcing. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.globals.close();
+    for (const m of this.maps.values()) m.close();
+    this.object?.close();
+  }
+
+  /** Detach from every interface and remove every pin, then close. */
+  destroy(): void {
+    for (const ifname of this.pinnedLinkNames()) this.detachInterface(ifname);
+    this.close();
+    removePins(this.pinPath);
+    this.log.info({ pin_path: this.pinPath }, 'gate removed');
+  }
+}
+
+/** Remove the gate's pins (links first, so the program detaches). */
+export function removePins(pinPath: string): void {
+  const paths = pinPaths(pinPath);
+  for (const ifname of (() => {
+    try {
+      return readdirSync(paths.links);
+    } catch {
+      return [];
+    }
+  })()) {
+    unpin(paths.link(ifname));
+  }
+  unpin(paths.prog);
+  for (const name of ALL_MAPS) unpin(paths.map(name));
+  rmSync(paths.links, { recursive: true, force: true });
+  rmSync(paths.maps, { recursive: true, force: true });
+  rmSync(pinPath, { recursive: true, force: true });
+}
+
+export { ifName };

@@ -1,0 +1,149 @@
+/**
+ * Policy compiler: turns the doors of a config into the contents of one kernel generation
+ * (kg_doors slots, the kg_ports table, kg_allow keys). Pure: no kernel access, so it is unit
+ * tested on its own. The gate (gate.ts) writes the result into the inactive generation and
+ * flips; see docs/DESIGN.md "Generations".
+ */
+import type { DoorConfig } from '../config/index.js';
+import { DOOR_FLAG, KG, SIZEOF, encodePortInfo, protoNumber, type KDoor } from './layout.js';
+
+const NS_PER_MS = 1_000_000n;
+
+/** What a slot held in the active generation, as read back from the kernel. */
+export interface SlotState {
+  door: KDoor;
+  /** canonical allow-list entries of that slot ("addr/mappedPrefix"), sorted; null = none */
+  allow: string[] | null;
+}
+
+export interface PlannedDoor {
+  slot: number;
+  config: DoorConfig;
+  kdoor: KDoor;
+  /** true when the door's knock rules changed: sources midway start over */
+  rulesChanged: boolean;
+  isNew: boolean;
+}
+
+export interface GenerationPlan {
+  doors: PlannedDoor[];
+  /** all KG.MAX_DOORS slots' kg_door values for the new generation */
+  slots: KDoor[];
+  /** slots that held a door in the active generation and hold none (or another door) now */
+  removedSlots: number[];
+  /** kg_ports values of the new generation: KG.PROTOS * KG.PORTS entries, proto-major */
+  ports: Buffer;
+  /** allow-list entries per slot: 16-byte address and its mapped prefix */
+  allow: { slot: number; addr: Buffer; mappedPrefix: number }[];
+}
+
+function emptyDoor(epoch: number): KDoor {
+  return { flags: 0, epoch, stepTimeoutNs: 0n, seqTimeoutNs: 0n, openForNs: 0n, steps: [], protects: [], name: '' };
+}
+
+export function allowKeyText(addr: Buffer, mappedPrefix: number): string {
+  return `${addr.toString('hex')}/${mappedPrefix}`;
+}
+
+function allowOf(d: DoorConfig): string[] | null {
+  if (d.allowFrom === null) return null;
+  return [...new Set(d.allowFrom.map((c) => allowKeyText(c.addr, c.mappedPrefix)))].sort();
+}
+
+function sameKnockRules(k: KDoor, prevAllow: string[] | null, d: DoorConfig): boolean {
+  if (k.steps.length !== d.sequence.length) return false;
+  for (let i = 0; i < k.steps.length; i++) {
+    const a = k.steps[i];
+    const b = d.sequence[i];
+    if (!a || !b || a.port !== b.port || a.proto !== protoNumber(b.proto)) return false;
+  }
+  if (k.stepTimeoutNs !== BigInt(d.stepTimeoutMs) * NS_PER_MS) return false;
+  if (k.seqTimeoutNs !== BigInt(d.sequenceTimeoutMs) * NS_PER_MS) return false;
+  return JSON.stringify(prevAllow) === JSON.stringify(allowOf(d));
+}
+
+/**
+ * Assign slots (a door keeps its slot, matched by name; new doors take the lowest slot that
+ * was empty in the active generation, then slots freed by this change), compute epochs, and
+ * build the generation's tables.
+ */
+export function planGeneration(previous: readonly SlotState[], doors: readonly DoorConfig[]): GenerationPlan {
+  if (doors.length > KG.MAX_DOORS) throw new RangeError(`${doors.length} doors: at most ${KG.MAX_DOORS}`);
+  const prevBySlot = Array.from({ length: KG.MAX_DOORS }, (_, s) => previous[s] ?? null);
+  const live = (s: number): KDoor | null => {
+    const p = prevBySlot[s];
+    return p && (p.door.flags & DOOR_FLAG.ACTIVE) !== 0 ? p.door : null;
+  };
+  const slotOf = new Map<string, number>();
+  for (let s = 0; s < KG.MAX_DOORS; s++) {
+    const d = live(s);
+    if (d && doors.some((c) => c.name === d.name)) slotOf.set(d.name, s);
+  }
+  const used = new Set(slotOf.values());
+  const neverUsed: number[] = [];
+  const freed: number[] = [];
+  for (let s = 0; s < KG.MAX_DOORS; s++) {
+    if (used.has(s)) continue;
+    (live(s) ? freed : neverUsed).push(s);
+  }
+  const free = [...neverUsed, ...freed];
+  for (const d of doors) {
+    if (slotOf.has(d.name)) continue;
+    const s = free.shift();
+    if (s === undefined) throw new RangeError(`no free door slot for "${d.name}"`);
+    slotOf.set(d.name, s);
+  }
+
+  const slots: KDoor[] = Array.from({ length: KG.MAX_DOORS }, (_, s) => emptyDoor(prevBySlot[s]?.door.epoch ?? 0));
+  const planned: PlannedDoor[] = [];
+  for (const d of doors) {
+    const slot = slotOf.get(d.name);
+    if (slot === undefined) throw new Error(`internal: door ${d.name} has no slot`);
+    const prev = live(slot);
+    const prevEpoch = prevBySlot[slot]?.door.epoch ?? 0;
+    const isNew = prev === null || prev.name !== d.name;
+    const rulesChanged = isNew || !sameKnockRules(prev, prevBySlot[slot]?.allow ?? null, d);
+    const kdoor: KDoor = {
+      flags: DOOR_FLAG.ACTIVE | (d.allowFrom !== null ? DOOR_FLAG.ALLOW_LIST : 0),
+      epoch: rulesChanged ? (prevEpoch + 1) >>> 0 : prevEpoch,
+      stepTimeoutNs: BigInt(d.stepTimeoutMs) * NS_PER_MS,
+      seqTimeoutNs: BigInt(d.sequenceTimeoutMs) * NS_PER_MS,
+      openForNs: BigInt(d.openForMs) * NS_PER_MS,
+      steps: d.sequence.map((s) => ({ port: s.port, proto: protoNumber(s.proto) })),
+      protects: d.protects.map((r) => ({ first: r.first, last: r.last, proto: protoNumber(r.proto) })),
+      name: d.name,
+    };
+    slots[slot] = kdoor;
+    planned.push({ slot, config: d, kdoor, rulesChanged, isNew });
+  }
+
+  const removedSlots: number[] = [];
+  for (let s = 0; s < KG.MAX_DOORS; s++) {
+    const prev = live(s);
+    if (prev && slots[s]?.name !== prev.name) removedSlots.push(s);
+  }
+
+  const knock = new Uint16Array(KG.PROTOS * KG.PORTS);
+  const protect = new Uint16Array(KG.PROTOS * KG.PORTS);
+  const allow: GenerationPlan['allow'] = [];
+  for (const p of planned) {
+    const bit = 1 << p.slot;
+    for (const s of p.config.sequence) knock[protoNumber(s.proto) * KG.PORTS + s.port]! |= bit;
+    for (const r of p.config.protects) {
+      const base = protoNumber(r.proto) * KG.PORTS;
+      for (let port = r.first; port <= r.last; port++) protect[base + port]! |= bit;
+    }
+    for (const key of allowOf(p.config) ?? []) {
+      const [hex, prefix] = key.split('/');
+      allow.push({ slot: p.slot, addr: Buffer.from(hex ?? '', 'hex'), mappedPrefix: Number(prefix) });
+    }
+  }
+  const ports = Buffer.alloc(KG.PROTOS * KG.PORTS * SIZEOF.port_info);
+  for (let i = 0; i < KG.PROTOS * KG.PORTS; i++) {
+    const k = knock[i] ?? 0;
+    const pr = protect[i] ?? 0;
+    if (k !== 0 || pr !== 0) encodePortInfo({ knockDoors: k, protectDoors: pr }, ports, i * SIZEOF.port_info);
+  }
+  return { doors: planned, slots, removedSlots, ports, allow };
+}
+

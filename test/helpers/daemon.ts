@@ -1,0 +1,133 @@
+/**
+ * End-to-end helpers: the daemon as a child process inside a test network namespace, its log
+ * lines collected as JSON, and the test client (test/helpers/client.ts) run in a namespace.
+ * Every process started here is ended by PID in stop()/kill(), bounded in time.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { ROOT } from './kernel.js';
+
+export const CLI = `${ROOT}dist/src/cli/main.js`;
+export const CLIENT = `${ROOT}dist/test/helpers/client.js`;
+
+export type LogLine = Record<string, unknown> & { msg?: string; level?: number };
+
+export class Proc {
+  readonly lines: LogLine[] = [];
+  readonly raw: string[] = [];
+  readonly stderr: string[] = [];
+  private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+  readonly exited: Promise<number | null>;
+
+  constructor(readonly child: ChildProcess) {
+    let buf = '';
+    child.stdout?.setEncoding('utf8');
+    child.stdout?.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const text = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        this.raw.push(text);
+        let line: LogLine;
+        try {
+          line = JSON.parse(text) as LogLine;
+        } catch {
+          continue;
+        }
+        this.lines.push(line);
+        this.waiters = this.waiters.filter((w) => {
+          if (!w.pred(line)) return true;
+          w.resolve(line);
+          return false;
+        });
+      }
+    });
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (chunk: string) => this.stderr.push(chunk));
+    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  }
+
+  get pid(): number {
+    if (this.child.pid === undefined) throw new Error('process did not start');
+    return this.child.pid;
+  }
+
+  /** Resolve with the first line (already seen or future) matching pred; reject after timeoutMs. */
+  waitFor(pred: (l: LogLine) => boolean, timeoutMs: number, what = 'log line'): Promise<LogLine> {
+    const seen = this.lines.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.resolve !== done);
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; stderr: ${this.stderr.join('').slice(-2000)}; last lines: ${this.raw.slice(-10).join('\n')}`));
+      }, timeoutMs);
+      const done = (l: LogLine): void => {
+        clearTimeout(timer);
+        resolve(l);
+      };
+      this.waiters.push({ pred, resolve: done });
+      this.child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`process exited (${code}) while waiting for ${what}; stderr: ${this.stderr.join('').slice(-2000)}; last lines: ${this.raw.slice(-10).join('\n')}`));
+      });
+    });
+  }
+
+  msg(msg: string, timeoutMs = 10_000): Promise<LogLine> {
+    return this.waitFor((l) => l.msg === msg, timeoutMs, `"${msg}"`);
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) process.kill(this.pid, sig);
+  }
+
+  /** SIGTERM, then SIGKILL after graceMs; resolves with the exit code. */
+  async stop(graceMs = 10_000): Promise<number | null> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.child.exitCode;
+    this.signal('SIGTERM');
+    const timer = setTimeout(() => this.signal('SIGKILL'), graceMs);
+    try {
+      return await this.exited;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  kill(): void {
+    this.signal('SIGKILL');
+  }
+}
+
+/** Start the daemon with its network namespace set to `ns` but the host's mounts (so pins are visible). */
+export function startDaemon(ns: string, args: readonly string[]): Proc {
+  const child = spawn('nsenter', [`--net=/run/netns/${ns}`, process.execPath, CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Proc(child);
+}
+
+/** Start a long-running test client command (e.g. `serve PORT`) inside a namespace. */
+export function startClient(ns: string, args: readonly string[]): Proc {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, CLIENT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Proc(child);
+}
+
+/** Run a test client command inside a namespace and return its JSON answer. */
+export function client(ns: string, args: readonly string[], timeoutMs = 15_000): Record<string, unknown> {
+  const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, CLIENT, ...args], { encoding: 'utf8', timeout: timeoutMs });
+  if (r.error) throw r.error;
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    throw new Error(`client ${args.join(' ')}: no JSON answer (status ${r.status}): ${r.stdout} ${r.stderr}`);
+  }
+}
+
+/** Run the CLI (not the daemon) inside a namespace with the host's mounts; returns status and output. */
+export function cli(ns: string | null, args: readonly string[], timeoutMs = 30_000): { status: number | null; stdout: string; stderr: string } {
+  const cmd = ns === null ? [process.execPath, CLI, ...args] : ['nsenter', `--net=/run/netns/${ns}`, process.execPath, CLI, ...args];
+  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: timeoutMs });
+  if (r.error) throw r.error;
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

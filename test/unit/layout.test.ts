@@ -1,0 +1,244 @@
+// The TypeScript mirror (src/kernel/layout.ts) against the C layout of bpf/knock.h.
+// A tiny C oracle is compiled against knock.h and prints every size, offset and constant;
+// any drift between the header and the mirror fails here.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  DENY_REASON,
+  DOOR_FLAG,
+  EVENT,
+  KG,
+  MAP,
+  OFFSETS,
+  PROG_NAME,
+  PROTO,
+  RESET_REASON,
+  SIZEOF,
+  STAT_MAX,
+  STAT_NAMES,
+  VERDICTS,
+  decodeAllowKey,
+  decodeDoor,
+  decodeEvent,
+  decodeGrant,
+  decodePortInfo,
+  decodeProgress,
+  encodeAllowKey,
+  encodeDoor,
+  encodeGrant,
+  encodePortInfo,
+  portIndex,
+  sumStats,
+  type KDoor,
+} from '../../src/kernel/layout.js';
+
+const repo = new URL('../../../', import.meta.url).pathname;
+
+const fields: Record<string, readonly string[]> = {
+  kg_port_info: ['knock_doors', 'protect_doors'],
+  kg_step: ['port', 'proto'],
+  kg_port_range: ['first', 'last', 'proto'],
+  kg_door: ['flags', 'epoch', 'step_timeout_ns', 'seq_timeout_ns', 'open_for_ns', 'nsteps', 'nprotects', 'steps', 'protects', 'name'],
+  kg_allow_key: ['prefixlen', 'gen', 'slot', 'addr'],
+  kg_door_progress: ['start_ns', 'last_ns', 'epoch', 'step'],
+  kg_progress: ['doors', 'd'],
+  kg_event: ['ts_ns', 'expires_ns', 'addr', 'port', 'doors', 'proto', 'type', 'door', 'step', 'reason', 'ifindex'],
+  kg_globals: ['active_gen', 'deny_tokens', 'hint'],
+};
+const sized = ['kg_port_info', 'kg_step', 'kg_port_range', 'kg_door', 'kg_allow_key', 'kg_addr', 'kg_door_progress', 'kg_progress', 'kg_grant', 'kg_event', 'kg_stats', 'kg_globals'];
+const constants = [
+  'KG_MAX_DOORS', 'KG_MAX_STEPS', 'KG_MAX_PROTECTS', 'KG_NAME_LEN', 'KG_GENS', 'KG_PROTOS', 'KG_PORTS', 'KG_PORT_SLOTS',
+  'KG_DOOR_SLOTS', 'KG_HINT_SLOTS', 'KG_MAX_VLAN_TAGS', 'KG_MAX_EXT_HDRS', 'KG_DEFAULT_SOURCES', 'KG_DEFAULT_RING_BYTES',
+  'KG_PROTO_TCP', 'KG_PROTO_UDP', 'KG_DOOR_ACTIVE', 'KG_DOOR_ALLOW_LIST', 'KG_EV_STEP', 'KG_EV_RESET', 'KG_EV_GRANT',
+  'KG_EV_DENY', 'KG_RESET_NONE', 'KG_RESET_WRONG_PORT', 'KG_RESET_STEP_TIMEOUT', 'KG_RESET_SEQ_TIMEOUT',
+  'KG_DENY_NO_GRANT', 'KG_DENY_EXPIRED', 'KG_VERDICTS', 'KG_STAT_MAX',
+];
+const strings = ['KG_MAP_PORTS', 'KG_MAP_DOORS', 'KG_MAP_ALLOW', 'KG_MAP_PROGRESS', 'KG_MAP_GRANTS', 'KG_MAP_EVENTS', 'KG_MAP_STATS', 'KG_MAP_GLOBALS', 'KG_PROG_NAME'];
+
+interface Oracle {
+  size: Record<string, number>;
+  offset: Record<string, Record<string, number>>;
+  constant: Record<string, number>;
+  string: Record<string, string>;
+}
+
+function runOracle(): Oracle {
+  const lines: string[] = ['#include <stdio.h>', '#include <stddef.h>', '#include "knock.h"', 'int main(void) {', 'printf("{\\"size\\":{");'];
+  sized.forEach((s, i) => lines.push(`printf("%s\\"${s}\\":%zu", ${i ? '","' : '""'}, sizeof(struct ${s}));`));
+  lines.push('printf("},\\"offset\\":{");');
+  Object.entries(fields).forEach(([s, fs], i) => {
+    lines.push(`printf("%s\\"${s}\\":{", ${i ? '","' : '""'});`);
+    fs.forEach((f, j) => lines.push(`printf("%s\\"${f}\\":%zu", ${j ? '","' : '""'}, offsetof(struct ${s}, ${f}));`));
+    lines.push('printf("}");');
+  });
+  lines.push('printf("},\\"constant\\":{");');
+  constants.forEach((c, i) => lines.push(`printf("%s\\"${c}\\":%lld", ${i ? '","' : '""'}, (long long)(${c}));`));
+  lines.push('printf("},\\"string\\":{");');
+  strings.forEach((c, i) => lines.push(`printf("%s\\"${c}\\":\\"%s\\"", ${i ? '","' : '""'}, ${c});`));
+  lines.push('printf("}}\\n");', 'return 0; }');
+  const dir = mkdtempSync(join(tmpdir(), 'kg-oracle-'));
+  try {
+    const src = join(dir, 'oracle.c');
+    const bin = join(dir, 'oracle');
+    writeFileSync(src, lines.join('\n'));
+    execFileSync('cc', ['-Wall', '-Werror', '-I', join(repo, 'bpf'), src, '-o', bin]);
+    return JSON.parse(execFileSync(bin, { encoding: 'utf8' })) as Oracle;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const oracle = runOracle();
+
+test('struct sizes match knock.h', () => {
+  const mirror: Record<string, number> = {};
+  for (const s of sized) mirror[s] = SIZEOF[s.replace(/^kg_/, '') as keyof typeof SIZEOF];
+  assert.deepEqual(mirror, oracle.size);
+});
+
+test('field offsets match knock.h', () => {
+  const mirror: Record<string, Record<string, number>> = {};
+  for (const [s, fs] of Object.entries(fields)) {
+    const table = OFFSETS[s.replace(/^kg_/, '') as keyof typeof OFFSETS] as Record<string, number>;
+    mirror[s] = Object.fromEntries(fs.map((f) => [f, table[f] ?? -1]));
+  }
+  assert.deepEqual(mirror, oracle.offset);
+});
+
+test('constants and names match knock.h', () => {
+  const mirror: Record<string, number> = {
+    KG_MAX_DOORS: KG.MAX_DOORS,
+    KG_MAX_STEPS: KG.MAX_STEPS,
+    KG_MAX_PROTECTS: KG.MAX_PROTECTS,
+    KG_NAME_LEN: KG.NAME_LEN,
+    KG_GENS: KG.GENS,
+    KG_PROTOS: KG.PROTOS,
+    KG_PORTS: KG.PORTS,
+    KG_PORT_SLOTS: KG.PORT_SLOTS,
+    KG_DOOR_SLOTS: KG.DOOR_SLOTS,
+    KG_HINT_SLOTS: KG.HINT_SLOTS,
+    KG_MAX_VLAN_TAGS: KG.MAX_VLAN_TAGS,
+    KG_MAX_EXT_HDRS: KG.MAX_EXT_HDRS,
+    KG_DEFAULT_SOURCES: KG.DEFAULT_SOURCES,
+    KG_DEFAULT_RING_BYTES: KG.DEFAULT_RING_BYTES,
+    KG_PROTO_TCP: PROTO.TCP,
+    KG_PROTO_UDP: PROTO.UDP,
+    KG_DOOR_ACTIVE: DOOR_FLAG.ACTIVE,
+    KG_DOOR_ALLOW_LIST: DOOR_FLAG.ALLOW_LIST,
+    KG_EV_STEP: EVENT.STEP,
+    KG_EV_RESET: EVENT.RESET,
+    KG_EV_GRANT: EVENT.GRANT,
+    KG_EV_DENY: EVENT.DENY,
+    KG_RESET_NONE: RESET_REASON.NONE,
+    KG_RESET_WRONG_PORT: RESET_REASON.WRONG_PORT,
+    KG_RESET_STEP_TIMEOUT: RESET_REASON.STEP_TIMEOUT,
+    KG_RESET_SEQ_TIMEOUT: RESET_REASON.SEQ_TIMEOUT,
+    KG_DENY_NO_GRANT: DENY_REASON.NO_GRANT,
+    KG_DENY_EXPIRED: DENY_REASON.EXPIRED,
+    KG_VERDICTS: VERDICTS,
+    KG_STAT_MAX: STAT_MAX,
+  };
+  assert.deepEqual(mirror, oracle.constant);
+  assert.deepEqual(
+    {
+      KG_MAP_PORTS: MAP.PORTS,
+      KG_MAP_DOORS: MAP.DOORS,
+      KG_MAP_ALLOW: MAP.ALLOW,
+      KG_MAP_PROGRESS: MAP.PROGRESS,
+      KG_MAP_GRANTS: MAP.GRANTS,
+      KG_MAP_EVENTS: MAP.EVENTS,
+      KG_MAP_STATS: MAP.STATS,
+      KG_MAP_GLOBALS: MAP.GLOBALS,
+      KG_PROG_NAME: PROG_NAME,
+    },
+    oracle.string,
+  );
+});
+
+test('enum kg_stat order matches STAT_NAMES', () => {
+  // Each enumerator's value must be its index in STAT_NAMES: read every one back by name,
+  // so a reordered or renamed enumerator fails.
+  const src = ['#include <stdio.h>', '#include "knock.h"', 'int main(void){'];
+  STAT_NAMES.forEach((n, i) => {
+    const c = (i < VERDICTS ? 'KG_V_' : 'KG_C_') + n.replace(/^knock_step$/, 'step').toUpperCase();
+    src.push(`printf("%d\\n", ${c});`);
+  });
+  src.push('return 0;}');
+  const dir = mkdtempSync(join(tmpdir(), 'kg-oracle-'));
+  try {
+    writeFileSync(join(dir, 'e.c'), src.join('\n'));
+    execFileSync('cc', ['-Wall', '-Werror', '-I', join(repo, 'bpf'), join(dir, 'e.c'), '-o', join(dir, 'e')]);
+    const values = execFileSync(join(dir, 'e'), { encoding: 'utf8' }).trim().split('\n').map(Number);
+    assert.deepEqual(values, STAT_NAMES.map((_, i) => i));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('codecs round-trip', () => {
+  const pi = { knockDoors: 0x8001, protectDoors: 0x0102 };
+  assert.deepEqual(decodePortInfo(encodePortInfo(pi)), pi);
+  assert.equal(portIndex(1, PROTO.UDP, 65535), 262143);
+
+  const door: KDoor = {
+    flags: DOOR_FLAG.ACTIVE | DOOR_FLAG.ALLOW_LIST,
+    epoch: 7,
+    stepTimeoutNs: 5_000_000_000n,
+    seqTimeoutNs: 15_000_000_000n,
+    openForNs: 30_000_000_000n,
+    steps: [
+      { port: 7000, proto: PROTO.TCP },
+      { port: 8000, proto: PROTO.UDP },
+      { port: 65535, proto: PROTO.TCP },
+    ],
+    protects: [{ first: 22, last: 22, proto: PROTO.TCP }, { first: 60000, last: 61000, proto: PROTO.UDP }],
+    name: 'ssh-admin_1',
+  };
+  const enc = encodeDoor(door);
+  assert.equal(enc.length, SIZEOF.door);
+  assert.deepEqual(decodeDoor(enc), door);
+  assert.throws(() => encodeDoor({ ...door, name: 'x'.repeat(32) }), /longer than 31 bytes/);
+
+  const addr = Buffer.from('00000000000000000000ffffc6120002', 'hex');
+  const key = encodeAllowKey(1, 3, addr, 96 + 15);
+  assert.equal(key.readUInt32LE(0), 16 + 96 + 15);
+  assert.deepEqual(decodeAllowKey(key), { gen: 1, slot: 3, addr, mappedPrefix: 111 });
+
+  const expires = Array.from({ length: KG.MAX_DOORS }, (_, i) => BigInt(i * 1000));
+  assert.deepEqual(decodeGrant(encodeGrant(expires)), expires);
+});
+
+test('progress, event and stats decoders read the right offsets', () => {
+  const p = Buffer.alloc(SIZEOF.progress);
+  p.writeUInt16LE(0b100000000000010, OFFSETS.progress.doors); // slots 1 and 14
+  const at = OFFSETS.progress.d + 14 * SIZEOF.door_progress;
+  p.writeBigUInt64LE(11n, at + OFFSETS.door_progress.start_ns);
+  p.writeBigUInt64LE(22n, at + OFFSETS.door_progress.last_ns);
+  p.writeUInt32LE(9, at + OFFSETS.door_progress.epoch);
+  p.writeUInt8(3, at + OFFSETS.door_progress.step);
+  const live = decodeProgress(p);
+  assert.deepEqual(live.map((d) => d.slot), [1, 14]);
+  assert.deepEqual(live[1], { slot: 14, startNs: 11n, lastNs: 22n, epoch: 9, step: 3 });
+
+  const e = Buffer.alloc(SIZEOF.event);
+  e.writeBigUInt64LE(5n, OFFSETS.event.ts_ns);
+  e.writeUInt16LE(22, OFFSETS.event.port);
+  e.writeUInt8(EVENT.GRANT, OFFSETS.event.type);
+  e.writeUInt32LE(42, OFFSETS.event.ifindex);
+  const ev = decodeEvent(e);
+  assert.equal(ev.tsNs, 5n);
+  assert.equal(ev.port, 22);
+  assert.equal(ev.type, EVENT.GRANT);
+  assert.equal(ev.ifindex, 42);
+  assert.throws(() => decodeEvent(Buffer.alloc(10)), /10 bytes, 48 expected/);
+
+  const cpu0 = Buffer.alloc(SIZEOF.stats);
+  const cpu1 = Buffer.alloc(SIZEOF.stats);
+  cpu0.writeBigUInt64LE(3n, 5 * 8);
+  cpu1.writeBigUInt64LE(4n, 5 * 8);
+  assert.equal(sumStats([cpu0, cpu1]).drop_no_grant, 7n);
+});
