@@ -4,10 +4,14 @@
  * handles signals: SIGHUP re-reads the config (a bad one is reported and the running gate keeps
  * its last good state), SIGTERM/SIGINT shut down through one path.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { RingBufferReader, ifName, setLibbpfLogger } from './bpf/index.js';
+import { ControlServer } from './control.js';
 import { ConfigError, loadConfigFile, type ConfigIssue, type GateConfig } from './config/index.js';
 import { EVENT_MESSAGES, decodeAndDescribe, type EventContext, type GateEvent } from './kernel/events.js';
 import { Gate, monoNowNs } from './kernel/gate.js';
+import { withGateLock } from './kernel/lock.js';
 import { MAP } from './kernel/layout.js';
 import { createLogger, type Logger } from './log.js';
 
@@ -22,6 +26,8 @@ export interface DaemonOptions {
 }
 
 const SWEEP_INTERVAL_MS = 5_000;
+const WATCH_INTERVAL_MS = 1_000;
+const RECENT_EVENTS = 1_000;
 
 function issueRecord(i: ConfigIssue) {
   return { file: i.file, line: i.line, col: i.col, key: i.path, problem: i.message };
@@ -36,6 +42,11 @@ export class Daemon {
   readonly done: Promise<void>;
   private readonly ifnames = new Map<number, string>();
   private doorNames = new Map<number, { name: string; steps: number }>();
+  private control: ControlServer | null = null;
+  private readonly recent: GateEvent[] = [];
+  private readonly subscribers = new Set<(e: unknown) => void>();
+  /** the generation this daemon last wrote or saw; another one means the CLI changed doors */
+  private knownGen = -1;
 
   private constructor(
     private config: GateConfig,
@@ -47,27 +58,37 @@ export class Daemon {
     });
   }
 
-  /** Validate the config, start the gate, and return once it enforces. */
-  static async start(opts: DaemonOptions): Promise<Daemon> {
+  /**
+   * Validate the config, start the gate, and return once it enforces. With `signals`, the
+   * process's signal handlers are installed first; a SIGTERM/SIGINT that arrives while the
+   * gate is starting stops it as soon as it has started.
+   */
+  static async start(opts: DaemonOptions, signals = false): Promise<Daemon> {
     const config = await loadConfigFile(opts.configPath);
     const log = createLogger({ level: config.log.level, pretty: opts.pretty ?? false });
     setLibbpfLogger(log.child({ module: 'libbpf' }));
     for (const w of config.warnings) log.warn(issueRecord(w), 'config warning');
     const d = new Daemon(config, opts, log);
+    if (signals) d.handleSignals();
     try {
-      d.startGate();
+      await d.startGate();
     } catch (err) {
       d.teardownAfterFailedStart();
       throw err;
     }
+    d.started = true;
+    if (d.pendingSignal !== null) void d.stop(d.pendingSignal);
     return d;
   }
+
+  private started = false;
+  private pendingSignal: NodeJS.Signals | null = null;
 
   private get keep(): boolean {
     return (this.opts.keep ?? false) || this.config.keep;
   }
 
-  private startGate(): void {
+  private async startGate(): Promise<void> {
     const c = this.config;
     const gate = Gate.open({
       pinPath: c.pinPath,
@@ -77,7 +98,7 @@ export class Daemon {
       ...(this.opts.objectPath !== undefined ? { objectPath: this.opts.objectPath } : {}),
     });
     this.gate = gate;
-    gate.applyDoors(c.doors);
+    await withGateLock(c.pinPath, () => gate.applyDoors(c.doors));
     this.refreshDoorNames();
     gate.setDenyTokens(c.log.denialsPerSecond);
     this.attachInterfaces(c);
@@ -89,6 +110,22 @@ export class Daemon {
         if (n > 0) this.log.debug({ removed: n }, 'expired grants swept');
       }, SWEEP_INTERVAL_MS),
     );
+    this.timers.push(setInterval(() => this.watch(), WATCH_INTERVAL_MS));
+    this.control = await ControlServer.listen(c.pinPath, {
+      notify: (change, detail) => {
+        this.log.info({ change, ...detail }, 'gate changed from the CLI');
+        this.refreshDoorNames();
+      },
+      detached: () => {
+        this.log.warn({ pin_path: this.config.pinPath }, 'the gate was detached from the CLI');
+        void this.stop('detached from the CLI', { leavePins: true });
+      },
+      recent: (limit) => this.recent.slice(-limit),
+      subscribe: (send) => {
+        this.subscribers.add(send);
+        return () => this.subscribers.delete(send);
+      },
+    });
     this.log.info(
       {
         config: c.file,
@@ -110,7 +147,27 @@ export class Daemon {
   }
 
   private refreshDoorNames(): void {
-    this.doorNames = new Map(this.gate!.doors().map((d) => [d.slot, { name: d.door.name, steps: d.door.steps.length }]));
+    const gate = this.gate;
+    if (!gate) return;
+    this.doorNames = new Map(gate.doors().map((d) => [d.slot, { name: d.door.name, steps: d.door.steps.length }]));
+    this.knownGen = gate.activeGen();
+  }
+
+  /** Notice changes made behind the daemon's back: doors switched by the CLI, pins removed. */
+  private watch(): void {
+    const gate = this.gate;
+    if (!gate) return;
+    if (!existsSync(join(gate.pinPath, 'maps'))) {
+      this.log.warn({ pin_path: gate.pinPath }, 'the gate\'s pins were removed from outside; stopping');
+      void this.stop('pins removed', { leavePins: true });
+      return;
+    }
+    if (gate.activeGen() !== this.knownGen) {
+      const before = [...this.doorNames.values()].map((d) => d.name);
+      this.refreshDoorNames();
+      const after = [...this.doorNames.values()].map((d) => d.name);
+      this.log.info({ doors_before: before, doors: after }, 'doors changed outside the daemon (until the next reload)');
+    }
   }
 
   private readonly ctx: EventContext = {
@@ -141,6 +198,10 @@ export class Daemon {
       return;
     }
     this.log.info(e, EVENT_MESSAGES[e.event]);
+    const stamped = { time: new Date().toISOString(), ...e };
+    this.recent.push(stamped);
+    if (this.recent.length > RECENT_EVENTS) this.recent.splice(0, this.recent.length - RECENT_EVENTS);
+    for (const send of this.subscribers) send(stamped);
     this.opts.onEvent?.(e);
   }
 
@@ -176,7 +237,7 @@ export class Daemon {
     for (const w of next.warnings) log.warn(issueRecord(w), 'config warning');
     const gate = this.gate!;
     try {
-      gate.applyDoors(next.doors);
+      await withGateLock(gate.pinPath, () => gate.applyDoors(next.doors));
     } catch (err) {
       log.error({ err }, 'reload refused: the new doors could not be written; the running gate keeps its last good config');
       return false;
@@ -195,17 +256,22 @@ export class Daemon {
   }
 
   /** One shutdown path for every signal. */
-  stop(reason: string): Promise<void> {
+  stop(reason: string, opts: { leavePins?: boolean } = {}): Promise<void> {
     if (this.stopping) return this.stopping;
     this.stopping = (async () => {
       for (const t of this.timers) clearInterval(t);
       this.timers = [];
       this.reader?.close();
       this.reader = null;
+      this.control?.close();
+      this.control = null;
       const gate = this.gate;
       this.gate = null;
       if (gate) {
-        if (this.keep) {
+        if (opts.leavePins) {
+          gate.close();
+          this.log.info({ reason }, 'stopped');
+        } else if (this.keep) {
           gate.close();
           this.log.info({ reason, pin_path: gate.pinPath }, 'stopped; the gate keeps enforcing (keep)');
         } else {
@@ -221,6 +287,7 @@ export class Daemon {
   private teardownAfterFailedStart(): void {
     for (const t of this.timers) clearInterval(t);
     this.reader?.close();
+    this.control?.close();
     const gate = this.gate;
     this.gate = null;
     if (!gate) return;
@@ -231,12 +298,17 @@ export class Daemon {
   /** Install signal handlers for a foreground process. */
   handleSignals(): void {
     process.on('SIGHUP', () => {
+      if (!this.started) {
+        this.log.warn('SIGHUP while starting: ignored (the config was just read)');
+        return;
+      }
       this.log.info('SIGHUP: reloading config');
       void this.reload();
     });
     for (const sig of ['SIGTERM', 'SIGINT'] as const) {
       process.once(sig, () => {
-        void this.stop(sig);
+        if (this.started) void this.stop(sig);
+        else this.pendingSignal = sig;
       });
     }
   }
@@ -247,7 +319,5 @@ export class Daemon {
 }
 
 export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
-  const d = await Daemon.start(opts);
-  d.handleSignals();
-  return d;
+  return Daemon.start(opts, true);
 }

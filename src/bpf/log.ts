@@ -28,10 +28,10 @@ const VA_LIST_SIZE = process.arch === 'x64' ? 24 : process.arch === 'arm64' ? 32
 const vaCopy = Buffer.alloc(Math.max(VA_LIST_SIZE, 8));
 let scratch = Buffer.alloc(8192);
 
-/** Route libbpf's messages (and the binding's own, see bindingLogger) into `l`; null
- * restores the stderr default. */
+/** Route libbpf's messages (and the binding's own, see bindingLogger) into `l` (a child
+ * with module 'libbpf' unless `l` already binds a module); null restores the stderr default. */
 export function setLibbpfLogger(l: Logger | null): void {
-  logger = l === null ? null : l.child({ module: 'libbpf' });
+  logger = l === null ? null : l.bindings()['module'] !== undefined ? l : l.child({ module: 'libbpf' });
   installLibbpfPrint();
 }
 

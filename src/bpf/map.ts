@@ -178,7 +178,8 @@ export class BpfMap {
     return out;
   }
 
-  /** Store value under key. flags: BPF_ANY (default), BPF_NOEXIST, BPF_EXIST. */
+  /** Store value under key. flags: BPF_ANY (default), BPF_NOEXIST, BPF_EXIST. Per-CPU maps
+   * take every CPU's value back to back (lookupSize bytes). */
   update(key: Buffer, value: Buffer, flags: number = BPF_ANY): void {
     this.checkKey(key);
     if (value.length !== this.lookupSize) {

@@ -16,7 +16,7 @@ export class BpfObject {
   private ptr: Ptr | null;
   private loaded = false;
   private readonly L: Libbpf;
-  private readonly handedOut: BpfMap[] = [];
+  private readonly handedOut = new Map<string, BpfMap>();
 
   private constructor(
     readonly path: string,
@@ -107,13 +107,15 @@ export class BpfObject {
   /**
    * A loaded map, by the name it has in the C source (".bss", ".rodata" and ".data" for the
    * globals). The returned BpfMap does not own its fd; closing it is harmless and the object
-   * stays the owner.
+   * stays the owner. Repeated calls return the same BpfMap (a new one after it was closed).
    */
   map(name: string): BpfMap {
     this.afterLoad('map');
+    const cached = this.handedOut.get(name);
+    if (cached !== undefined && !cached.closed) return cached;
     const fd = check(this.L.bpf_map__fd(this.findMap(name)), `bpf_map__fd(${name})`);
     const m = BpfMap.fromFd(fd, { owned: false, name });
-    this.handedOut.push(m);
+    this.handedOut.set(name, m);
     return m;
   }
 
@@ -123,8 +125,8 @@ export class BpfObject {
     const ptr = this.ptr;
     if (ptr === null) return;
     this.ptr = null;
-    for (const m of this.handedOut) m[INVALIDATE]();
-    this.handedOut.length = 0;
+    for (const m of this.handedOut.values()) m[INVALIDATE]();
+    this.handedOut.clear();
     this.L.bpf_object__close(ptr);
   }
 

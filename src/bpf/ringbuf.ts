@@ -53,12 +53,18 @@ export class RingBufferReader {
     this.cb = cb;
     this.rb = rb;
     const epfd = L.ring_buffer__epoll_fd(rb);
-    // koffi's PollHandle calls back with (status, events); the bundled typings say (events).
-    const handle = koffi.node.poll(epfd, ((status: number) => this.onPoll(status)) as unknown as () => void) as PollHandle | null;
+    let handle: PollHandle | null = null;
+    let why = '';
+    try {
+      // koffi's PollHandle calls back with (status, events); the bundled typings say (events).
+      handle = koffi.node.poll(epfd, ((status: number) => this.onPoll(status)) as unknown as () => void) as PollHandle | null;
+    } catch (err) {
+      why = `: ${(err as Error).message}`;
+    }
     if (handle === null) {
       L.ring_buffer__free(rb);
       koffi.unregister(cb);
-      throw new Error(`cannot watch ring buffer fd ${mapFd} from the event loop`);
+      throw new Error(`cannot watch ring buffer (map fd ${mapFd}) from the event loop${why}`);
     }
     this.poll = handle;
   }

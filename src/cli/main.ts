@@ -10,7 +10,12 @@ import { BpfError } from '../bpf/index.js';
 import { ConfigError } from '../config/errors.js';
 import { GateError, NoGateError } from '../kernel/gate.js';
 import { checkCommand } from './commands/check.js';
+import { detachCommand } from './commands/detach.js';
+import { doorCommand } from './commands/door.js';
+import { eventsCommand } from './commands/events.js';
+import { grantCommand, grantsCommand, revokeCommand } from './commands/grants.js';
 import { runCommand } from './commands/run.js';
+import { statusCommand } from './commands/status.js';
 import { CliError, EXIT } from './exit.js';
 
 export function version(): string {
@@ -24,7 +29,14 @@ export function buildProgram(): Command {
     .version(version(), '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .addCommand(runCommand())
-    .addCommand(checkCommand());
+    .addCommand(checkCommand())
+    .addCommand(doorCommand())
+    .addCommand(statusCommand())
+    .addCommand(grantsCommand())
+    .addCommand(grantCommand())
+    .addCommand(revokeCommand())
+    .addCommand(eventsCommand())
+    .addCommand(detachCommand());
   return program;
 }
 
@@ -39,9 +51,15 @@ export function explain(err: unknown): { message: string; code: number } {
   return { message: String(err), code: EXIT.FAILED };
 }
 
+/** exitOverride on every command, so usage errors come back as CommanderError (exit 2). */
+function overrideExits(cmd: Command): void {
+  cmd.exitOverride();
+  for (const sub of cmd.commands) overrideExits(sub);
+}
+
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
-  program.exitOverride();
+  overrideExits(program);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.OK;

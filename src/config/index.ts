@@ -14,6 +14,7 @@ export {
   addDoorToText,
   removeDoorFromText,
   DoorEditError,
+  writeFileAtomic,
   type DoorChanges,
   type NewDoor,
   type EditResult,

@@ -294,11 +294,19 @@ describe('BpfError', () => {
     assert.equal(checkPtr(42n, 'x'), 42n);
   });
 
-  it('reports missing and malformed object files', () => {
+  it('reports missing and malformed object files', (t) => {
+    const { logger, records } = memoryLogger();
+    setLibbpfLogger(logger);
+    t.after(() => setLibbpfLogger(null));
     assert.throws(
       () => BpfObject.open('/nonexistent/kg.bpf.o'),
-      (err: unknown) => err instanceof BpfError && err.code === 'ENOENT' && err.op === 'bpf_object__open_file(/nonexistent/kg.bpf.o)',
+      (err: unknown) =>
+        err instanceof BpfError &&
+        err.code === 'ENOENT' &&
+        err.op === 'bpf_object__open_file(/nonexistent/kg.bpf.o)' &&
+        err.log.some((l) => l.includes('failed to open /nonexistent/kg.bpf.o')),
     );
+    assert.ok(records.some((r) => r.level === 40 && r.msg === 'elf: failed to open /nonexistent/kg.bpf.o: No such file or directory'));
     const dir = mkdtempSync(join(tmpdir(), 'kg-test-'));
     try {
       const bogus = join(dir, 'bogus.bpf.o');
@@ -335,9 +343,14 @@ kernelSuite('libbpf binding on the kernel', () => {
     assert.throws(() => obj.setMaxEntries('kb_hash', 1), /must come before load\(\)/);
 
     const hash = obj.map('kb_hash');
+    assert.equal(obj.map('kb_hash'), hash, 'one BpfMap per map');
+    hash.close(); // does not own the fd: harmless
+    const hash2 = obj.map('kb_hash');
+    assert.notEqual(hash2, hash);
+    hash2.lookup(u32(1));
     assert.deepEqual([hash.type, hash.keySize, hash.valueSize, hash.maxEntries], [MapType.HASH, 4, 8, 128]);
     assert.ok(hash.id > 0);
-    assert.equal(mapInfo(hash.fd).name, 'kb_hash');
+    assert.equal(mapInfo(hash2.fd).name, 'kb_hash');
     const verdict = obj.map('kb_verdict');
     assert.deepEqual([verdict.type, verdict.keySize, verdict.valueSize, verdict.maxEntries], [MapType.ARRAY, 4, 4, 4]);
     const count = obj.map('kb_count');
@@ -358,7 +371,7 @@ kernelSuite('libbpf binding on the kernel', () => {
     assert.throws(() => obj.programFd('kb_nope'), /has no program named kb_nope \(it has: kb_xdp\)/);
 
     obj.close();
-    assert.throws(() => hash.lookup(u32(1)), /map kb_hash is closed/);
+    assert.throws(() => hash2.lookup(u32(1)), /map kb_hash is closed/);
     assert.throws(() => obj.map('kb_hash'), /is closed/);
     obj.close(); // idempotent
   });
@@ -612,13 +625,23 @@ kernelSuite('libbpf binding on the kernel', () => {
     assert.equal(r3.consume(), 2);
     assert.deepEqual(
       rest.map((b) => decodeRecord(b).seen),
-      [7n, 8n],
+      [6n, 7n],
     );
     r3.close();
 
     reader.close();
     assert.equal(koffi.stats().callbacks, before, 'close() releases the koffi callback');
     reader.close(); // idempotent
+
+    const { logger, records: logRecords } = memoryLogger();
+    setLibbpfLogger(logger);
+    t.after(() => setLibbpfLogger(null));
+    assert.throws(
+      () => new RingBufferReader(obj.map('kb_hash').fd, () => {}),
+      (err: unknown) => err instanceof BpfError && err.code === 'EINVAL' && err.op.startsWith('ring_buffer__new'),
+    );
+    assert.ok(logRecords.some((r) => r.msg.includes('is not BPF_MAP_TYPE_RINGBUF')));
+    assert.equal(koffi.stats().callbacks, before, 'a failed constructor releases the koffi callback');
   });
 
   it('does not keep the process alive after unref()', () => {
@@ -677,6 +700,21 @@ kernelSuite('libbpf binding on the kernel', () => {
       assert.equal(again.id, pinned.id);
       assert.equal(again.lookup(u32(5))?.readBigUInt64LE(0), 55n);
       assert.equal(pinned.lookup(u32(5))?.readBigUInt64LE(0), 55n, 'the caller keeps its fd');
+
+      // the globals too (what a restarted daemon does with maps/kg_globals): the pinned .bss
+      // keeps its contents and the new program uses it
+      const bss = obj2.map('.bss');
+      const region = mmapMap(bss);
+      region.view.setBigUint64(0, 4242n, true);
+      region.close();
+      bss.pin(`${dir}/globals`);
+      const pinnedBss = BpfMap.openPinned(`${dir}/globals`);
+      t.after(() => pinnedBss.close());
+      const obj3 = loadFixture(t, (o) => o.reuseMap('.bss', pinnedBss.fd));
+      assert.equal(obj3.map('.bss').id, pinnedBss.id);
+      assert.equal(obj3.map('.bss').lookup(u32(0))?.readBigUInt64LE(0), 4242n, 'not reset to the initial value');
+      progTestRun(obj3.programFd('kb_xdp'), udpFrame());
+      assert.equal(obj3.map('kb_hash').lookup(u32(KB_COPY_KEY))?.readBigUInt64LE(0), 4242n);
 
       assert.equal(unpin(`${dir}/kb_hash`), true);
       assert.equal(unpin(`${dir}/kb_hash`), false);

@@ -1,0 +1,428 @@
+#!/usr/bin/env bash
+# Runs a command on another kernel: boots Debian's stock 6.1 kernel (the oldest knockgate
+# supports) under qemu with this machine's root shared read-only over 9p plus a tmpfs overlay,
+# runs the command in the repository there, and powers off.
+#
+#   scripts/kernel-matrix.sh                      node scripts/run-tests.mjs kernel e2e (as root)
+#   scripts/kernel-matrix.sh -- CMD ARGS...       any other command, from the repository directory
+#   scripts/kernel-matrix.sh --kernel 6.1.0-56-amd64 [--timeout SECONDS] [--accel auto|kvm|tcg] -- ...
+#
+# Prints the command's stdout and stderr and exits with its exit code; 125 when the guest could
+# not be booted, 124 when the command ran past --timeout. CI=true is passed through.
+# Environment: KG_MATRIX_CACHE (default /var/cache/knockgate-matrix), KG_MATRIX_BOOT_TIMEOUT
+# (seconds to the guest's first command, default 90), KG_MATRIX_MEMORY (MiB, default 3072),
+# KG_MATRIX_KEEP=1 (keep the guest's console log), KG_MATRIX_APPEND (more kernel parameters).
+#
+# Everything it needs comes from Debian's apt and is cached per kernel version:
+#   qemu-system-x86, kmod, cpio, xz-utils   installed with apt-get (idempotent)
+#   linux-image-<version>, busybox-static   fetched with `apt-get download` and unpacked into
+#       the cache, not installed: installing a kernel package runs initramfs and bootloader
+#       hooks on this machine, and busybox-static conflicts with the busybox package.
+# The cache (<cache>/<version>/) holds the uncompressed vmlinux (booted through its PVH entry:
+# ~3-4 s to the first command under TCG, against ~8-12 s for the bzImage's xz decompression),
+# the bzImage as a fallback, and the initramfs. See scripts/matrix/init for the guest side.
+#
+# Accelerator: KVM only when a short bounded boot with it succeeds (on some machines /dev/kvm
+# exists but a guest hangs); else TCG, multi-threaded. The probe's answer is cached per host
+# kernel and qemu version (<cache>/accel-*; delete it to probe again). Every boot has a timeout,
+# and a boot that hangs before the command starts (about 1 in 40 under TCG) is retried once.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd -P)
+MATRIX_DIR="$REPO/scripts/matrix"
+CACHE=${KG_MATRIX_CACHE:-/var/cache/knockgate-matrix}
+BOOT_TIMEOUT=${KG_MATRIX_BOOT_TIMEOUT:-90}
+KVM_PROBE_TIMEOUT=30
+MEMORY=${KG_MATRIX_MEMORY:-3072}
+CPUS=$(nproc)
+TIMEOUT=3600
+ACCEL=auto
+KVER=
+# The initramfs loads these (and what they depend on) at boot: the virtio transport, console
+# ports and 9p for the host root, overlay for the writable layer, and what the kernel tests
+# create (veth pairs; ipv6, bpffs, netns, tcp/udp and fq_codel are built into Debian's kernel).
+# The rest is for tools a test may reach for (ss, tc, dummy and tun devices).
+MODULES=(virtio_pci virtio_console 9pnet_virtio 9p overlay veth
+  dummy tun sch_ingress cls_bpf act_bpf inet_diag tcp_diag udp_diag raw_diag)
+APT_PACKAGES=(qemu-system-x86 kmod cpio xz-utils)
+
+usage() {
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  exit "${1:-0}"
+}
+say() { echo "kernel-matrix: $*" >&2; }
+die() {
+  say "$*"
+  exit 125
+}
+
+cmd=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --kernel) KVER=${2:?--kernel needs a version, e.g. 6.1.0-56-amd64}; shift 2 ;;
+    --timeout) TIMEOUT=${2:?--timeout needs seconds}; shift 2 ;;
+    --accel) ACCEL=${2:?--accel needs auto, kvm or tcg}; shift 2 ;;
+    -h | --help) usage 0 ;;
+    --) shift; cmd=("$@"); break ;;
+    *) say "unknown argument $1"; usage 2 ;;
+  esac
+done
+case "$ACCEL" in auto | kvm | tcg) ;; *) die "--accel must be auto, kvm or tcg" ;; esac
+[[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
+if [ ${#cmd[@]} -eq 0 ]; then
+  cmd=(node scripts/run-tests.mjs kernel e2e)
+fi
+
+QEMU_PID=
+RUN_DIR=
+WORK=
+cleanup() {
+  if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then kill -KILL "$QEMU_PID" 2>/dev/null || true; fi
+  if [ -n "$RUN_DIR" ] && [ -n "${KG_MATRIX_KEEP:-}" ]; then
+    say "kept the guest's console and output in $RUN_DIR/boot"
+  elif [ -n "$RUN_DIR" ]; then
+    rm -rf "$RUN_DIR"
+  fi
+  if [ -n "$WORK" ]; then rm -rf "$WORK" "$CACHE/$KVER.new"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- packages ------------------------------------------------------------------------------
+
+apt_updated=
+apt_update() {
+  if [ -z "$apt_updated" ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+}
+
+install_packages() {
+  local missing=() p
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0): ${missing[*]} must be installed"
+  say "installing ${missing[*]}"
+  apt_update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The newest linux-image-6.1.0-N-amd64 apt knows (the generic flavour: -cloud has no 9p).
+newest_61() {
+  local p candidate
+  for p in $(apt-cache pkgnames linux-image-6.1.0- 2>/dev/null |
+    grep -E '^linux-image-6\.1\.0-[0-9]+-amd64$' | sort -t- -k4,4nr); do
+    candidate=$(apt-cache policy "$p" 2>/dev/null | sed -n 's/^ *Candidate: //p')
+    if [ -n "$candidate" ] && [ "$candidate" != "(none)" ]; then
+      echo "${p#linux-image-}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+pick_kernel() {
+  if [ -n "$KVER" ]; then
+    [[ "$KVER" == *-amd64 ]] || KVER="$KVER-amd64"
+    return 0
+  fi
+  KVER=$(newest_61 || true)
+  if [ -z "$KVER" ] && [ "$(id -u)" -eq 0 ]; then
+    apt_update
+    KVER=$(newest_61 || true)
+  fi
+  if [ -z "$KVER" ]; then # offline: the newest one already prepared
+    KVER=$(find "$CACHE" -mindepth 2 -maxdepth 2 -name stamp -printf '%h\n' 2>/dev/null |
+      xargs -r -n1 basename | grep -E '^6\.1\.0-[0-9]+-amd64$' | sort -t- -k2,2n -r | head -n1 || true)
+  fi
+  [ -n "$KVER" ] || die "no linux-image-6.1.0-*-amd64 package known to apt (is this Debian 12 with its security updates?)"
+}
+
+# ---- kernel and initramfs, cached --------------------------------------------------------
+
+# Unpack package $1 (apt-get download) into directory $2.
+fetch_deb() {
+  local pkg=$1 dest=$2 tmp
+  tmp=$(mktemp -d "$CACHE/.fetch.XXXXXX")
+  if ! (cd "$tmp" && apt-get download -q "$pkg" >/dev/null 2>&1); then
+    apt_update
+    (cd "$tmp" && apt-get download -q "$pkg" >/dev/null) || {
+      rm -rf "$tmp"
+      die "apt-get download $pkg failed"
+    }
+  fi
+  # apt-get download runs unsandboxed as root here (the _apt user cannot write $tmp); harmless.
+  mkdir -p "$dest"
+  dpkg-deb -x "$tmp"/*.deb "$dest"
+  rm -rf "$tmp"
+}
+
+# The uncompressed ELF vmlinux inside bzImage $1 (Debian compresses x86 kernels with xz).
+extract_vmlinux() {
+  local img=$1 out=$2 off
+  off=$(LC_ALL=C grep -obUaP '\xFD7zXZ\x00' "$img" | LC_ALL=C cut -d: -f1 | sed -n 1p)
+  [ -n "$off" ] || return 1
+  tail -c +"$((off + 1))" "$img" | xz -dc --single-stream >"$out.tmp" 2>/dev/null || true
+  [ "$(head -c 4 "$out.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] || {
+    rm -f "$out.tmp"
+    return 1
+  }
+  mv "$out.tmp" "$out"
+}
+
+# A recipe hash: the cached initramfs is rebuilt when the guest side or the module list changes.
+recipe() {
+  { cat "$MATRIX_DIR/init" "$MATRIX_DIR/modprobe"; echo "${MODULES[*]}"; } | sha256sum | cut -c1-16
+}
+
+prepare() {
+  local dir="$CACHE/$KVER" want work stage mods bb
+  want="$(recipe)"
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.lock"
+  flock 9 # another run may be preparing the same cache
+  if [ -f "$dir/stamp" ] && [ "$(cat "$dir/stamp")" = "$want" ]; then
+    exec 9>&-
+    return 0
+  fi
+  [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0) to prepare the cache $dir"
+  local t0=$SECONDS
+  say "preparing kernel $KVER and its initramfs in $dir"
+  work=$(mktemp -d "$CACHE/.work.XXXXXX")
+  WORK=$work # removed by cleanup() if this fails half-way
+  fetch_deb "linux-image-$KVER" "$work/k"
+  fetch_deb busybox-static "$work/bb"
+  local img="$work/k/boot/vmlinuz-$KVER"
+  [ -f "$img" ] || die "linux-image-$KVER has no /boot/vmlinuz-$KVER"
+  grep -q '^CONFIG_NET_9P_VIRTIO=m\|^CONFIG_NET_9P_VIRTIO=y' "$work/k/boot/config-$KVER" ||
+    die "kernel $KVER has no 9p over virtio: it cannot mount the host root (use the generic -amd64 flavour)"
+  depmod -b "$work/k" "$KVER"
+
+  stage="$work/initramfs"
+  mkdir -p "$stage"/{bin,sbin,etc,proc,sys,dev,mnt,newroot,lib/modules/"$KVER"}
+  bb="$work/bb/bin/busybox"
+  cp "$bb" "$stage/bin/busybox"
+  for applet in $("$bb" --list); do
+    [ -e "$stage/bin/$applet" ] || ln -s busybox "$stage/bin/$applet"
+  done
+  install -m 0755 "$MATRIX_DIR/init" "$stage/init"
+  install -m 0755 "$MATRIX_DIR/modprobe" "$stage/sbin/modprobe"
+  # modprobe --show-depends prints "insmod PATH" lines in load order, dependencies first.
+  mods=$(modprobe -d "$work/k" -S "$KVER" --show-depends -a "${MODULES[@]}") ||
+    die "modprobe --show-depends failed for ${MODULES[*]}"
+  local seen="" path rel
+  : >"$stage/etc/kg-modules.order"
+  while read -r verb path _; do
+    [ "$verb" = insmod ] || continue
+    rel=${path#"$work/k"}
+    case " $seen " in *" $rel "*) continue ;; esac
+    seen="$seen $rel"
+    mkdir -p "$stage$(dirname "$rel")"
+    cp "$path" "$stage$rel"
+    echo "$rel" >>"$stage/etc/kg-modules.order"
+  done <<<"$mods"
+  cp "$work/k/lib/modules/$KVER"/modules.{order,builtin,builtin.modinfo} "$stage/lib/modules/$KVER/"
+  depmod -b "$stage" "$KVER"
+  (cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet) >"$work/initramfs.cpio"
+
+  mkdir -p "$dir.new"
+  cp "$img" "$dir.new/bzImage"
+  cp "$work/k/boot/config-$KVER" "$dir.new/config"
+  extract_vmlinux "$img" "$dir.new/vmlinux" || say "could not extract vmlinux from the bzImage: booting the bzImage (slower)"
+  mv "$work/initramfs.cpio" "$dir.new/initramfs.cpio"
+  echo "$want" >"$dir.new/stamp"
+  rm -rf "$dir"
+  mv "$dir.new" "$dir"
+  rm -rf "$work"
+  WORK=
+  exec 9>&-
+  say "prepared in $((SECONDS - t0)) s"
+}
+
+# ---- booting ------------------------------------------------------------------------------
+
+
+# Print what file $1 gained since offset variable $2 to fd $3.
+flush() {
+  local file=$1 var=$2 fd=$3 size off
+  off=${!var}
+  size=$(stat -c %s "$file" 2>/dev/null || echo 0)
+  if [ "$size" -gt "$off" ]; then
+    tail -c +"$((off + 1))" "$file" | head -c "$((size - off))" >&"$fd"
+    printf -v "$var" %s "$size"
+  fi
+}
+
+# boot ACCEL JOB BOOT_TIMEOUT RUN_TIMEOUT STREAM: 0 when the job ran (its code in $RUN_DIR/status),
+# 2 when the guest did not reach the job in time, 3 when the job ran past its timeout,
+# 4 when qemu stopped without an answer from the guest.
+boot() {
+  local accel=$1 job=$2 boot_timeout=$3 run_timeout=$4 stream=$5 d="$RUN_DIR/boot"
+  local kernel="$CACHE/$KVER/vmlinux" cpu_accel
+  rm -rf "$d"
+  mkdir -p "$d"
+  : >"$d/status"
+  : >"$d/out"
+  : >"$d/err"
+  [ -f "$kernel" ] || kernel="$CACHE/$KVER/bzImage"
+  if [ "$accel" = kvm ]; then
+    cpu_accel=(-accel kvm -cpu host)
+  else
+    cpu_accel=(-accel tcg,thread=multi -cpu max)
+  fi
+  qemu-system-x86_64 -nodefaults -no-user-config -nographic -no-reboot \
+    -machine pc "${cpu_accel[@]}" -smp "$CPUS" -m "$MEMORY" \
+    -kernel "$kernel" -initrd "$CACHE/$KVER/initramfs.cpio" \
+    -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off ${KG_MATRIX_APPEND:-} kg.job=$job" \
+    -serial "file:$d/console" -monitor none \
+    -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+    -device virtio-serial-pci \
+    -chardev "file,id=kgstatus,path=$d/status" -device virtserialport,chardev=kgstatus,name=kg.status \
+    -chardev "file,id=kgout,path=$d/out" -device virtserialport,chardev=kgout,name=kg.out \
+    -chardev "file,id=kgerr,path=$d/err" -device virtserialport,chardev=kgerr,name=kg.err \
+    </dev/null >"$d/qemu.log" 2>&1 &
+  QEMU_PID=$!
+  local start=$SECONDS booted="" out_off=0 err_off=0 result=4
+  while kill -0 "$QEMU_PID" 2>/dev/null; do
+    if [ -z "$booted" ]; then
+      if grep -q '^booted' "$d/status"; then
+        booted=$SECONDS
+      elif grep -q '^fail' "$d/status"; then
+        : # the guest powers itself off
+      elif [ $((SECONDS - start)) -ge "$boot_timeout" ]; then
+        result=2
+        break
+      fi
+    elif [ $((SECONDS - booted)) -ge "$run_timeout" ]; then
+      result=3
+      break
+    fi
+    if [ -n "$stream" ]; then
+      flush "$d/out" out_off 1
+      flush "$d/err" err_off 2
+    fi
+    sleep 0.5
+  done
+  if kill -0 "$QEMU_PID" 2>/dev/null; then
+    kill -KILL "$QEMU_PID" 2>/dev/null || true
+  fi
+  wait "$QEMU_PID" 2>/dev/null || true
+  QEMU_PID=
+  if [ -n "$stream" ]; then
+    flush "$d/out" out_off 1
+    flush "$d/err" err_off 2
+  fi
+  if [ "$result" -eq 4 ] && grep -q '^rc=' "$d/status"; then result=0; fi
+  if [ "$result" -eq 4 ] && [ -z "$booted" ] && ! grep -q '^fail' "$d/status" && [ ! -s "$d/qemu.log" ]; then
+    result=2 # qemu ended before the job started, silently (e.g. a reset during boot)
+  fi
+  return "$result"
+}
+
+# The tail of the guest's console and of qemu's own output, for a failed boot.
+show_boot_log() {
+  local d="$RUN_DIR/boot"
+  if [ -s "$d/qemu.log" ]; then
+    say "qemu said:"
+    tail -n 20 "$d/qemu.log" >&2
+  fi
+  if [ -s "$d/status" ]; then say "guest status: $(tr '\n' ' ' <"$d/status")"; fi
+  say "guest console (last lines):"
+  tail -n 30 "$d/console" >&2 || true
+}
+
+write_job() { # write_job FILE CMD...
+  local file=$1
+  shift
+  {
+    echo '#!/bin/bash'
+    printf 'cd %q || exit 125\n' "$REPO"
+    if [ -n "${CI+x}" ]; then printf 'export CI=%q\n' "$CI"; fi
+    printf 'export KG_MATRIX_KERNEL=%q\n' "$KVER"
+    printf 'exec'
+    printf ' %q' "$@"
+    echo
+  } >"$file"
+  chmod 0644 "$file"
+}
+
+pick_accel() {
+  if [ "$ACCEL" != auto ]; then
+    echo "$ACCEL"
+    return 0
+  fi
+  if [ ! -c /dev/kvm ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+    echo tcg
+    return 0
+  fi
+  local key qv
+  qv=$(qemu-system-x86_64 --version | sed -n 1p | tr -c 'A-Za-z0-9.\n' _)
+  key="$CACHE/accel-$(uname -r)-$qv"
+  if [ -f "$key" ]; then
+    cat "$key"
+    return 0
+  fi
+  say "probing KVM with a ${KVM_PROBE_TIMEOUT} s boot"
+  write_job "$RUN_DIR/probe.sh" true
+  local verdict=tcg
+  if boot kvm "$RUN_DIR/probe.sh" "$KVM_PROBE_TIMEOUT" "$KVM_PROBE_TIMEOUT" "" && grep -q '^rc=0' "$RUN_DIR/boot/status"; then
+    verdict=kvm
+  else
+    say "KVM is not usable here (the probe boot did not finish): using TCG"
+  fi
+  echo "$verdict" >"$key" 2>/dev/null || true
+  echo "$verdict"
+}
+
+# ---- main -----------------------------------------------------------------------------------
+
+install_packages
+pick_kernel
+prepare
+
+if [ ! -d "$REPO/dist" ] || [ ! -f "$REPO/bpf/knock.bpf.o" ]; then
+  say "dist/ or bpf/knock.bpf.o is missing: npm run build"
+  (cd "$REPO" && npm run build) >&2
+fi
+
+# The job file must be readable by the guest through the shared root, outside its tmpfs /tmp.
+RUN_DIR=$(mktemp -d "$CACHE/.run.XXXXXX")
+chmod 0755 "$RUN_DIR"
+accel=$(pick_accel)
+write_job "$RUN_DIR/job.sh" "${cmd[@]}"
+say "kernel $KVER, $accel, ${CPUS} CPUs, ${MEMORY} MiB: ${cmd[*]}"
+
+t0=$SECONDS
+attempt=1
+while :; do
+  set +e
+  boot "$accel" "$RUN_DIR/job.sh" "$BOOT_TIMEOUT" "$TIMEOUT" stream
+  r=$?
+  set -e
+  case $r in
+    0)
+      rc=$(sed -n 's/^rc=//p' "$RUN_DIR/boot/status" | tail -n1)
+      say "guest command exited with $rc after $((SECONDS - t0)) s"
+      exit "$rc"
+      ;;
+    2)
+      show_boot_log
+      if [ $attempt -ge 2 ]; then die "the guest did not boot (twice, ${BOOT_TIMEOUT} s each)"; fi
+      say "the guest did not reach the command within ${BOOT_TIMEOUT} s: booting once more"
+      attempt=2
+      ;;
+    3)
+      show_boot_log
+      say "the command ran past --timeout ${TIMEOUT} s: guest stopped"
+      exit 124
+      ;;
+    *)
+      show_boot_log
+      die "the guest stopped without an exit code"
+      ;;
+  esac
+done

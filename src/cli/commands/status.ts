@@ -1,0 +1,82 @@
+/** `knockgate status`: what the pinned gate is doing, read from the kernel. */
+import { Command } from 'commander';
+import { formatDuration, formatRange, formatStep } from '../../config/index.js';
+import { controlRequest } from '../../control.js';
+import { doorConfigOf } from '../../kernel/doors.js';
+import { monoNowNs } from '../../kernel/gate.js';
+import { STAT_NAMES, VERDICTS } from '../../kernel/layout.js';
+import { formatAddress } from '../../net/addr.js';
+import { grantRows } from './grants.js';
+import { openTarget, resolvePinPath, targetOptions, toJson, type TargetOptions } from '../target.js';
+
+export function statusCommand(): Command {
+  return targetOptions(new Command('status'))
+    .description('show interfaces and XDP mode, doors, counters, grants, sources in progress, lost events and map fill')
+    .option('--json', 'JSON output')
+    .addHelpText('after', '\nExample:\n  knockgate status\n  knockgate status --json | jq .counters\n')
+    .action(async (opts: TargetOptions & { json?: boolean }) => {
+      const pinPath = await resolvePinPath(opts);
+      const gate = await openTarget({ pinPath });
+      try {
+        const now = monoNowNs();
+        const daemon = (await controlRequest(pinPath, { op: 'recent', limit: 1 }, 1000)) !== null;
+        const stats = gate.stats();
+        const progress = gate.progress(now).filter((p) => !p.stale);
+        const status = {
+          pin_path: pinPath,
+          daemon_running: daemon,
+          generation: gate.activeGen(),
+          interfaces: gate.attachments().map((a) => ({ name: a.ifname, ifindex: a.ifindex, xdp_mode: a.mode, prog_id: a.progId })),
+          doors: gate.doors().map((d) => {
+            const c = doorConfigOf(d.door, d.allow);
+            return {
+              name: c.name,
+              sequence: c.sequence.map(formatStep),
+              protects: c.protects.map(formatRange),
+              allow_from: c.allowFrom?.map((x) => x.text) ?? null,
+              step_timeout_ms: c.stepTimeoutMs,
+              sequence_timeout_ms: c.sequenceTimeoutMs,
+              open_for_ms: c.openForMs,
+            };
+          }),
+          verdicts: Object.fromEntries(STAT_NAMES.slice(0, VERDICTS).map((n) => [n, stats[n]])),
+          counters: Object.fromEntries(STAT_NAMES.slice(VERDICTS).map((n) => [n, stats[n]])),
+          grants: grantRows(gate, now),
+          in_progress: progress.map((p) => ({ source: formatAddress(p.addr), door: p.door, step: p.step })),
+          events_lost: stats.event_lost,
+          denials_suppressed: stats.deny_suppressed,
+          maps: gate.mapFill(),
+        };
+        if (opts.json) {
+          process.stdout.write(toJson(status) + '\n');
+          return;
+        }
+        const out: string[] = [];
+        out.push(`gate ${pinPath} (generation ${status.generation}; daemon ${daemon ? 'running' : 'not running'})`);
+        out.push('interfaces:');
+        for (const i of status.interfaces) out.push(`  ${i.name.padEnd(16)} ${i.xdp_mode}${i.prog_id ? ` (prog ${i.prog_id})` : ''}`);
+        if (status.interfaces.length === 0) out.push('  none');
+        out.push('doors:');
+        for (const d of status.doors) {
+          out.push(
+            `  ${d.name.padEnd(16)} ${d.sequence.join(' ')} -> ${d.protects.join(' ')}  open ${formatDuration(d.open_for_ms)}` +
+              `${d.allow_from ? `  from ${d.allow_from.join(' ')}` : ''}`,
+          );
+        }
+        out.push('verdicts:');
+        for (const [k, v] of Object.entries(status.verdicts)) out.push(`  ${k.padEnd(20)} ${v}`);
+        out.push('counters:');
+        for (const [k, v] of Object.entries(status.counters)) out.push(`  ${k.padEnd(20)} ${v}`);
+        out.push(`grants: ${status.grants.length}`);
+        for (const g of status.grants) out.push(`  ${g.source.padEnd(40)} ${g.door.padEnd(16)} ${formatDuration(Math.max(g.expires_in_ms, 1))} left`);
+        out.push(`sources in progress: ${status.in_progress.length}`);
+        for (const p of status.in_progress.slice(0, 20)) out.push(`  ${p.source.padEnd(40)} ${p.door.padEnd(16)} step ${p.step}`);
+        out.push(`events lost: ${status.events_lost}; denial events suppressed: ${status.denials_suppressed}`);
+        out.push('maps:');
+        for (const m of status.maps) out.push(`  ${m.map.padEnd(12)} ${m.entries}/${m.max} (${((100 * m.entries) / m.max).toFixed(1)}%)`);
+        process.stdout.write(out.join('\n') + '\n');
+      } finally {
+        gate.close();
+      }
+    });
+}

@@ -1,0 +1,421 @@
+/**
+ * Shared setup for the XDP table tests (test/kernel/xdp-*.test.ts): a real gate loaded by
+ * Gate.open in a throwaway pin dir, its event ring drained on the event loop, and a checker
+ * for Katran-style rows `{description, frame, verdict, counter, map, events}` run through
+ * BPF_PROG_TEST_RUN on gate.progFd.
+ *
+ * What a row checks, for one packet:
+ * - the XDP return value (XDP_PASS / XDP_DROP);
+ * - exactly one verdict counter (the first VERDICTS entries of STAT_NAMES) moved, by 1, and it
+ *   is the expected one; every other counter moved by exactly row.counters[name] (default 0);
+ * - the map change: kg_progress and kg_grants are byte-identical before and after except for
+ *   the sources the row names, whose state must then be exactly what the row says;
+ * - the events: exactly the expected ones (any order), each from the frame's source with the
+ *   ingress ifindex of the run, STEP/RESET/GRANT stamped inside the run's time window, DENY
+ *   with ts 0, GRANT with expires = ts + the door's open_for and equal to the grant map's value.
+ */
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import { RingBufferReader, progTestRun } from '../../src/bpf/index.js';
+import { parseConfigText, type DoorConfig } from '../../src/config/index.js';
+import { describeEvent, type GateEvent } from '../../src/kernel/events.js';
+import { Gate, monoNowNs } from '../../src/kernel/gate.js';
+import {
+  EVENT,
+  MAP,
+  STAT_NAMES,
+  VERDICTS,
+  decodeEvent,
+  decodeGrant,
+  decodeProgress,
+  type KDoor,
+  type KEvent,
+  type StatName,
+  type Stats,
+} from '../../src/kernel/layout.js';
+import { formatAddress } from '../../src/net/addr.js';
+import { withPinDir } from './kernel.js';
+import { ETH_P_IP, ETH_P_IPV6, TPID_8021AD, TPID_8021Q, addrKey } from './packets.js';
+
+export const XDP_DROP = 1;
+export const XDP_PASS = 2;
+/** ifindex every test run claims the packet came in on (lo, which exists in every netns). */
+export const TEST_IFINDEX = 1;
+
+export const VERDICT_NAMES = STAT_NAMES.slice(0, VERDICTS) as readonly StatName[];
+export type VerdictName =
+  | 'pass_non_ip'
+  | 'pass_other_l4'
+  | 'pass_unrelated'
+  | 'pass_fragment'
+  | 'pass_granted'
+  | 'drop_no_grant'
+  | 'drop_expired'
+  | 'drop_knock'
+  | 'drop_malformed';
+
+/** kg_progress / kg_grants expectations for the sources a row touches (addresses as text). */
+export interface MapChange {
+  /** source -> its whole kg_progress entry as {door name: steps done}; {} = no entry */
+  progress?: Record<string, Record<string, number>>;
+  /** source -> the doors it holds a live grant for, exactly; [] = none */
+  grants?: Record<string, string[]>;
+}
+export const NO_MAP_UPDATE = 'no map update' as const;
+export type MapExpect = typeof NO_MAP_UPDATE | MapChange;
+
+/** The fields of the described event (describeEvent) that must match; others are free. */
+export type EventExpect = Partial<Omit<GateEvent, 'expires_in_ms' | 'interface'>>;
+export const NO_EVENT = 'no event' as const;
+
+export interface Row {
+  description: string;
+  frame: Buffer;
+  verdict: typeof XDP_PASS | typeof XDP_DROP;
+  counter: VerdictName;
+  map: MapExpect;
+  events: typeof NO_EVENT | EventExpect[];
+  /** non-verdict counters that must move, by how much (all others: 0) */
+  counters?: Partial<Record<StatName, number>>;
+}
+
+/** A pause between rows (timeouts only; always >= 2x the timeout it exceeds). */
+export interface Pause {
+  pause: number;
+  why: string;
+}
+
+/** Something done between rows (reconfiguration, grants by hand, assertions on state). */
+export interface Action {
+  action: string;
+  run: (h: GateHarness) => void | Promise<void>;
+}
+
+export type Entry = Row | Pause | Action;
+
+export const silentLogger = pino({ level: 'silent' });
+
+/** Doors of a YAML config (parsed and validated like the daemon's). */
+export function doorsOf(yaml: string): DoorConfig[] {
+  return parseConfigText(yaml).doors;
+}
+
+/** "interfaces: [lo]" + the given doors block (YAML, indented under `doors:`). */
+export function config(doorsBlock: string): string {
+  return `interfaces: [lo]\ndoors:\n${doorsBlock}`;
+}
+
+/** Source address (text) of an Ethernet [+ VLAN tags] + IPv4/IPv6 frame, or null. */
+export function frameSource(frame: Buffer): string | null {
+  let off = 12;
+  if (frame.length < off + 2) return null;
+  let type = frame.readUInt16BE(off);
+  off += 2;
+  for (let i = 0; i < 4 && (type === TPID_8021Q || type === TPID_8021AD); i++) {
+    if (frame.length < off + 4) return null;
+    type = frame.readUInt16BE(off + 2);
+    off += 4;
+  }
+  if (type === ETH_P_IP && frame.length >= off + 16) return formatAddress(addrKey(Array.from(frame.subarray(off + 12, off + 16)).join('.')));
+  if (type === ETH_P_IPV6 && frame.length >= off + 24) return formatAddress(Buffer.from(frame.subarray(off + 8, off + 24)));
+  return null;
+}
+
+const key = (addr: string): string => addrKey(addr).toString('hex');
+
+function statDelta(before: Stats, after: Stats): Record<StatName, number> {
+  return Object.fromEntries(STAT_NAMES.map((n) => [n, Number(after[n] - before[n])])) as Record<StatName, number>;
+}
+
+function isRow(e: Entry): e is Row {
+  return 'frame' in e;
+}
+
+export interface HarnessOptions {
+  /** door config applied right after Gate.open */
+  yaml?: string;
+  doors?: DoorConfig[];
+  denyTokens?: number;
+  sources?: number;
+}
+
+export class GateHarness {
+  private reader: RingBufferReader | null = null;
+  private pending: KEvent[] = [];
+  /** every row checked so far (for a summary) */
+  rows = 0;
+
+  private constructor(
+    public gate: Gate,
+    readonly pinPath: string,
+    private readonly sources: number,
+  ) {
+    this.startReader();
+  }
+
+  /**
+   * Load a gate in a fresh /sys/fs/bpf/kg-test-<random> dir, apply the doors, run fn, and
+   * destroy the gate and the dir in a finally.
+   */
+  static async with(opts: HarnessOptions, fn: (h: GateHarness) => Promise<void> | void): Promise<void> {
+    await withPinDir(async (dir) => {
+      const sources = opts.sources ?? 1024;
+      const pinPath = `${dir}/gate`;
+      const gate = Gate.open({ pinPath, sources, eventRingBytes: 64 * 1024, logger: silentLogger });
+      const h = new GateHarness(gate, pinPath, sources);
+      try {
+        h.gate.setDenyTokens(opts.denyTokens ?? 0);
+        if (opts.yaml !== undefined) h.apply(opts.yaml);
+        else if (opts.doors !== undefined) h.gate.applyDoors(opts.doors);
+        await fn(h);
+        h.assertNoLeftoverEvents('end of test');
+      } finally {
+        h.stopReader();
+        h.gate.destroy();
+      }
+    });
+  }
+
+  apply(yamlOrDoors: string | DoorConfig[]): void {
+    this.gate.applyDoors(typeof yamlOrDoors === 'string' ? doorsOf(yamlOrDoors) : yamlOrDoors);
+  }
+
+  /** Close this Gate (pins stay) and Gate.open the same pin dir again: adoption. */
+  reopen(): Gate {
+    this.assertNoLeftoverEvents('before reopen');
+    this.stopReader();
+    this.gate.close();
+    this.gate = Gate.open({ pinPath: this.pinPath, sources: this.sources, eventRingBytes: 64 * 1024, logger: silentLogger });
+    this.startReader();
+    return this.gate;
+  }
+
+  private startReader(): void {
+    this.reader = new RingBufferReader(this.gate.map(MAP.EVENTS).fd, (b) => this.pending.push(decodeEvent(b)));
+  }
+
+  private stopReader(): void {
+    this.reader?.close();
+    this.reader = null;
+  }
+
+  /** Events read so far and not yet taken. */
+  drainEvents(): KEvent[] {
+    this.reader?.consume();
+    const out = this.pending;
+    this.pending = [];
+    return out;
+  }
+
+  /** Wait (bounded) until n events arrived, then return everything there is. */
+  async takeEvents(n: number, timeoutMs = 2000): Promise<KEvent[]> {
+    const deadline = Date.now() + timeoutMs;
+    this.reader?.consume();
+    while (this.pending.length < n && Date.now() < deadline) {
+      await sleep(5);
+      this.reader?.consume();
+    }
+    await new Promise((r) => setImmediate(r));
+    return this.drainEvents();
+  }
+
+  assertNoLeftoverEvents(when: string): void {
+    const left = this.drainEvents();
+    assert.deepEqual(left.map((e) => this.describe(e)), [], `${when}: unexpected events left in the ring`);
+  }
+
+  doorsBySlot(): Map<number, KDoor> {
+    return new Map(this.gate.doors().map((d) => [d.slot, d.door]));
+  }
+
+  slotOf(name: string): number {
+    const d = this.gate.doors().find((x) => x.door.name === name);
+    if (!d) throw new Error(`no live door named ${name}`);
+    return d.slot;
+  }
+
+  describe(k: KEvent): GateEvent {
+    const doors = this.doorsBySlot();
+    return describeEvent(k, {
+      doorName: (s) => doors.get(s)?.name,
+      doorSteps: (s) => doors.get(s)?.steps.length,
+      ifName: () => undefined,
+      nowNs: monoNowNs,
+    });
+  }
+
+  /** Raw contents of kg_progress and kg_grants (hex key -> value). */
+  snapshot(): { progress: Map<string, Buffer>; grants: Map<string, Buffer> } {
+    const read = (name: typeof MAP.PROGRESS | typeof MAP.GRANTS): Map<string, Buffer> =>
+      new Map([...this.gate.map(name).entries()].map(([k, v]) => [k.toString('hex'), Buffer.from(v)]));
+    return { progress: read(MAP.PROGRESS), grants: read(MAP.GRANTS) };
+  }
+
+  /** {door name: steps} of a source's kg_progress entry ({} if none). */
+  progressOf(src: string): Record<string, number> {
+    const v = this.gate.map(MAP.PROGRESS).lookup(addrKey(src));
+    if (v === null) return {};
+    const doors = this.doorsBySlot();
+    return Object.fromEntries(decodeProgress(v).map((p) => [doors.get(p.slot)?.name ?? `slot${p.slot}`, p.step]));
+  }
+
+  /** Door names a source holds a live grant for. */
+  grantsOf(src: string, nowNs = monoNowNs()): string[] {
+    const v = this.gate.map(MAP.GRANTS).lookup(addrKey(src));
+    if (v === null) return [];
+    const doors = this.doorsBySlot();
+    const out: string[] = [];
+    decodeGrant(v).forEach((exp, slot) => {
+      if (exp > nowNs) out.push(doors.get(slot)?.name ?? `slot${slot}`);
+    });
+    return out.sort();
+  }
+
+  /** One test run, verdict only (for scans). */
+  runFast(frame: Buffer): number {
+    return progTestRun(this.gate.progFd, frame, { ifindex: TEST_IFINDEX }).retval;
+  }
+
+  stats(): Stats {
+    return this.gate.stats();
+  }
+
+  async table(entries: readonly Entry[]): Promise<void> {
+    for (const e of entries) {
+      if (isRow(e)) await this.check(e);
+      else if ('pause' in e) await sleep(e.pause);
+      else await e.run(this);
+    }
+  }
+
+  async check(row: Row): Promise<void> {
+    const label = row.description;
+    this.assertNoLeftoverEvents(`before "${label}"`);
+    const stats0 = this.gate.stats();
+    const maps0 = this.snapshot();
+    const t0 = monoNowNs();
+    const { retval } = progTestRun(this.gate.progFd, row.frame, { ifindex: TEST_IFINDEX });
+    const t1 = monoNowNs();
+    const stats1 = this.gate.stats();
+    const maps1 = this.snapshot();
+    this.rows++;
+
+    // verdict and counters
+    const delta = statDelta(stats0, stats1);
+    const moved = VERDICT_NAMES.filter((n) => delta[n] !== 0).map((n) => `${n}${delta[n] > 0 ? '+' : ''}${delta[n]}`);
+    assert.deepEqual(moved, [`${row.counter}+1`], `${label}: verdict counters that moved`);
+    assert.equal(retval, row.verdict, `${label}: XDP verdict (${retval === XDP_PASS ? 'XDP_PASS' : retval === XDP_DROP ? 'XDP_DROP' : retval})`);
+    const others = Object.fromEntries(STAT_NAMES.slice(VERDICTS).map((n) => [n, delta[n]]).filter(([, d]) => d !== 0));
+    const wanted = Object.fromEntries(Object.entries(row.counters ?? {}).filter(([, d]) => d !== 0));
+    assert.deepEqual(others, wanted, `${label}: other counters that moved`);
+
+    // events
+    const expected = row.events === NO_EVENT ? [] : row.events;
+    const got = await this.takeEvents(expected.length);
+    const src = frameSource(row.frame);
+    const doors = this.doorsBySlot();
+    for (const k of got) {
+      const d = this.describe(k);
+      assert.equal(k.ifindex, TEST_IFINDEX, `${label}: event ifindex`);
+      if (src !== null) assert.equal(d.source, src, `${label}: event source`);
+      if (k.type === EVENT.DENY) {
+        assert.equal(k.tsNs, 0n, `${label}: DENY events carry ts 0 (no clock on the drop path)`);
+        assert.equal(k.expiresNs, 0n, `${label}: DENY expires`);
+      } else {
+        assert.ok(k.tsNs >= t0 && k.tsNs <= t1, `${label}: ${d.event} event ts ${k.tsNs} outside the run [${t0}, ${t1}]`);
+      }
+      if (k.type === EVENT.GRANT) {
+        const door = doors.get(k.door);
+        assert.ok(door, `${label}: GRANT for a slot with no live door`);
+        assert.equal(k.expiresNs - k.tsNs, door.openForNs, `${label}: GRANT expires = ts + open_for of ${door.name}`);
+        assert.equal(k.step, door.steps.length, `${label}: GRANT step = sequence length`);
+        const g = this.gate.map(MAP.GRANTS).lookup(Buffer.from(k.addr));
+        assert.ok(g, `${label}: GRANT event but no kg_grants entry`);
+        assert.equal(decodeGrant(g)[k.door], k.expiresNs, `${label}: kg_grants expiry = GRANT event expiry`);
+      }
+    }
+    const described = got.map((k) => this.describe(k));
+    const unmatched = [...described];
+    for (const want of expected) {
+      const i = unmatched.findIndex((g) => Object.entries(want).every(([f, v]) => (g as unknown as Record<string, unknown>)[f] === v));
+      assert.ok(i >= 0, `${label}: expected event ${JSON.stringify(want)} not among ${JSON.stringify(described)}`);
+      unmatched.splice(i, 1);
+    }
+    assert.deepEqual(unmatched, [], `${label}: unexpected events`);
+
+    // maps
+    const change: MapChange = row.map === NO_MAP_UPDATE ? {} : row.map;
+    const check = (
+      which: 'progress' | 'grants',
+      before: Map<string, Buffer>,
+      after: Map<string, Buffer>,
+      listed: Record<string, unknown> | undefined,
+    ): void => {
+      const named = new Set(Object.keys(listed ?? {}).map(key));
+      for (const k of new Set([...before.keys(), ...after.keys()])) {
+        if (named.has(k)) continue;
+        const b = before.get(k);
+        const a = after.get(k);
+        assert.ok(
+          (b === undefined && a === undefined) || (b !== undefined && a !== undefined && b.equals(a)),
+          `${label}: kg_${which} entry of ${formatAddress(Buffer.from(k, 'hex'))} changed (${b ? 'present' : 'absent'} -> ${a ? 'present' : 'absent'})`,
+        );
+      }
+    };
+    check('progress', maps0.progress, maps1.progress, change.progress);
+    check('grants', maps0.grants, maps1.grants, change.grants);
+    for (const [a, want] of Object.entries(change.progress ?? {})) {
+      assert.deepEqual(this.progressOf(a), want, `${label}: kg_progress of ${a}`);
+      const v = this.gate.map(MAP.PROGRESS).lookup(addrKey(a));
+      for (const p of v ? decodeProgress(v) : []) {
+        const door = doors.get(p.slot);
+        assert.ok(door, `${label}: progress of ${a} on an empty slot ${p.slot}`);
+        assert.equal(p.epoch, door.epoch, `${label}: progress of ${a} on ${door.name} carries the door's epoch`);
+        assert.ok(p.startNs <= p.lastNs && p.lastNs <= t1, `${label}: progress times of ${a} on ${door.name}`);
+      }
+    }
+    for (const [a, want] of Object.entries(change.grants ?? {})) {
+      assert.deepEqual(this.grantsOf(a), [...want].sort(), `${label}: live grants of ${a}`);
+    }
+  }
+}
+
+// ---- frames and expectations used by many rows ---------------------------------------------
+
+export const DST4 = '198.19.0.1';
+export const DST6 = '2001:db8:ffff::1';
+
+/** Address pair from `src` to the gate's address of the same family. */
+export function to(src: string): { src: string; dst: string } {
+  return { src, dst: src.includes(':') ? DST6 : DST4 };
+}
+
+type Proto = 'tcp' | 'udp';
+
+/** Expected described events (only the fields given are compared). */
+export const ev = {
+  knock: (door: string, step: number, steps: number, port: number, protocol: Proto = 'tcp'): EventExpect => ({
+    event: 'knock',
+    door,
+    step,
+    steps,
+    port,
+    protocol,
+  }),
+  reset: (
+    door: string,
+    step: number,
+    reason: 'wrong_port' | 'step_timeout' | 'sequence_timeout',
+    port: number,
+    protocol: Proto = 'tcp',
+  ): EventExpect => ({ event: 'reset', door, step, reason, port, protocol }),
+  grant: (door: string, port: number, protocol: Proto = 'tcp'): EventExpect => ({ event: 'grant', door, port, protocol }),
+  deny: (doors: string, reason: 'no_grant' | 'expired', port: number, protocol: Proto = 'tcp'): EventExpect => ({
+    event: 'deny',
+    door: doors,
+    reason,
+    port,
+    protocol,
+  }),
+};
