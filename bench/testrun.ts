@@ -68,8 +68,15 @@ function ctxFor(len: number, ifindex: number): Buffer {
 
 export function testRun(progFd: number, data: Buffer, opts: RunOptions = {}): RunResult {
   const ctx = opts.ifindex !== undefined ? ctxFor(data.length, opts.ifindex) : null;
+  // koffi writes the struct back after each call (data_size_out included): reset every field.
+  raw.sz = bpf_test_run_opts.size;
   raw.data_in = data;
   raw.data_size_in = data.length;
+  raw.data_out = null;
+  raw.data_size_out = 0;
+  raw.ctx_out = null;
+  raw.ctx_size_out = 0;
+  raw.cpu = 0;
   raw.ctx_in = ctx;
   raw.ctx_size_in = ctx?.length ?? 0;
   raw.retval = 0;

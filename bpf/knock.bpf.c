@@ -19,12 +19,14 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Per (gen, proto, port): which doors knock on / protect it. Written by user space (inactive gen). */
+/* Per (gen, proto, port): which doors knock on / protect it. Written by user space (inactive
+ * gen) through an mmap of the array: a whole generation is rewritten in microseconds. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct kg_port_info);
 	__uint(max_entries, KG_PORT_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 } kg_ports SEC(".maps");
 
 /* Per (gen, slot): a door's steps, timeouts and epoch. Written by user space (inactive gen). */

@@ -41,9 +41,10 @@ KVER=
 # The initramfs loads these (and what they depend on) at boot: the virtio transport, console
 # ports and 9p for the host root, overlay for the writable layer, and what the kernel tests
 # create (veth pairs; ipv6, bpffs, netns, tcp/udp and fq_codel are built into Debian's kernel).
-# The rest is for tools a test may reach for (ss, tc, dummy and tun devices).
-MODULES=(virtio_pci virtio_console 9pnet_virtio 9p overlay veth
-  dummy tun sch_ingress cls_bpf act_bpf inet_diag tcp_diag udp_diag raw_diag)
+MODULES=(virtio_pci virtio_console 9pnet_virtio 9p overlay veth)
+# These are in the initramfs too but load only when the kernel asks for them (each insmod costs
+# ~0.2 s under TCG): what a test may reach for (ss, tc with clsact and BPF, dummy and tun devices).
+LAZY_MODULES=(dummy tun sch_ingress cls_bpf act_bpf inet_diag tcp_diag udp_diag raw_diag)
 APT_PACKAGES=(qemu-system-x86 kmod cpio xz-utils)
 
 usage() {
@@ -130,10 +131,22 @@ pick_kernel() {
     [[ "$KVER" == *-amd64 ]] || KVER="$KVER-amd64"
     return 0
   fi
+  # apt-cache takes ~1 s a call here: remember the answer until apt's lists change.
+  local known="$CACHE/newest-6.1" lists
+  lists=$(stat -c %Y /var/lib/apt/lists 2>/dev/null || echo 0)
+  if [ -f "$known" ] && [ "$(cut -d' ' -f1 "$known")" = "$lists" ]; then
+    KVER=$(cut -d' ' -f2 "$known")
+    return 0
+  fi
   KVER=$(newest_61 || true)
   if [ -z "$KVER" ] && [ "$(id -u)" -eq 0 ]; then
     apt_update
+    lists=$(stat -c %Y /var/lib/apt/lists 2>/dev/null || echo 0)
     KVER=$(newest_61 || true)
+  fi
+  if [ -n "$KVER" ]; then
+    mkdir -p "$CACHE" && echo "$lists $KVER" >"$known" 2>/dev/null || true
+    return 0
   fi
   if [ -z "$KVER" ]; then # offline: the newest one already prepared
     KVER=$(find "$CACHE" -mindepth 2 -maxdepth 2 -name stamp -printf '%h\n' 2>/dev/null |
@@ -176,7 +189,7 @@ extract_vmlinux() {
 
 # A recipe hash: the cached initramfs is rebuilt when the guest side or the module list changes.
 recipe() {
-  { cat "$MATRIX_DIR/init" "$MATRIX_DIR/modprobe"; echo "${MODULES[*]}"; } | sha256sum | cut -c1-16
+  { cat "$MATRIX_DIR/init" "$MATRIX_DIR/modprobe"; echo "${MODULES[*]} / ${LAZY_MODULES[*]}"; } | sha256sum | cut -c1-16
 }
 
 prepare() {
@@ -212,19 +225,23 @@ prepare() {
   install -m 0755 "$MATRIX_DIR/init" "$stage/init"
   install -m 0755 "$MATRIX_DIR/modprobe" "$stage/sbin/modprobe"
   # modprobe --show-depends prints "insmod PATH" lines in load order, dependencies first.
-  mods=$(modprobe -d "$work/k" -S "$KVER" --show-depends -a "${MODULES[@]}") ||
-    die "modprobe --show-depends failed for ${MODULES[*]}"
-  local seen="" path rel
+  local seen="" path rel list
   : >"$stage/etc/kg-modules.order"
-  while read -r verb path _; do
-    [ "$verb" = insmod ] || continue
-    rel=${path#"$work/k"}
-    case " $seen " in *" $rel "*) continue ;; esac
-    seen="$seen $rel"
-    mkdir -p "$stage$(dirname "$rel")"
-    cp "$path" "$stage$rel"
-    echo "$rel" >>"$stage/etc/kg-modules.order"
-  done <<<"$mods"
+  for list in MODULES LAZY_MODULES; do
+    local -n names=$list
+    mods=$(modprobe -d "$work/k" -S "$KVER" --show-depends -a "${names[@]}") ||
+      die "modprobe --show-depends failed for ${names[*]}"
+    while read -r verb path _; do
+      [ "$verb" = insmod ] || continue
+      rel=${path#"$work/k"}
+      case " $seen " in *" $rel "*) continue ;; esac
+      seen="$seen $rel"
+      mkdir -p "$stage$(dirname "$rel")"
+      cp "$path" "$stage$rel"
+      if [ "$list" = MODULES ]; then echo "$rel" >>"$stage/etc/kg-modules.order"; fi
+    done <<<"$mods"
+    unset -n names
+  done
   cp "$work/k/lib/modules/$KVER"/modules.{order,builtin,builtin.modinfo} "$stage/lib/modules/$KVER/"
   depmod -b "$stage" "$KVER"
   (cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet) >"$work/initramfs.cpio"

@@ -13,6 +13,7 @@ import {
   BpfMap,
   BpfObject,
   BPF_ANY,
+  BPF_F_MMAPABLE,
   attachXdp,
   ensureBpffs,
   ifIndex,
@@ -29,6 +30,7 @@ import {
   KG,
   MAP,
   OFFSETS,
+  PORT_STRIDE,
   PROG_NAME,
   SIZEOF,
   decodeAllowKey,
@@ -136,6 +138,8 @@ export class Gate {
     readonly pinPath: string,
     private readonly maps: Map<GateMap, BpfMap>,
     private readonly globals: MmapRegion,
+    /** kg_ports, mmapped: generations are rewritten in place */
+    private readonly ports: MmapRegion,
     /** fd of the loaded program; -1 when the gate was opened from pins without loading */
     readonly progFd: number,
     private readonly object: BpfObject | null,
@@ -196,7 +200,8 @@ export class Gate {
     unpin(paths.prog);
     obj.pinProgram(PROG_NAME, paths.prog);
     const globals = mmapMap(maps.get(MAP.GLOBALS)!);
-    const gate = new Gate(opts.pinPath, maps, globals, progFd, obj, adopting, log.child({ module: 'gate' }));
+    const ports = mmapMap(maps.get(MAP.PORTS)!);
+    const gate = new Gate(opts.pinPath, maps, globals, ports, progFd, obj, adopting, log.child({ module: 'gate' }));
     if (adopting) {
       for (const ifname of gate.pinnedLinkNames()) {
         const link = BpfLink.openPinned(paths.link(ifname));
@@ -230,13 +235,15 @@ export class Gate {
       throw err;
     }
     const globals = mmapMap(maps.get(MAP.GLOBALS)!);
-    return new Gate(pinPath, maps, globals, -1, null, true, logger.child({ module: 'gate' }));
+    const ports = mmapMap(maps.get(MAP.PORTS)!);
+    return new Gate(pinPath, maps, globals, ports, -1, null, true, logger.child({ module: 'gate' }));
   }
 
   private static checkAdoptable(opts: GateOptions, name: GateMap, m: BpfMap): void {
     const [k, v] = EXPECTED_SIZES[name];
     const fix = `run \`knockgate detach --pin-path ${opts.pinPath}\` (this drops live grants) and start again`;
-    if (k !== 0 && (m.keySize !== k || m.valueSize !== v)) {
+    const flagsOff = name === MAP.PORTS && (m.flags & BPF_F_MMAPABLE) === 0;
+    if (flagsOff || (k !== 0 && (m.keySize !== k || m.valueSize !== v))) {
       throw new GateError(
         `the gate pinned at ${opts.pinPath} has another layout (map ${name}: key ${m.keySize} B, value ${m.valueSize} B; ` +
           `this build expects key ${k} B, value ${v} B): it was loaded by another knockgate version; ${fix}`,
@@ -313,10 +320,8 @@ export class Gate {
       doorMap.update(key, encodeDoor(d), BPF_ANY);
     });
 
-    const n = KG.PROTOS * KG.PORTS;
-    const keys = Buffer.alloc(n * 4);
-    for (let i = 0; i < n; i++) keys.writeUInt32LE(next * n + i, i * 4);
-    this.map(MAP.PORTS).updateBatch(keys, plan.ports, n);
+    // Nothing reads generation `next` (see waitForPrograms below): rewrite it in place.
+    this.ports.bytes.set(plan.ports, next * KG.PROTOS * KG.PORTS * PORT_STRIDE);
 
     const allowMap = this.map(MAP.ALLOW);
     const stale = [...allowMap.keys()].filter((k) => decodeAllowKey(k).gen === next);
@@ -325,7 +330,8 @@ export class Gate {
     one.writeUInt32LE(1);
     for (const a of plan.allow) allowMap.update(encodeAllowKey(next, a.slot, a.addr, a.mappedPrefix), one, BPF_ANY);
 
-    this.globals.view.setUint32(OFFSETS.globals.active_gen, next, true);
+    // The flip: one aligned 32-bit store, after every write above.
+    Atomics.store(new Uint32Array(this.globals.view.buffer, OFFSETS.globals.active_gen, 1), 0, next);
     waitForPrograms();
     this.log.debug({ generation: next, doors: plan.doors.map((d) => d.config.name) }, 'rules switched');
     return plan;
@@ -498,6 +504,7 @@ export class Gate {
     if (this.closed) return;
     this.closed = true;
     this.globals.close();
+    this.ports.close();
     for (const m of this.maps.values()) m.close();
     this.object?.close();
   }

@@ -139,6 +139,9 @@ export interface PortInfo {
   protectDoors: number;
 }
 
+/** Array maps store each value at a stride of its size rounded up to 8 (kernel array_map). */
+export const PORT_STRIDE = 8;
+
 export function portIndex(gen: number, proto: number, port: number): number {
   return (gen * KG.PROTOS + proto) * KG.PORTS + port;
 }

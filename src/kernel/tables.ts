@@ -5,7 +5,7 @@
  * flips; see docs/DESIGN.md "Generations".
  */
 import type { DoorConfig } from '../config/index.js';
-import { DOOR_FLAG, KG, SIZEOF, encodePortInfo, protoNumber, type KDoor } from './layout.js';
+import { DOOR_FLAG, KG, PORT_STRIDE, encodePortInfo, protoNumber, type KDoor } from './layout.js';
 
 const NS_PER_MS = 1_000_000n;
 
@@ -31,7 +31,10 @@ export interface GenerationPlan {
   slots: KDoor[];
   /** slots that held a door in the active generation and hold none (or another door) now */
   removedSlots: number[];
-  /** kg_ports values of the new generation: KG.PROTOS * KG.PORTS entries, proto-major */
+  /**
+   * kg_ports values of the new generation as they lie in the mmapped array: KG.PROTOS * KG.PORTS
+   * entries, proto-major, PORT_STRIDE bytes apart
+   */
   ports: Buffer;
   /** allow-list entries per slot: 16-byte address and its mapped prefix */
   allow: { slot: number; addr: Buffer; mappedPrefix: number }[];
@@ -138,11 +141,11 @@ export function planGeneration(previous: readonly SlotState[], doors: readonly D
       allow.push({ slot: p.slot, addr: Buffer.from(hex ?? '', 'hex'), mappedPrefix: Number(prefix) });
     }
   }
-  const ports = Buffer.alloc(KG.PROTOS * KG.PORTS * SIZEOF.port_info);
+  const ports = Buffer.alloc(KG.PROTOS * KG.PORTS * PORT_STRIDE);
   for (let i = 0; i < KG.PROTOS * KG.PORTS; i++) {
     const k = knock[i] ?? 0;
     const pr = protect[i] ?? 0;
-    if (k !== 0 || pr !== 0) encodePortInfo({ knockDoors: k, protectDoors: pr }, ports, i * SIZEOF.port_info);
+    if (k !== 0 || pr !== 0) encodePortInfo({ knockDoors: k, protectDoors: pr }, ports, i * PORT_STRIDE);
   }
   return { doors: planned, slots, removedSlots, ports, allow };
 }

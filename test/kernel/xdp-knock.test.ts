@@ -21,7 +21,7 @@ import {
   type Entry,
   type Row,
 } from '../helpers/gate.js';
-import { ETH_P_ARP, IPPROTO, TCP_FLAGS, buildFrame, tcpSegment, tcpSyn, udpDatagram } from '../helpers/packets.js';
+import { ETH_P_ARP, IPPROTO, TCP_FLAGS, addrKey, buildFrame, tcpSegment, tcpSyn, udpDatagram } from '../helpers/packets.js';
 
 const syn = (src: string, port: number): Buffer => tcpSyn(to(src), port);
 const seg = (src: string, port: number, flags: number): Buffer => tcpSegment(to(src), port, flags);
@@ -779,6 +779,249 @@ kernelSuite('XDP: doors that share ports', () => {
         deniedQuietly(`${C}: 22/tcp still closed for anyone else`, syn(C, 22)),
       ]);
       assert.equal(h.stats().retransmit, 1n);
+    });
+  });
+});
+
+kernelSuite('XDP: edge cases of the state machine', () => {
+  it('a one-step door grants at once (no progress entry); a repeated non-adjacent step advances, the same step twice in a row is a retransmission', async () => {
+    const yaml = config(`
+  one:
+    sequence: [7777/udp]
+    protects: [2777/tcp]
+  rep:
+    sequence: [7000/tcp, 8000/udp, 7000/tcp, 9000/tcp]
+    protects: [22/tcp]
+`);
+    const S = '198.18.12.1';
+    const S6 = '2001:db8:12::1';
+    await GateHarness.with({ yaml }, async (h) => {
+      await h.table([
+        {
+          description: `${S}: 7777/udp: a one-step door grants at once, no progress entry`,
+          frame: udp(S, 7777),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [S]: {} }, grants: { [S]: ['one'] } },
+          events: [ev.grant('one', 7777, 'udp')],
+          counters: { grant: 1 },
+        },
+        granted(`${S}: 2777/tcp passes`, syn(S, 2777)),
+        {
+          description: `${S6}: 7000/tcp: rep step 1`,
+          frame: syn(S6, 7000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [S6]: { rep: 1 } } },
+          events: [ev.knock('rep', 1, 4, 7000)],
+          counters: { knock_step: 1 },
+        },
+        {
+          description: `${S6}: 7000/tcp again: retransmission`,
+          frame: syn(S6, 7000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: NO_MAP_UPDATE,
+          events: NO_EVENT,
+          counters: { retransmit: 1 },
+        },
+        {
+          description: `${S6}: 8000/udp: step 2`,
+          frame: udp(S6, 8000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [S6]: { rep: 2 } } },
+          events: [ev.knock('rep', 2, 4, 8000, 'udp')],
+          counters: { knock_step: 1 },
+        },
+        {
+          description: `${S6}: 7777/udp midway: one grants, rep resets (a wrong port for rep)`,
+          frame: udp(S6, 7777),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [S6]: {} }, grants: { [S6]: ['one'] } },
+          events: [ev.reset('rep', 2, 'wrong_port', 7777, 'udp'), ev.grant('one', 7777, 'udp')],
+          counters: { reset_wrong_port: 1, grant: 1 },
+        },
+        {
+          description: `${S6}: 7000/tcp: rep step 1 again`,
+          frame: syn(S6, 7000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [S6]: { rep: 1 } } },
+          events: [ev.knock('rep', 1, 4, 7000)],
+          counters: { knock_step: 1 },
+        },
+        {
+          description: `${S6}: 8000/udp: step 2`,
+          frame: udp(S6, 8000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [S6]: { rep: 2 } } },
+          events: [ev.knock('rep', 2, 4, 8000, 'udp')],
+          counters: { knock_step: 1 },
+        },
+        {
+          description: `${S6}: 7000/tcp: step 3 (the first step's port again, two steps later)`,
+          frame: syn(S6, 7000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [S6]: { rep: 3 } } },
+          events: [ev.knock('rep', 3, 4, 7000)],
+          counters: { knock_step: 1 },
+        },
+        {
+          description: `${S6}: 7000/tcp again: a retransmission of step 3, not a restart`,
+          frame: syn(S6, 7000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: NO_MAP_UPDATE,
+          events: NO_EVENT,
+          counters: { retransmit: 1 },
+        },
+        {
+          description: `${S6}: 9000/tcp: GRANT`,
+          frame: syn(S6, 9000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [S6]: {} }, grants: { [S6]: ['one', 'rep'] } },
+          events: [ev.grant('rep', 9000)],
+          counters: { grant: 1 },
+        },
+        granted(`${S6}: 22/tcp passes`, syn(S6, 22)),
+        granted(`${S6}: 2777/tcp passes`, syn(S6, 2777)),
+      ]);
+    });
+  });
+
+  it('grants set and revoked by hand (Gate.grant / Gate.revoke) are honoured; knocking again renews a grant', async () => {
+    const S = '198.18.12.11';
+    const S6 = '2001:db8:12::11';
+    let expiry = 0n;
+    const sshKnock = (src: string): Row[] =>
+      [7000, 8000, 9000].map((port, i) => ({
+        description: `${src}: ${port}/tcp: ssh ${i < 2 ? `step ${i + 1}` : 'GRANT'}`,
+        frame: syn(src, port),
+        verdict: XDP_DROP,
+        counter: 'drop_knock',
+        map: i < 2 ? { progress: { [src]: { ssh: i + 1 } } } : { progress: { [src]: {} }, grants: { [src]: ['ssh'] } },
+        events: [i < 2 ? ev.knock('ssh', i + 1, 3, port) : ev.grant('ssh', port)],
+        counters: i < 2 ? { knock_step: 1 } : { grant: 1 },
+      }));
+    await GateHarness.with({ yaml: BASE }, async (h) => {
+      await h.table([
+        deniedQuietly(`${S}: 22/tcp before`, syn(S, 22)),
+        { action: `grant ${S} on ssh for 60s by hand`, run: (g) => void g.gate.grant(addrKey(S), g.slotOf('ssh'), 60_000_000_000n) },
+        granted(`${S}: 22/tcp passes`, syn(S, 22)),
+        deniedQuietly(`${S}: 2222/tcp (mixed) does not`, syn(S, 2222), 'drop_expired'),
+        { action: `grant ${S6} on mixed by hand`, run: (g) => void g.gate.grant(addrKey(S6), g.slotOf('mixed'), 60_000_000_000n) },
+        granted(`${S6}: 2222/tcp passes`, syn(S6, 2222)),
+        granted(`${S6}: 6010/udp passes`, udp(S6, 6010)),
+        {
+          action: `revoke ${S}`,
+          run: (g) => assert.deepEqual(g.gate.revoke(addrKey(S)), [g.slotOf('ssh')]),
+        },
+        deniedQuietly(`${S}: 22/tcp after the revoke`, syn(S, 22)),
+        { action: `revoke ${S6} on ssh only: nothing to cut`, run: (g) => assert.deepEqual(g.gate.revoke(addrKey(S6), [g.slotOf('ssh')]), []) },
+        granted(`${S6}: 2222/tcp still passes`, syn(S6, 2222)),
+        { action: `a 1ns grant for ${S} (expired at once)`, run: (g) => void g.gate.grant(addrKey(S), g.slotOf('ssh'), 1n) },
+        deniedQuietly(`${S}: 22/tcp with an expired grant: drop_expired`, syn(S, 22), 'drop_expired'),
+        ...sshKnock(S),
+        granted(`${S}: 22/tcp passes after the knock`, syn(S, 22)),
+        { action: 'remember the expiry', run: (g) => void (expiry = g.gate.grants().find((x) => x.addr.equals(addrKey(S)))?.expiresNs ?? 0n) },
+        ...sshKnock(S),
+        {
+          action: 'knocking again renewed the grant (the GRANT row checked expires = ts + open_for)',
+          run: (g) => assert.ok((g.gate.grants().find((x) => x.addr.equals(addrKey(S)))?.expiresNs ?? 0n) > expiry),
+        },
+        granted(`${S}: 22/tcp passes`, syn(S, 22)),
+      ]);
+    });
+  });
+
+  it('16 doors (every slot): the last slot works, and a DENY names every door protecting the port', async () => {
+    const doors = Array.from({ length: 16 }, (_, i) => `  d${i}:\n    sequence: [${20000 + i * 10}/tcp, ${20005 + i * 10}/udp]\n    protects: [22/tcp, ${30000 + i}/tcp]\n`).join('');
+    const S = '198.18.12.21';
+    await GateHarness.with({ yaml: config(`\n${doors}`), denyTokens: 1 }, async (h) => {
+      assert.equal(h.slotOf('d15'), 15);
+      await h.table([
+        {
+          description: `${S}: 22/tcp: DENY naming d0..d15`,
+          frame: syn(S, 22),
+          verdict: XDP_DROP,
+          counter: 'drop_no_grant',
+          map: NO_MAP_UPDATE,
+          events: [ev.deny(Array.from({ length: 16 }, (_, i) => `d${i}`).join(','), 'no_grant', 22)],
+          counters: { deny_event: 1 },
+        },
+        {
+          description: `${S}: 20150/tcp: d15 step 1`,
+          frame: syn(S, 20150),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [S]: { d15: 1 } } },
+          events: [ev.knock('d15', 1, 2, 20150)],
+          counters: { knock_step: 1 },
+        },
+        {
+          description: `${S}: 20155/udp: d15 GRANT`,
+          frame: udp(S, 20155),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [S]: {} }, grants: { [S]: ['d15'] } },
+          events: [ev.grant('d15', 20155, 'udp')],
+          counters: { grant: 1 },
+        },
+        granted(`${S}: 22/tcp passes`, syn(S, 22)),
+        granted(`${S}: 30015/tcp passes`, syn(S, 30015)),
+        deniedQuietly(`${S}: 30014/tcp (d14’s) does not`, syn(S, 30014), 'drop_expired'),
+        {
+          description: `${S}: 20000/tcp: d0 step 1 (slot 0 and slot 15 in one entry's history)`,
+          frame: syn(S, 20000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [S]: { d0: 1 } } },
+          events: [ev.knock('d0', 1, 2, 20000)],
+          counters: { knock_step: 1 },
+        },
+        {
+          description: `${S}: 20005/udp: d0 GRANT`,
+          frame: udp(S, 20005),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [S]: {} }, grants: { [S]: ['d0', 'd15'] } },
+          events: [ev.grant('d0', 20005, 'udp')],
+          counters: { grant: 1 },
+        },
+        granted(`${S}: 30000/tcp passes`, syn(S, 30000)),
+      ]);
+    });
+  });
+
+  it('a full event ring: events that do not fit count event_lost, never a second verdict', async () => {
+    await GateHarness.with({ yaml: BASE, denyTokens: 5000 }, async (h) => {
+      const before = h.stats();
+      const frame = syn('198.18.12.31', 22);
+      const n = 3000; // 64 KiB ring, 56 bytes a record: about 1170 fit
+      for (let i = 0; i < n; i++) assert.equal(h.runFast(frame), XDP_DROP);
+      const after = h.stats();
+      const d = (k: keyof typeof after): number => Number(after[k] - before[k]);
+      assert.equal(d('drop_no_grant'), n);
+      assert.equal(d('deny_event') + d('event_lost'), n, 'every token spent is an event or a lost event');
+      assert.ok(d('event_lost') > 0, 'the ring filled up');
+      assert.equal(d('deny_suppressed'), 0);
+      const got = await h.takeEvents(d('deny_event'));
+      assert.equal(got.length, d('deny_event'), 'every counted event is in the ring');
+      // Drained: the next one fits again.
+      await h.check({
+        description: 'after draining, a DENY is delivered again',
+        frame,
+        verdict: XDP_DROP,
+        counter: 'drop_no_grant',
+        map: NO_MAP_UPDATE,
+        events: [ev.deny('ssh', 'no_grant', 22)],
+        counters: { deny_event: 1 },
+      });
     });
   });
 });

@@ -158,6 +158,39 @@ kernelSuite('XDP: reconfiguration through applyDoors', () => {
     });
   });
 
+  it('re-applying an identical config (allow lists, timeouts and all) keeps every epoch and all progress', async () => {
+    const yaml = config(`
+  ssh:
+    sequence: [7000/tcp, 8000/udp, 9000/tcp]
+    protects: [22/tcp]
+    allow_from: [198.18.10.0/24, 2001:db8:10::/48, 198.18.99.7]
+    step_timeout: 7s
+    sequence_timeout: 20s
+    open_for: 90s
+  web:
+    sequence: [7500/udp, 7600/tcp]
+    protects: [443/tcp]
+    allow_from: [2001:db8:10:1::/64]
+`);
+    const A = '198.18.10.51';
+    const B = '2001:db8:10:1::52';
+    await GateHarness.with({ yaml }, async (h) => {
+      await h.table([
+        stepRow(A, 'ssh', 1, 3, 7000),
+        stepRow(B, 'web', 1, 2, 7500, 'udp'),
+        apply('the same config again', yaml),
+        apply('and again', yaml),
+        {
+          action: 'epochs are still 1',
+          run: (g) => assert.deepEqual(g.gate.doors().map((d) => [d.door.name, d.door.epoch]), [['ssh', 1], ['web', 1]]),
+        },
+        stepRow(A, 'ssh', 2, 3, 8000, 'udp'),
+        grantRow(A, 'ssh', 9000),
+        grantRow(B, 'web', 7600),
+      ]);
+    });
+  });
+
   it('a change of open_for only keeps progress (same epoch), and the grant uses the new open_for', async () => {
     const A = '198.18.10.21';
     const B = '2001:db8:10::22';
