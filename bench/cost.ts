@@ -18,11 +18,12 @@
  *    each run looks up another source, as in a real flood; cost = bare XDP_DROP (repeat) +
  *    (chain -> gate) - (chain -> bare XDP_DROP).
  */
-import { BPF_ANY, BpfObject, RingBufferReader } from '../src/bpf/index.js';
+import { BPF_ANY, RingBufferReader } from '../src/bpf/index.js';
 import { SIZEOF } from '../src/kernel/layout.js';
 import { addrKey } from '../test/helpers/packets.js';
 import { packetClasses, frameFor, type PacketClass } from './classes.js';
-import { MAP, grantValue, loadBaseProgs, monoNowNs, objectPath, openBenchGate, progressValue, statsDelta, verdictOf, type BaseProgs, type BenchGate } from './gate.js';
+import { loadGen } from './gen.js';
+import { MAP, grantValue, loadBaseProgs, monoNowNs, openBenchGate, progressValue, statsDelta, verdictOf, type BaseProgs, type BenchGate } from './gate.js';
 import { median, rotate, summarize, trimmedMean, type Summary } from './stats.js';
 import { mapMemlock } from './sys.js';
 import { XDP, testRun } from './testrun.js';
@@ -278,67 +279,6 @@ export interface ScaleResult {
   /** per class id: ns at each level / ns at the first level */
   relative: Record<string, number[]>;
   seconds: number;
-}
-
-/** The generator program used as a source-spreading front end (bench_gen_chain). */
-export interface GenProgs {
-  obj: BpfObject;
-  gen: number;
-  chain: number;
-  setCfg(c: { range: number; first: number; mult?: number; action?: number; flags?: number }): void;
-  count(): bigint;
-  setNext(fd: number): void;
-  close(): void;
-}
-
-export const GEN_SPORT = 1;
-
-function gcd(a: number, b: number): number {
-  while (b) [a, b] = [b, a % b];
-  return a;
-}
-
-/** A multiplier coprime with range: (count * mult) % range visits every index once per range. */
-export function multiplierFor(range: number): number {
-  let m = 2654435761;
-  while (gcd(m % Math.max(range, 1), Math.max(range, 1)) !== 1 && range > 1) m += 2;
-  return m;
-}
-
-export function loadGen(): GenProgs {
-  const obj = BpfObject.open(objectPath('bench-gen'));
-  try {
-    obj.load();
-  } catch (err) {
-    obj.close();
-    throw err;
-  }
-  const cfg = obj.map('bench_gen_cfg');
-  const next = obj.map('bench_next');
-  const zero = Buffer.alloc(4);
-  const v = Buffer.alloc(32);
-  return {
-    obj,
-    gen: obj.programFd('bench_gen'),
-    chain: obj.programFd('bench_gen_chain'),
-    setCfg: (c) => {
-      v.fill(0);
-      v.writeBigUInt64LE(0n, 0);
-      v.writeBigUInt64LE(BigInt(c.mult ?? multiplierFor(c.range)), 8);
-      v.writeUInt32LE(c.range >>> 0, 16);
-      v.writeUInt32LE(c.first >>> 0, 20);
-      v.writeUInt32LE(c.action ?? XDP.TX, 24);
-      v.writeUInt32LE(c.flags ?? 0, 28);
-      cfg.update(zero, v, BPF_ANY);
-    },
-    count: () => cfg.lookup(zero)?.readBigUInt64LE(0) ?? 0n,
-    setNext: (fd) => {
-      const fdBuf = Buffer.alloc(4);
-      fdBuf.writeUInt32LE(fd);
-      next.update(zero, fdBuf, BPF_ANY);
-    },
-    close: () => obj.close(),
-  };
 }
 
 /** Filler sources: 2001:db8:f::/96 + (FILL_FIRST + i). */

@@ -232,8 +232,9 @@ export class Child {
     proc.stderr?.on('data', (c: string) => {
       if (this.stderr.length < 200) this.stderr.push(c);
     });
+    // 'close', not 'exit': by then every line the process printed has been read.
     this.exited = new Promise((resolve) =>
-      proc.on('exit', (code) => {
+      proc.on('close', (code) => {
         this.done = true;
         resolve(code);
       }),
@@ -249,6 +250,7 @@ export class Child {
     return this.proc.pid ?? -1;
   }
 
+  /** not yet exited (its output may still be arriving after that: see waitExit) */
   get running(): boolean {
     return !this.done && this.proc.exitCode === null && this.proc.signalCode === null;
   }
@@ -292,7 +294,7 @@ export class Child {
 
   /** Wait for exit up to timeoutMs; true if it exited. */
   async waitExit(timeoutMs: number): Promise<boolean> {
-    if (!this.running) return true;
+    if (this.done) return true;
     let timer: NodeJS.Timeout | undefined;
     const t = new Promise<false>((resolve) => {
       timer = setTimeout(() => resolve(false), timeoutMs);
@@ -304,10 +306,14 @@ export class Child {
 
   /** SIGTERM, then SIGKILL after graceMs; by PID. */
   async stop(graceMs = 3_000): Promise<void> {
-    if (!this.running) return;
+    if (!this.running) {
+      await this.waitExit(graceMs);
+      return;
+    }
     try {
       process.kill(this.pid, 'SIGTERM');
     } catch {
+      await this.waitExit(graceMs);
       return;
     }
     if (await this.waitExit(graceMs)) return;

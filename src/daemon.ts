@@ -14,6 +14,8 @@ import { Gate, monoNowNs } from './kernel/gate.js';
 import { withGateLock } from './kernel/lock.js';
 import { MAP } from './kernel/layout.js';
 import { createLogger, type Logger } from './log.js';
+import { Metrics, type ListenAddress } from './metrics.js';
+import { version } from './version.js';
 
 export interface DaemonOptions {
   configPath: string;
@@ -21,6 +23,8 @@ export interface DaemonOptions {
   keep?: boolean;
   pretty?: boolean;
   objectPath?: string;
+  /** serve Prometheus metrics at http://HOST:PORT/metrics */
+  metrics?: ListenAddress;
   /** test hook: receives every event after it is logged */
   onEvent?: (e: GateEvent) => void;
 }
@@ -43,6 +47,7 @@ export class Daemon {
   private readonly ifnames = new Map<number, string>();
   private doorNames = new Map<number, { name: string; steps: number }>();
   private control: ControlServer | null = null;
+  private metrics: Metrics | null = null;
   private readonly recent: GateEvent[] = [];
   private readonly subscribers = new Set<(e: unknown) => void>();
   /** the generation this daemon last wrote or saw; another one means the CLI changed doors */
@@ -111,6 +116,11 @@ export class Daemon {
       }, SWEEP_INTERVAL_MS),
     );
     this.timers.push(setInterval(() => this.watch(), WATCH_INTERVAL_MS));
+    if (this.opts.metrics) {
+      this.metrics = new Metrics(() => this.gate, version());
+      await this.metrics.listen(this.opts.metrics);
+      this.log.info({ metrics: `http://${this.opts.metrics.host.includes(':') ? `[${this.opts.metrics.host}]` : this.opts.metrics.host}:${this.opts.metrics.port}/metrics` }, 'serving metrics');
+    }
     this.control = await ControlServer.listen(c.pinPath, {
       notify: (change, detail) => {
         this.log.info({ change, ...detail }, 'gate changed from the CLI');
@@ -202,6 +212,7 @@ export class Daemon {
     this.recent.push(stamped);
     if (this.recent.length > RECENT_EVENTS) this.recent.splice(0, this.recent.length - RECENT_EVENTS);
     for (const send of this.subscribers) send(stamped);
+    this.metrics?.observe(e);
     this.opts.onEvent?.(e);
   }
 
@@ -265,6 +276,8 @@ export class Daemon {
       this.reader = null;
       this.control?.close();
       this.control = null;
+      this.metrics?.close();
+      this.metrics = null;
       const gate = this.gate;
       this.gate = null;
       if (gate) {
@@ -288,6 +301,7 @@ export class Daemon {
     for (const t of this.timers) clearInterval(t);
     this.reader?.close();
     this.control?.close();
+    this.metrics?.close();
     const gate = this.gate;
     this.gate = null;
     if (!gate) return;

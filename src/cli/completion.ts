@@ -12,6 +12,8 @@ type ValueKind = { choices: readonly string[] } | 'file' | 'dir' | 'host' | 'com
 interface OptionSpec {
   names: string[];
   takesValue: boolean;
+  /** "file" for "--config <file>" */
+  valueName: string;
   value: ValueKind;
   description: string;
 }
@@ -60,10 +62,12 @@ export function describeProgram(cmd: Command, parentPath: string[] = [], helpFor
   const options = help.visibleOptions(cmd).map((o): OptionSpec => ({
     names: [o.short, o.long].filter((n): n is string => n !== undefined),
     takesValue: o.required || o.optional,
+    valueName: optionValueName(o),
     value: valueKind(optionValueName(o), o.argChoices),
     description: firstLine(o.description),
   }));
-  const args = help.visibleArguments(cmd).map((a: Argument): ArgumentSpec => ({
+  // Not help.visibleArguments(): it lists arguments only when one of them has a description.
+  const args = cmd.registeredArguments.map((a: Argument): ArgumentSpec => ({
     name: a.name(),
     required: a.required,
     variadic: a.variadic,
@@ -196,9 +200,19 @@ export function bashCompletion(program: Command): string {
 
 // ---- zsh --------------------------------------------------------------------------------
 
-/** Escapes text for an _arguments spec inside single quotes: [ ] : \ and the quote itself. */
+/** Text for single quotes in a zsh script. */
+function zshQuoted(s: string): string {
+  return s.replace(/'/g, `'\\''`);
+}
+
+/** An _arguments "[explanation]": backslashes and brackets escaped. */
+function zshExplanation(s: string): string {
+  return zshQuoted(s.replace(/([\\[\]])/g, '\\$1'));
+}
+
+/** An _arguments message or a _describe name: backslashes and colons escaped. */
 function zshSpecText(s: string): string {
-  return s.replace(/\\/g, '\\\\').replace(/([[\]:])/g, '\\$1').replace(/'/g, `'\\''`);
+  return zshQuoted(s.replace(/([\\:])/g, '\\$1'));
 }
 
 function zshAction(kind: ValueKind): string {
@@ -219,8 +233,8 @@ function zshAction(kind: ValueKind): string {
 
 function zshOptionSpecs(c: CommandSpec): string[] {
   return c.options.map((o) => {
-    const desc = `[${zshSpecText(o.description)}]`;
-    const value = o.takesValue ? `:${zshSpecText(o.names.at(-1)?.replace(/^-+/, '') ?? 'value')}:${zshAction(o.value)}` : '';
+    const desc = `[${zshExplanation(o.description)}]`;
+    const value = o.takesValue ? `:${zshSpecText(o.valueName || 'value')}:${zshAction(o.value)}` : '';
     if (o.names.length === 1) return `'${o.names[0]}${desc}${value}'`;
     const group = `(${o.names.join(' ')})`;
     return `'${group}'{${o.names.join(',')}}'${desc}${value}'`;
@@ -254,9 +268,9 @@ export function zshCompletion(program: Command): string {
       out('    command)');
       out('      local -a commands');
       out('      commands=(');
-      for (const s of c.subcommands) out(`        '${zshSpecText(s.name)}:${s.description.replace(/'/g, `'\\''`)}'`);
+      for (const s of c.subcommands) out(`        '${zshSpecText(s.name)}:${zshQuoted(s.description)}'`);
       out('      )');
-      out(`      _describe -t commands '${zshSpecText(c.path.join(' '))} command' commands && ret=0`);
+      out(`      _describe -t commands '${zshQuoted(c.path.join(' '))} command' commands && ret=0`);
       out('      ;;');
       out('    arg)');
       out('      curcontext="${curcontext%:*:*}:' + identifier(c.path.join('-')) + '-$words[1]:"');

@@ -4,7 +4,7 @@
  * with what to do, exit codes from exit.ts.
  */
 import { Command, CommanderError } from 'commander';
-import { readFileSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { BpfError } from '../bpf/index.js';
 import { ConfigError } from '../config/errors.js';
@@ -17,11 +17,7 @@ import { grantCommand, grantsCommand, revokeCommand } from './commands/grants.js
 import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
 import { CliError, EXIT } from './exit.js';
-
-export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
+import { version } from '../version.js';
 
 export function buildProgram(): Command {
   const program = new Command('knockgate')

@@ -3,6 +3,7 @@
 //   knock HOST STEP...            send each step (PORT/tcp = a SYN via connect(), PORT/udp = a datagram)
 //   connect HOST PORT TIMEOUT_MS  open a TCP connection, read the greeting; {ok, data} or {ok:false, error}
 //   serve PORT                    run a TCP server on :: that greets every connection with "hello\n"
+//   get URL                       HTTP GET; {ok, status, body}
 import { connect, createServer, isIPv6 } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -78,6 +79,11 @@ async function main(argv: string[]): Promise<void> {
       server.listen({ port, host: '::', ipv6Only: false }, () => out({ listening: port }));
       // Bounded: a test server never outlives 10 minutes even if its test forgot it.
       setTimeout(() => process.exit(0), 600_000).unref();
+      return;
+    }
+    case 'get': {
+      const res = await fetch(args[0] ?? '', { signal: AbortSignal.timeout(5000) });
+      out({ ok: res.ok, status: res.status, body: await res.text() });
       return;
     }
     default:

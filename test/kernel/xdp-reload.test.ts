@@ -6,6 +6,8 @@
  * progress in flight survive a close + open on the same pin dir.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { it } from 'node:test';
 import { kernelSuite } from '../helpers/kernel.js';
 import {
@@ -20,7 +22,8 @@ import {
   type Entry,
   type Row,
 } from '../helpers/gate.js';
-import { TCP_FLAGS, tcpSegment, tcpSyn, udpDatagram } from '../helpers/packets.js';
+import { TCP_FLAGS, addrKey, tcpSegment, tcpSyn, udpDatagram } from '../helpers/packets.js';
+import { MAP, decodeGrant } from '../../src/kernel/layout.js';
 
 const syn = (src: string, port: number): Buffer => tcpSyn(to(src), port);
 const udp = (src: string, port: number): Buffer => udpDatagram(to(src), port, Buffer.from('knock'));
@@ -297,6 +300,115 @@ kernelSuite('XDP: reconfiguration through applyDoors', () => {
         denied(A, 22),
         denied(C, 3300),
       ]);
+    });
+  });
+
+  it('with every slot taken, a replaced door’s slot is reused in the same reload: the old door’s grants do not open the new door', async () => {
+    const doors = (names: string[]): string =>
+      config(
+        '\n' +
+          names
+            .map((n, i) => `  ${n}:\n    sequence: [${20000 + i * 10}/tcp, ${20005 + i * 10}/udp]\n    protects: [${30000 + i}/tcp]\n`)
+            .join(''),
+      );
+    const v1 = Array.from({ length: 16 }, (_, i) => `d${i}`);
+    const v2 = v1.map((n) => (n === 'd5' ? 'x' : n));
+    const S = '198.18.10.71';
+    await GateHarness.with({ yaml: doors(v1) }, async (h) => {
+      await h.table([
+        stepRow(S, 'd5', 1, 2, 20050),
+        grantRow(S, 'd5', 20055, ['d5'], 'udp'),
+        granted(S, 30005),
+        apply('d5 replaced by x (all 16 slots in use)', doors(v2)),
+        { action: 'x took slot 5', run: (g) => assert.equal(g.slotOf('x'), 5) },
+        { action: `${S} holds no grant`, run: (g) => assert.deepEqual(g.grantsOf(S), []) },
+        denied(S, 30005),
+      ]);
+    });
+  });
+
+  it('a knock that completes while a reload removes its door leaves no grant behind (DESIGN step 4: cut grants after the switch)', async () => {
+    // A second process (started here, killed by its pid in a finally) runs the pinned program
+    // on the one-step knock of door "one" without pause, so that a knock may complete at any
+    // moment of applyDoors. After applyDoors has removed "one" and returned, the active
+    // generation has no door in slot 0 and no running program still judges against the old
+    // one (waitForPrograms), so no program can write a slot-0 grant any more: whatever is left
+    // in slot 0 was written during the reload and was never cut. On a correct gate this holds
+    // in every cycle whatever the timing; a gate that cuts the grants before switching
+    // generations loses the race in about one cycle in five here, so 40 cycles find it.
+    const withOne = config(`
+  one:
+    sequence: [7777/udp]
+    protects: [2777/tcp]
+  keep:
+    sequence: [7000/tcp, 8000/tcp]
+    protects: [22/tcp]
+`);
+    const without = config(`
+  keep:
+    sequence: [7000/tcp, 8000/tcp]
+    protects: [22/tcp]
+`);
+    const withX = config(`
+  keep:
+    sequence: [7000/tcp, 8000/tcp]
+    protects: [22/tcp]
+  x:
+    sequence: [7400/tcp, 7401/udp]
+    protects: [4444/tcp]
+`);
+    const S = '198.18.10.61';
+    await GateHarness.with({ yaml: withOne }, async (h) => {
+      assert.equal(h.slotOf('one'), 0);
+      const dist = new URL('../../', import.meta.url).pathname;
+      const code = `
+        import { libbpf } from ${JSON.stringify(`${dist}src/bpf/libbpf.js`)};
+        import { progTestRun } from ${JSON.stringify(`${dist}src/bpf/index.js`)};
+        const fd = libbpf().bpf_obj_get(${JSON.stringify(`${h.pinPath}/prog`)});
+        if (fd < 0) throw new Error('bpf_obj_get: ' + fd);
+        const frame = Buffer.from(${JSON.stringify(udp(S, 7777).toString('hex'))}, 'hex');
+        process.stdout.write('ready\\n');
+        const end = Date.now() + 30000; // bounded even if nobody stops it
+        while (Date.now() < end) progTestRun(fd, frame);
+      `;
+      const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let leftover = 0n;
+      let cycles = 0;
+      try {
+        await Promise.race([
+          once(child.stdout, 'data'),
+          once(child, 'exit').then(() => {
+            throw new Error('the knocking process exited before it was ready');
+          }),
+        ]);
+        for (; cycles < 40 && leftover === 0n; cycles++) {
+          h.apply(withOne);
+          h.apply(without);
+          const v = h.gate.map(MAP.GRANTS).lookup(addrKey(S));
+          leftover = v ? (decodeGrant(v)[0] ?? 0n) : 0n;
+        }
+      } finally {
+        if (child.exitCode === null && child.signalCode === null) {
+          const exited = once(child, 'exit');
+          child.kill();
+          await exited;
+        }
+      }
+      h.drainEvents(); // the knocking process's GRANT events (and lost ones): not under test here
+      if (leftover !== 0n) {
+        // What the leftover does: the next door that takes slot 0 is open to S, who never knocked on it.
+        h.apply(withX);
+        const xSlot = h.slotOf('x');
+        const verdict = h.runFast(syn(S, 4444));
+        h.drainEvents();
+        assert.fail(
+          `after applyDoors removed door "one" (slot 0) in reload cycle ${cycles}, ${S} still held a live grant for slot 0 ` +
+            `(expires_ns ${leftover}): a knock completed between the grant cut and the generation switch. ` +
+            `Door "x", added later, took slot ${xSlot}, and 4444/tcp (x's port) from ${S}, which never knocked on x, ` +
+            `gets ${verdict === XDP_PASS ? 'XDP_PASS' : 'XDP_DROP'}.`,
+        );
+      }
+      assert.deepEqual(h.grantsOf(S), []);
     });
   });
 

@@ -16,6 +16,7 @@ import { kernelSuite } from '../helpers/kernel.js';
 import { GateHarness, NO_EVENT, NO_MAP_UPDATE, XDP_DROP, XDP_PASS, config, to } from '../helpers/gate.js';
 import { ETH_HLEN, IPV4_HLEN, IPV6_HLEN, tcpSyn, udpDatagram } from '../helpers/packets.js';
 import type { StatName } from '../../src/kernel/layout.js';
+import { checkConfigText } from '../../src/config/index.js';
 
 interface ScanCase {
   name: string;
@@ -172,4 +173,59 @@ kernelSuite('XDP: an ascending scan never opens an ascending sequence', () => {
       h.drainEvents();
     });
   });
+});
+
+kernelSuite('XDP: the ascending scan and sequences with no unrelated port between steps', () => {
+  // DESIGN.md: "an ascending scan of every port resets progress and never opens an ascending
+  // sequence". That rests on an unrelated port (a knock candidate that resets) lying between
+  // two consecutive steps. Adjacent ports (7000, 7001, 7002) have none, and neither do steps
+  // separated only by ports the gate protects (protected ports are judged first and never
+  // touch progress). The config accepts both without a word. Either the config must refuse
+  // (or at least warn about) such a sequence, as it warns about one-step sequences, or the
+  // scan must not open it.
+  const doors: Record<string, { yaml: string; knockPorts: number[]; protectedPorts: number[] }> = {
+    adjacent: {
+      yaml: config(`
+  adjacent:
+    sequence: [7000/tcp, 7001/tcp, 7002/tcp]
+    protects: [22/tcp]
+`),
+      knockPorts: [7000, 7001, 7002],
+      protectedPorts: [22],
+    },
+    'protected-gap': {
+      yaml: config(`
+  protected-gap:
+    sequence: [7100/tcp, 7102/tcp]
+    protects: [7101/tcp]
+`),
+      knockPorts: [7100, 7102],
+      protectedPorts: [7101],
+    },
+  };
+  for (const [name, d] of Object.entries(doors)) {
+    it(`door ${name}: refused or warned about by the config, or not opened by an ascending TCP scan`, async () => {
+      const checked = checkConfigText(d.yaml);
+      if (checked.errors.length > 0 || checked.warnings.some((w) => w.path.includes(name))) return;
+      const S = '198.18.5.9';
+      await GateHarness.with({ yaml: d.yaml }, async (h) => {
+        const frame = tcpSyn(to(S), 1);
+        const at = ETH_HLEN + IPV4_HLEN + 2;
+        for (let port = 1; port <= 65535; port++) {
+          frame.writeUInt16BE(port, at);
+          h.runFast(frame);
+        }
+        const opened = h.grantsOf(S);
+        h.drainEvents();
+        frame.writeUInt16BE(d.protectedPorts[0] ?? 22, at);
+        const after = h.runFast(frame);
+        assert.deepEqual(
+          { grants: opened, verdictOnProtectedPortAfterScan: after === XDP_PASS ? 'XDP_PASS' : 'XDP_DROP' },
+          { grants: [], verdictOnProtectedPortAfterScan: 'XDP_DROP' },
+          `door ${name} (knock ports ${d.knockPorts.join(', ')}) passed config validation without an error or a warning, ` +
+            'and an ascending TCP scan of 1..65535 from one source opened it',
+        );
+      });
+    });
+  }
 });

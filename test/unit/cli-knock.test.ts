@@ -85,7 +85,9 @@ class FakeGate {
         c.on('error', () => undefined); // the client hangs up as soon as it connected
         c.end('hello\n');
       });
-      this.service.listen(this.checkPort, this.host);
+      // Without a host, listen() binds at once (no lookup); a process knocking from outside can
+      // still probe before this runs: the tests that expect the door to open allow retries.
+      this.service.listen(this.checkPort);
     }
   }
 
@@ -119,20 +121,20 @@ describe('knock(): send, verify, retry', () => {
         const lines: string[] = [];
         const r = await knock(target, { type: 'sequence', name: null, sequence: gate.steps }, {
           ...FAST,
-          retries: 2,
+          retries: 3,
           checkPort: gate.checkPort,
           onAttempt: (a, res) => lines.push(formatAttempt(a, res)),
         });
         await sleep(50);
-        assert.deepEqual(gate.arrived, gate.expected, 'each step arrived once, in order, with its protocol');
+        assert.deepEqual(gate.arrived.slice(0, 3), gate.expected, 'each step arrived, in order, with its protocol');
         assert.equal(r.ok, true);
         assert.equal(r.open, true);
-        assert.equal(r.attempts.length, 1);
-        assert.equal(r.tries, 3);
+        assert.equal(r.tries, 4);
         assert.deepEqual(r.check, { port: gate.checkPort, proto: 'tcp' });
-        assert.equal(lines.length, 1);
+        assert.equal(lines.length, r.attempts.length);
+        assert.equal(gate.arrived.length, 3 * r.attempts.length);
         const where = host.includes(':') ? `[${host}]:${gate.checkPort}` : `${host}:${gate.checkPort}`;
-        assert.match(lines[0] ?? '', new RegExp(`^knock 1/3: ${gate.expected.join(' ')} to ${host.replace(/[.]/g, '\\.')}: ${where.replace(/[.[\]]/g, '\\$&')}/tcp is open \\(\\d+ ms\\)$`));
+        assert.match(lines.at(-1) ?? '', new RegExp(`^knock ${r.attempts.length}/4: ${gate.expected.join(' ')} to ${host.replace(/[.]/g, '\\.')}: ${where.replace(/[.[\]]/g, '\\$&')}/tcp is open \\(\\d+ ms\\)$`));
       });
     });
   }
@@ -348,7 +350,7 @@ function runCli(args: string[]): Promise<{ status: number | null; stdout: string
 describe('knockgate knock: as a process against the fake gate', () => {
   test('opens, runs --then and exits with its code; --json prints one result', async () => {
     await withGate('127.0.0.1', ['udp', 'tcp'], async (gate) => {
-      const r = await runCli(['127.0.0.1', '--sequence', gate.expected.join(','), '--check', String(gate.checkPort), '--delay', '20ms', '--json', '--then', 'echo "then ran on $KNOCKGATE_ADDRESS"; exit 3']);
+      const r = await runCli(['127.0.0.1', '--sequence', gate.expected.join(','), '--check', String(gate.checkPort), '--retries', '3', '--delay', '20ms', '--json', '--then', 'echo "then ran on $KNOCKGATE_ADDRESS"; exit 3']);
       assert.equal(r.status, 3, r.stderr);
       const [thenLine, json] = r.stdout.trim().split('\n');
       assert.equal(thenLine, 'then ran on 127.0.0.1');
@@ -356,7 +358,7 @@ describe('knockgate knock: as a process against the fake gate', () => {
       assert.equal(result['ok'], true);
       assert.equal(result['open'], true);
       assert.deepEqual(result['then'], { command: 'echo "then ran on $KNOCKGATE_ADDRESS"; exit 3', ran: true, exitCode: 3 });
-      assert.match(r.stderr, /^knock 1\/1: .* is open \(\d+ ms\)\n$/);
+      assert.match(r.stderr, /^(knock \d\/4: .* did not open \(ECONNREFUSED\)\n)*knock \d\/4: .* is open \(\d+ ms\)\n$/);
     });
   });
 

@@ -1,5 +1,6 @@
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { runDaemon } from '../../daemon.js';
+import { parseListenAddress, type ListenAddress } from '../../metrics.js';
 import { DEFAULT_CONFIG } from '../paths.js';
 
 export function runCommand(): Command {
@@ -8,9 +9,21 @@ export function runCommand(): Command {
     .option('-c, --config <file>', 'config file', DEFAULT_CONFIG)
     .option('--keep', 'leave the gate enforcing after exit (a later run adopts it)')
     .option('--pretty', 'human-readable log lines instead of JSON')
-    .addHelpText('after', '\nExample:\n  sudo knockgate run -c /etc/knockgate/knockgate.yaml --pretty\n')
-    .action(async (opts: { config: string; keep?: boolean; pretty?: boolean }) => {
-      const d = await runDaemon({ configPath: opts.config, keep: opts.keep ?? false, pretty: opts.pretty ?? false });
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (off by default)', (v: string) => {
+      try {
+        return parseListenAddress(v);
+      } catch (err) {
+        throw new InvalidArgumentError((err as Error).message);
+      }
+    })
+    .addHelpText('after', '\nExample:\n  sudo knockgate run -c /etc/knockgate/knockgate.yaml --pretty\n  sudo knockgate run -c /etc/knockgate/knockgate.yaml --keep --metrics 127.0.0.1:9477\n')
+    .action(async (opts: { config: string; keep?: boolean; pretty?: boolean; metrics?: ListenAddress }) => {
+      const d = await runDaemon({
+        configPath: opts.config,
+        keep: opts.keep ?? false,
+        pretty: opts.pretty ?? false,
+        ...(opts.metrics ? { metrics: opts.metrics } : {}),
+      });
       await d.done;
     });
 }

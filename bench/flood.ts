@@ -1,0 +1,277 @@
+/**
+ * Part 3: a flood on the veth pair. Our generator (bench/flood-gen.ts) sends TCP SYNs to the
+ * protected port from spoofed sources (198.19.0.0/16, or 2^24 sources in 2001:db8:8000::/33)
+ * as fast as one CPU can; each receiver in turn sits on the gateway end of the pair:
+ *
+ *   xdp-drop     bare XDP_DROP (bench_drop_count: one per-CPU counter)      counts: its counter
+ *   knockgate    the gate, native XDP                                        counts: kg_stats drop_no_grant
+ *   nft-netdev   nftables netdev ingress: tcp dport 2222 drop                counts: the rule's counter
+ *   nft-inet-ct  nftables inet input filter with conntrack (knockd-style)    counts: the drop rule's counter
+ *   none         no filter: the SYNs reach the TCP service (SYN cookies)     counts: TCP InSegs (handled, not dropped)
+ *
+ * Per receiver and family: packets per second over a fixed window after a warm-up, and the
+ * softirq time of every CPU over the same window (in % of one core). Generator and receiver
+ * share one CPU: the generator runs in process context (its system time), the receiver in
+ * the NET_RX softirq raised at the end of each generator batch (its softirq time), so the
+ * drop rate is the whole pipeline's and softirq ns/packet is the receiver's own cost.
+ */
+import { readFileSync } from 'node:fs';
+import { attachXdp, ifIndex, type BpfLink } from '../src/bpf/index.js';
+import { PORTS } from './gate.js';
+import type { Env } from './env.js';
+import { median, rotate } from './stats.js';
+import { cpuUse, readCpuTimes, sleep, type CpuTimes } from './sys.js';
+import type { Family } from './classes.js';
+
+export type ReceiverKind = 'xdp-drop' | 'knockgate' | 'nft-netdev' | 'nft-inet-ct' | 'none';
+export const RECEIVERS: readonly ReceiverKind[] = ['xdp-drop', 'knockgate', 'nft-netdev', 'nft-inet-ct', 'none'];
+export const RECEIVER_LABELS: Record<ReceiverKind, string> = {
+  'xdp-drop': 'bare XDP_DROP',
+  knockgate: 'knockgate (XDP)',
+  'nft-netdev': 'nftables netdev ingress drop',
+  'nft-inet-ct': 'nftables inet + conntrack',
+  none: 'no filter (handled, not dropped)',
+};
+
+export interface Receiver {
+  kind: ReceiverKind;
+  setup(): void;
+  /** packets dropped (or, for none, handled) so far */
+  count(): number;
+  teardown(): void;
+}
+
+const NFT_TABLE = 'kgbench';
+
+export function nft(env: Env, script: string): void {
+  env.lab.exec(env.lab.nsG, ['nft', '-f', '-'], { input: script });
+}
+
+export function nftCounter(env: Env, family: 'netdev' | 'inet', name: string): number {
+  const j = JSON.parse(env.lab.exec(env.lab.nsG, ['nft', '-j', 'list', 'counter', family, NFT_TABLE, name])) as { nftables?: { counter?: { packets?: number } }[] };
+  for (const o of j.nftables ?? []) if (o.counter?.packets !== undefined) return o.counter.packets;
+  throw new Error(`no counter ${family} ${NFT_TABLE} ${name}`);
+}
+
+export function nftDeleteTable(env: Env, family: 'netdev' | 'inet'): void {
+  try {
+    env.lab.exec(env.lab.nsG, ['nft', 'delete', 'table', family, NFT_TABLE]);
+  } catch {
+    /* not there */
+  }
+}
+
+/** knockd-style input filter: established traffic passes, the protected port only from @allowed. */
+export function nftInetRuleset(): string {
+  const [a, b, c] = PORTS.steps;
+  return `table inet ${NFT_TABLE} {
+  counter flood { }
+  set allowed4 { type ipv4_addr; }
+  set allowed6 { type ipv6_addr; }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ct state established,related accept
+    ct state invalid drop
+    tcp dport ${PORTS.service} ip saddr @allowed4 accept
+    tcp dport ${PORTS.service} ip6 saddr @allowed6 accept
+    tcp dport ${PORTS.service} counter name "flood" drop
+    ${a!.proto} dport ${a!.port} drop
+    ${b!.proto} dport ${b!.port} drop
+    ${c!.proto} dport ${c!.port} drop
+  }
+}
+`;
+}
+
+function tcpInSegs(pid: number): number {
+  const lines = readFileSync(`/proc/${pid}/net/snmp`, 'utf8').split('\n').filter((l) => l.startsWith('Tcp:'));
+  const names = (lines[0] ?? '').split(/\s+/);
+  const values = (lines[1] ?? '').split(/\s+/);
+  const i = names.indexOf('InSegs');
+  if (i < 0) throw new Error('no Tcp InSegs in /proc/net/snmp');
+  return Number(values[i]);
+}
+
+export function receivers(env: Env): Record<ReceiverKind, Receiver> {
+  const { lab, bg, base } = env;
+  let link: BpfLink | null = null;
+  return {
+    'xdp-drop': {
+      kind: 'xdp-drop',
+      setup: () => {
+        link = lab.enter(lab.nsG, () => attachXdp(base.dropCount, ifIndex(lab.ifG), 'native'));
+      },
+      count: () => Number(base.dropped()),
+      teardown: () => {
+        if (!link) return;
+        try {
+          link.detach();
+        } finally {
+          link.close();
+          link = null;
+        }
+      },
+    },
+    knockgate: {
+      kind: 'knockgate',
+      setup: () => {
+        lab.enter(lab.nsG, () => bg.gate.attach([{ name: lab.ifG, mode: 'native' }]));
+      },
+      count: () => Number(bg.gate.stats().drop_no_grant),
+      teardown: () => {
+        lab.enter(lab.nsG, () => bg.gate.detachInterface(lab.ifG));
+      },
+    },
+    'nft-netdev': {
+      kind: 'nft-netdev',
+      setup: () =>
+        nft(
+          env,
+          `table netdev ${NFT_TABLE} {
+  counter flood { }
+  chain ingress {
+    type filter hook ingress device "${lab.ifG}" priority -500; policy accept;
+    tcp dport ${PORTS.service} counter name "flood" drop
+  }
+}
+`,
+        ),
+      count: () => nftCounter(env, 'netdev', 'flood'),
+      teardown: () => nftDeleteTable(env, 'netdev'),
+    },
+    'nft-inet-ct': {
+      kind: 'nft-inet-ct',
+      setup: () => nft(env, nftInetRuleset()),
+      count: () => nftCounter(env, 'inet', 'flood'),
+      teardown: () => nftDeleteTable(env, 'inet'),
+    },
+    none: {
+      kind: 'none',
+      setup: () => undefined,
+      count: () => tcpInSegs(env.service.pid),
+      teardown: () => undefined,
+    },
+  };
+}
+
+export interface Sample {
+  count: number;
+  atNs: bigint;
+  cpu: CpuTimes;
+}
+
+export function sample(count: () => number): Sample {
+  const a = process.hrtime.bigint();
+  const n = count();
+  const b = process.hrtime.bigint();
+  return { count: n, atNs: (a + b) / 2n, cpu: readCpuTimes() };
+}
+
+export interface Window {
+  pps: number;
+  softirqPct: number;
+  softirqPctPerCpu: number[];
+  /** softirq ns per packet counted (receiver cost, all CPUs) */
+  softirqNsPerPacket: number;
+  /** generator's own rate over its whole run, frames/s */
+  generatorPps: number | null;
+}
+
+export function windowOf(a: Sample, b: Sample, generatorPps: number | null = null): Window {
+  const seconds = Number(b.atNs - a.atNs) / 1e9;
+  const pps = (b.count - a.count) / seconds;
+  const use = cpuUse(a.cpu, b.cpu);
+  return {
+    pps,
+    softirqPct: use.softirqPct,
+    softirqPctPerCpu: use.softirqPctPerCpu,
+    softirqNsPerPacket: pps > 0 ? ((use.softirqPct / 100) * 1e9) / pps : NaN,
+    generatorPps,
+  };
+}
+
+export interface FloodParams {
+  windowS: number;
+  warmupS: number;
+  rounds: number;
+  families: Family[];
+  receivers: ReceiverKind[];
+}
+
+export interface FloodRow {
+  receiver: ReceiverKind;
+  label: string;
+  family: Family;
+  /** medians over rounds */
+  pps: number;
+  softirqPct: number;
+  softirqNsPerPacket: number;
+  generatorPps: number;
+  /** ratios to bare XDP_DROP in the same run (same family) */
+  ppsVsDrop: number;
+  windows: Window[];
+}
+
+export interface FloodResult {
+  params: FloodParams;
+  generatorCpu: number;
+  generatorCheck: string;
+  rows: FloodRow[];
+  seconds: number;
+}
+
+export async function floodWindow(env: Env, rec: Receiver, family: Family, p: { windowS: number; warmupS: number }): Promise<Window> {
+  rec.setup();
+  try {
+    const gen = await env.startGenerator({ family, dport: PORTS.service, seconds: p.warmupS + p.windowS + 3, maxFrames: Math.round((p.warmupS + p.windowS + 3) * 50e6) });
+    try {
+      await sleep(p.warmupS * 1000);
+      const a = sample(rec.count);
+      await sleep(p.windowS * 1000);
+      const b = sample(rec.count);
+      await gen.stop();
+      const done = gen.json().find((o) => o['done'] === true);
+      return windowOf(a, b, typeof done?.['pps'] === 'number' ? done['pps'] : null);
+    } finally {
+      await gen.stop();
+    }
+  } finally {
+    rec.teardown();
+  }
+}
+
+export async function runFlood(env: Env, p: FloodParams, generatorCheck: string, log: (s: string) => void): Promise<FloodResult> {
+  const t0 = Date.now();
+  const recs = receivers(env);
+  const windows = new Map<string, Window[]>();
+  for (let round = 0; round < p.rounds; round++) {
+    for (const family of p.families) {
+      for (const kind of rotate(p.receivers, round)) {
+        const w = await floodWindow(env, recs[kind], family, p);
+        const k = `${kind}/${family}`;
+        windows.set(k, [...(windows.get(k) ?? []), w]);
+        log(`  flood round ${round + 1}/${p.rounds} IPv${family} ${kind.padEnd(12)} ${(w.pps / 1e6).toFixed(2)} Mpps, softirq ${w.softirqPct.toFixed(0)}% of a core`);
+      }
+    }
+  }
+  const rows: FloodRow[] = [];
+  for (const family of p.families) {
+    const dropPps = median((windows.get(`xdp-drop/${family}`) ?? []).map((w) => w.pps));
+    for (const kind of p.receivers) {
+      const ws = windows.get(`${kind}/${family}`) ?? [];
+      const pps = median(ws.map((w) => w.pps));
+      rows.push({
+        receiver: kind,
+        label: RECEIVER_LABELS[kind],
+        family,
+        pps,
+        softirqPct: median(ws.map((w) => w.softirqPct)),
+        softirqNsPerPacket: median(ws.map((w) => w.softirqNsPerPacket)),
+        generatorPps: median(ws.map((w) => w.generatorPps ?? NaN).filter((x) => Number.isFinite(x))),
+        ppsVsDrop: pps / dropPps,
+        windows: ws,
+      });
+    }
+  }
+  return { params: p, generatorCpu: env.genCpu, generatorCheck, rows, seconds: (Date.now() - t0) / 1000 };
+}
