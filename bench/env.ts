@@ -20,6 +20,19 @@ export const NODE = process.execPath;
 export const GEN_JS = `${ROOT}dist/bench/flood-gen.js`;
 export const PEER_JS = `${ROOT}dist/bench/peer.js`;
 
+/** A running flood: GENERATORS processes on the generator CPU. */
+export interface Flood {
+  children: Child[];
+  /** end every generator (SIGTERM, then SIGKILL), by PID */
+  stop(): Promise<void>;
+  /** frames per second the generators sent, summed (after stop), or null */
+  pps(): number | null;
+}
+
+/** Generator processes per flood: while one sets up or tears down its page pool (a wait of tens
+ * of ms per BPF_PROG_TEST_RUN call), the other keeps the CPU busy. */
+export const GENERATORS = 2;
+
 export interface Env {
   id: string;
   lab: Lab;
@@ -30,7 +43,7 @@ export interface Env {
   /** CPU the generator (and so the receiving softirq) runs on; the rest run on mainCpu */
   genCpu: number;
   mainCpu: number;
-  startGenerator(o: { family: Family; dport: number; seconds: number; maxFrames: number; range?: number; batch?: number }): Promise<Child>;
+  startGenerator(o: { family: Family; dport: number; seconds: number; maxFrames: number; range?: number; batch?: number }): Promise<Flood>;
   startCycles(a: Omit<CycleArgs, 'tag' | 'host4' | 'host6' | 'port'>): Child;
   /** start a process inside the gateway namespace, pinned to mainCpu */
   startInGateway(what: string, args: string[]): Child;
@@ -139,14 +152,29 @@ export async function openEnv(id: string, o: { sources: number; poolSize: number
           maxFrames: g.maxFrames,
           batch: g.batch ?? 64,
         };
-        const c = track(Child.start('flood generator', 'nsenter', [`--net=/run/netns/${lab.nsC}`, ...pinned(genCpu, [NODE, GEN_JS, JSON.stringify(args)])]));
+        const maxEach = Math.max(1, Math.floor(g.maxFrames / GENERATORS));
+        const cs: Child[] = [];
+        const flood: Flood = {
+          children: cs,
+          stop: async () => {
+            await Promise.all(cs.map((c) => c.stop()));
+          },
+          pps: () => {
+            const rates = cs.map((c) => c.json().find((o) => o['done'] === true)?.['pps']).filter((x): x is number => typeof x === 'number');
+            return rates.length === cs.length && rates.length > 0 ? rates.reduce((s2, x) => s2 + x, 0) : null;
+          },
+        };
         try {
-          await c.waitLine((l) => l.includes('"ready"'), 20_000);
+          for (let i = 0; i < GENERATORS; i++) {
+            const one: GenArgs = { ...args, maxFrames: maxEach };
+            cs.push(track(Child.start('flood generator', 'nsenter', [`--net=/run/netns/${lab.nsC}`, ...pinned(genCpu, [NODE, GEN_JS, JSON.stringify(one)])])));
+          }
+          await Promise.all(cs.map((c) => c.waitLine((l) => l.includes('"ready"'), 20_000)));
         } catch (err) {
-          await c.stop();
+          await flood.stop();
           throw err;
         }
-        return c;
+        return flood;
       },
       startCycles: (a) => {
         const args: CycleArgs = { ...a, tag: `kg-bench-${id}`, host4: LAB_ADDR.g4, host6: LAB_ADDR.g6, port: PORTS.service };

@@ -18,9 +18,9 @@
 import { readFileSync } from 'node:fs';
 import { attachXdp, ifIndex, type BpfLink } from '../src/bpf/index.js';
 import { PORTS } from './gate.js';
-import type { Env } from './env.js';
+import type { Env, Flood } from './env.js';
 import { median, rotate } from './stats.js';
-import { cpuUse, readCpuTimes, sleep, type CpuTimes } from './sys.js';
+import { cpuUse, ksoftirqdPid, processCpuSeconds, readCpuTimes, sleep, type CpuTimes } from './sys.js';
 import type { Family } from './classes.js';
 
 export type ReceiverKind = 'xdp-drop' | 'knockgate' | 'nft-netdev' | 'nft-inet-ct' | 'none';
@@ -154,17 +154,47 @@ export function receivers(env: Env): Record<ReceiverKind, Receiver> {
   };
 }
 
+/** Losses on the veth pair itself, so far: client packets (skbs) and flood frames that found
+ * the gateway end's ring full (256 entries; a NIC's RX ring overflowing). */
+export interface VethLoss {
+  skbsDropped: number;
+  framesDropped: number;
+}
+
+export function vethLoss(env: Env): VethLoss {
+  const { lab } = env;
+  let skbsDropped = NaN;
+  let framesDropped = NaN;
+  try {
+    const j = JSON.parse(lab.exec(lab.nsC, ['ip', '-s', '-j', 'link', 'show', 'dev', lab.ifC])) as { stats64?: { tx?: { dropped?: number } } }[];
+    skbsDropped = j[0]?.stats64?.tx?.dropped ?? NaN;
+    const e = lab.exec(lab.nsC, ['ethtool', '-S', lab.ifC]);
+    framesDropped = [...e.matchAll(/xdp_xmit_err\w*:\s*(\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
+  } catch {
+    /* diagnostics only */
+  }
+  return { skbsDropped, framesDropped };
+}
+
 export interface Sample {
   count: number;
   atNs: bigint;
   cpu: CpuTimes;
+  /** CPU seconds used so far by the flood's own threads (generators, the generator CPU's ksoftirqd) */
+  ours: number;
 }
 
-export function sample(count: () => number): Sample {
+export function sample(count: () => number, ours: () => number = () => NaN): Sample {
   const a = process.hrtime.bigint();
   const n = count();
   const b = process.hrtime.bigint();
-  return { count: n, atNs: (a + b) / 2n, cpu: readCpuTimes() };
+  return { count: n, atNs: (a + b) / 2n, cpu: readCpuTimes(), ours: ours() };
+}
+
+/** CPU seconds of the flood's generators and of the generator CPU's ksoftirqd, so far. */
+export function floodCpu(env: Env, gen: Flood): () => number {
+  const ksoft = ksoftirqdPid(env.genCpu);
+  return () => gen.children.reduce((s, c) => s + processCpuSeconds(c.pid), 0) + (ksoft > 0 ? processCpuSeconds(ksoft) : 0);
 }
 
 export interface Window {
@@ -175,6 +205,13 @@ export interface Window {
   softirqNsPerPacket: number;
   /** generator's own rate over its whole run, frames/s */
   generatorPps: number | null;
+  /** user time on each CPU: load that is not ours (our generator and receivers run in the kernel) */
+  userPctPerCpu: number[];
+  /** CPU time the flood's own threads got (generators + receiving softirq in their context +
+   * ksoftirqd), % of one core; less than 100 when other load shares the CPU */
+  oursPct: number;
+  /** packets per second of that CPU time: the drop rate one whole core would give */
+  ppsPerCore: number;
 }
 
 export function windowOf(a: Sample, b: Sample, generatorPps: number | null = null): Window {
@@ -187,6 +224,9 @@ export function windowOf(a: Sample, b: Sample, generatorPps: number | null = nul
     softirqPctPerCpu: use.softirqPctPerCpu,
     softirqNsPerPacket: pps > 0 ? ((use.softirqPct / 100) * 1e9) / pps : NaN,
     generatorPps,
+    userPctPerCpu: use.userPctPerCpu,
+    oursPct: ((b.ours - a.ours) / seconds) * 100,
+    ppsPerCore: b.ours > a.ours ? (b.count - a.count) / (b.ours - a.ours) : NaN,
   };
 }
 
@@ -207,8 +247,12 @@ export interface FloodRow {
   softirqPct: number;
   softirqNsPerPacket: number;
   generatorPps: number;
-  /** ratios to bare XDP_DROP in the same run (same family) */
+  /** ratio to bare XDP_DROP (same family), median of the per-round ratios */
   ppsVsDrop: number;
+  /** medians over rounds: drop rate per core of the flood's own CPU time, and its ratio to bare XDP_DROP */
+  ppsPerCore: number;
+  ppsPerCoreVsDrop: number;
+  oursPct: number;
   windows: Window[];
 }
 
@@ -225,13 +269,13 @@ export async function floodWindow(env: Env, rec: Receiver, family: Family, p: { 
   try {
     const gen = await env.startGenerator({ family, dport: PORTS.service, seconds: p.warmupS + p.windowS + 3, maxFrames: Math.round((p.warmupS + p.windowS + 3) * 50e6) });
     try {
+      const ours = floodCpu(env, gen);
       await sleep(p.warmupS * 1000);
-      const a = sample(rec.count);
+      const a = sample(rec.count, ours);
       await sleep(p.windowS * 1000);
-      const b = sample(rec.count);
+      const b = sample(rec.count, ours);
       await gen.stop();
-      const done = gen.json().find((o) => o['done'] === true);
-      return windowOf(a, b, typeof done?.['pps'] === 'number' ? done['pps'] : null);
+      return windowOf(a, b, gen.pps());
     } finally {
       await gen.stop();
     }
@@ -250,25 +294,32 @@ export async function runFlood(env: Env, p: FloodParams, generatorCheck: string,
         const w = await floodWindow(env, recs[kind], family, p);
         const k = `${kind}/${family}`;
         windows.set(k, [...(windows.get(k) ?? []), w]);
-        log(`  flood round ${round + 1}/${p.rounds} IPv${family} ${kind.padEnd(12)} ${(w.pps / 1e6).toFixed(2)} Mpps, softirq ${w.softirqPct.toFixed(0)}% of a core`);
+        log(
+          `  flood round ${round + 1}/${p.rounds} IPv${family} ${kind.padEnd(12)} ${(w.pps / 1e6).toFixed(2)} Mpps (${(w.ppsPerCore / 1e6).toFixed(2)} per core), ` +
+            `flood threads ${w.oursPct.toFixed(0)}% of a core, softirq ${w.softirqPct.toFixed(0)}%, user (other load) ${w.userPctPerCpu.map((x) => x.toFixed(0)).join('/')}%`,
+        );
       }
     }
   }
   const rows: FloodRow[] = [];
   for (const family of p.families) {
-    const dropPps = median((windows.get(`xdp-drop/${family}`) ?? []).map((w) => w.pps));
+    const drops = windows.get(`xdp-drop/${family}`) ?? [];
     for (const kind of p.receivers) {
       const ws = windows.get(`${kind}/${family}`) ?? [];
-      const pps = median(ws.map((w) => w.pps));
+      // ratios within a round (receivers of one round ran within seconds of each other)
+      const ratio = (f: (w: Window) => number): number => median(ws.map((w, i) => f(w) / (drops[i] ? f(drops[i]!) : NaN)));
       rows.push({
         receiver: kind,
         label: RECEIVER_LABELS[kind],
         family,
-        pps,
+        pps: median(ws.map((w) => w.pps)),
         softirqPct: median(ws.map((w) => w.softirqPct)),
         softirqNsPerPacket: median(ws.map((w) => w.softirqNsPerPacket)),
         generatorPps: median(ws.map((w) => w.generatorPps ?? NaN).filter((x) => Number.isFinite(x))),
-        ppsVsDrop: pps / dropPps,
+        ppsVsDrop: ratio((w) => w.pps),
+        ppsPerCore: median(ws.map((w) => w.ppsPerCore)),
+        ppsPerCoreVsDrop: ratio((w) => w.ppsPerCore),
+        oursPct: median(ws.map((w) => w.oursPct)),
         windows: ws,
       });
     }

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { STAT_NAMES, type StatName } from '../src/kernel/layout.js';
 import { SEQUENCE_TEXT, PORTS, statsDelta } from './gate.js';
 import type { Env } from './env.js';
-import { nft, nftCounter, nftDeleteTable, nftInetRuleset, sample, windowOf } from './flood.js';
+import { floodCpu, nft, nftCounter, nftDeleteTable, nftInetRuleset, sample, vethLoss, windowOf, type VethLoss } from './flood.js';
 import { median, quantile } from './stats.js';
 import { processCpuSeconds, sleep, type Child } from './sys.js';
 import type { Family } from './classes.js';
@@ -48,6 +48,10 @@ export interface KnockRun {
   softirqPct: number;
   /** knockd's own CPU time over the cycles, % of one core */
   knockdCpuPct?: number;
+  /** packets lost at the veth's ring during the cycles: client skbs, flood frames */
+  vethLoss: VethLoss;
+  /** user time per CPU during the cycles: load that is not the benchmark's */
+  otherLoadPct: number[];
   /** kg_stats counters that moved during the run (knockgate) */
   gateCounters?: Partial<Record<StatName, number>>;
   seconds: number;
@@ -84,17 +88,19 @@ async function runScenario(env: Env, s: Scenario, p: KnockParams): Promise<Knock
     let client: Child | null = null;
     try {
       await sleep(500);
+      const ours = floodCpu(env, gen);
       const g0 = env.bg.gate.stats();
-      const a = sample(s.counter);
+      const a = sample(s.counter, ours);
+      const l0 = vethLoss(env);
       const k0 = s.knockdPid ? processCpuSeconds(s.knockdPid()) : NaN;
       client = env.startCycles({ ...s.pool, steps: SEQUENCE_TEXT, cycles: p.cycles, gapMs: p.gapMs, connectTimeoutMs: p.connectTimeoutMs, closedCheck: true, deadlineS: p.budgetS });
       if (!(await client.waitExit(p.budgetS * 1000 + 15_000))) await client.stop();
-      const b = sample(s.counter);
+      const b = sample(s.counter, ours);
+      const l1 = vethLoss(env);
       const k1 = s.knockdPid ? processCpuSeconds(s.knockdPid()) : NaN;
       const g1 = env.bg.gate.stats();
       await gen.stop();
-      const done = gen.json().find((o) => o['done'] === true);
-      const w = windowOf(a, b, typeof done?.['pps'] === 'number' ? done['pps'] : null);
+      const w = windowOf(a, b, gen.pps());
       const r = parseCycles(client);
       const wallS = Number(b.atNs - a.atNs) / 1e9;
       const run: KnockRun = {
@@ -109,6 +115,8 @@ async function runScenario(env: Env, s: Scenario, p: KnockParams): Promise<Knock
         floodDropPps: w.pps,
         generatorPps: w.generatorPps,
         softirqPct: w.softirqPct,
+        vethLoss: { skbsDropped: l1.skbsDropped - l0.skbsDropped, framesDropped: l1.framesDropped - l0.framesDropped },
+        otherLoadPct: w.userPctPerCpu,
         seconds: (Date.now() - t0) / 1000,
       };
       if (r.times.length > 0) run.openMs.max = Math.max(...r.times);

@@ -64,20 +64,32 @@ export function plan(quick: boolean): Plan {
 
 interface Args {
   quick: boolean;
+  windowS: number | null;
+  rounds: number | null;
+  cycles: number | null;
   parts: Part[];
   outDir: string | null;
   id: string;
 }
 
-const USAGE = `usage: node dist/bench/run.js [--quick] [--parts ${PARTS.join(',')}] [--out-dir DIR] [--id HEX8]
+const USAGE = `usage: node dist/bench/run.js [--quick] [--parts ${PARTS.join(',')}] [--out-dir DIR] [--window S] [--rounds N] [--cycles N] [--id HEX8]
   --quick      seconds instead of minutes (the smoke test); numbers are not meaningful
   --parts      which parts to run (default: all)
   --out-dir    where results.json, RESULTS.md and the SVGs go (default: bench/, or bench/out/quick-<id>/ with --quick)
+  --window S   flood window per receiver, seconds (part 3)
+  --rounds N   flood rounds (part 3)
+  --cycles N   knock cycles per scenario (parts 4, 5; at most 160)
   --id         8 hex digits naming this run's namespaces (kg-b<id>-*) and pins (/sys/fs/bpf/kg-bench-<id>-*)
 Needs root, a kernel with BPF (>= 5.18), nftables, knockd and ethtool.`;
 
+function positive(flag: string, v: string): number {
+  const n = Number(v);
+  if (!(n > 0) || n > 3600) throw new Error(`${flag} takes a positive number\n${USAGE}`);
+  return n;
+}
+
 function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, parts: [...PARTS], outDir: null, id: randomBytes(4).toString('hex') };
+  const a: Args = { quick: false, windowS: null, rounds: null, cycles: null, parts: [...PARTS], outDir: null, id: randomBytes(4).toString('hex') };
   for (let i = 0; i < argv.length; i++) {
     const x = argv[i];
     const val = (): string => {
@@ -91,6 +103,9 @@ function parseArgs(argv: string[]): Args {
       for (const p of ps) if (!(PARTS as readonly string[]).includes(p)) throw new Error(`unknown part ${p}\n${USAGE}`);
       a.parts = PARTS.filter((p) => ps.includes(p));
     } else if (x === '--out-dir') a.outDir = resolve(val());
+    else if (x === '--window') a.windowS = positive(x, val());
+    else if (x === '--rounds') a.rounds = Math.round(positive(x, val()));
+    else if (x === '--cycles') a.cycles = Math.round(positive(x, val()));
     else if (x === '--id') {
       a.id = val();
       if (!/^[0-9a-f]{8}$/.test(a.id)) throw new Error(`--id takes 8 lowercase hex digits\n${USAGE}`);
@@ -126,6 +141,9 @@ async function main(): Promise<number> {
     return 2;
   }
   const p = plan(args.quick);
+  if (args.windowS !== null) p.flood.windowS = args.windowS;
+  if (args.rounds !== null) p.flood.rounds = args.rounds;
+  if (args.cycles !== null) p.knocks.cycles = Math.min(args.cycles, 160);
   const outDir = args.outDir ?? (args.quick ? join(ROOT, 'bench', 'out', `quick-${args.id}`) : join(ROOT, 'bench'));
   mkdirSync(outDir, { recursive: true });
   const onSignal = (sig: NodeJS.Signals): void => {

@@ -3,7 +3,7 @@
  * network-namespace entry for the calling thread, and child processes ended by PID.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
@@ -106,10 +106,15 @@ export interface CpuUse {
   systemPct: number;
   /** busy (not idle/iowait) time, % of one core, summed */
   busyPct: number;
+  /** user time per CPU, % (the benchmark's generator and receivers spend none: other load) */
+  userPctPerCpu: number[];
+  busyPctPerCpu: number[];
 }
 
 export function cpuUse(a: CpuTimes, b: CpuTimes): CpuUse {
   const per: number[] = [];
+  const user: number[] = [];
+  const busyPer: number[] = [];
   let soft = 0;
   let sys = 0;
   let busy = 0;
@@ -120,15 +125,19 @@ export function cpuUse(a: CpuTimes, b: CpuTimes): CpuUse {
     const total = d.reduce((s, v) => s + v, 0);
     if (total <= 0) {
       per[i] = 0;
+      user[i] = 0;
+      busyPer[i] = 0;
       return;
     }
     const pct = (k: number): number => ((d[k] ?? 0) / total) * 100;
     per[i] = pct(6);
+    user[i] = pct(0) + pct(1);
+    busyPer[i] = 100 - pct(3) - pct(4);
     soft += pct(6);
     sys += pct(2);
     busy += 100 - pct(3) - pct(4);
   });
-  return { softirqPct: soft, softirqPctPerCpu: per, systemPct: sys, busyPct: busy };
+  return { softirqPct: soft, softirqPctPerCpu: per, systemPct: sys, busyPct: busy, userPctPerCpu: user, busyPctPerCpu: busyPer };
 }
 
 /** utime + stime of a process, in seconds (USER_HZ = 100 on Linux). */
@@ -140,6 +149,19 @@ export function processCpuSeconds(pid: number): number {
   } catch {
     return NaN;
   }
+}
+
+/** PID of the ksoftirqd thread of a CPU (softirq work deferred from that CPU runs there), or -1. */
+export function ksoftirqdPid(cpu: number): number {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/comm`, 'utf8').trim() === `ksoftirqd/${cpu}`) return Number(d);
+    } catch {
+      /* gone */
+    }
+  }
+  return -1;
 }
 
 /** The kernel's memory accounting of a BPF map (the `memlock:` line of its fdinfo), bytes. */

@@ -10,6 +10,7 @@ import { BpfError } from '../bpf/index.js';
 import { ConfigError } from '../config/errors.js';
 import { GateError, NoGateError } from '../kernel/gate.js';
 import { checkCommand } from './commands/check.js';
+import { demoCommand } from './commands/demo.js';
 import { detachCommand } from './commands/detach.js';
 import { doorCommand } from './commands/door.js';
 import { eventsCommand } from './commands/events.js';
@@ -32,7 +33,8 @@ export function buildProgram(): Command {
     .addCommand(grantCommand())
     .addCommand(revokeCommand())
     .addCommand(eventsCommand())
-    .addCommand(detachCommand());
+    .addCommand(detachCommand())
+    .addCommand(demoCommand());
   return program;
 }
 

@@ -4,7 +4,7 @@
 // maps it to the usage exit code (2).
 import { InvalidArgumentError } from 'commander';
 import { DOOR_NAME, LIMITS, type PortRange, type Step } from '../config/model.js';
-import { MAX_DURATION_MS, formatDuration, parseDuration } from '../config/duration.js';
+import { MAX_DURATION_MS, formatDuration, parseDuration, parseTimeout } from '../config/duration.js';
 import { formatStep, parsePort, parsePortRange, parseStep } from '../config/ports.js';
 import { parseAddress, parseCidr, type Cidr } from '../net/addr.js';
 
@@ -36,6 +36,11 @@ export function parseDurationArg(value: string): number {
   const ms = wrap(() => parseDuration(value));
   if (ms > MAX_DURATION_MS) throw new InvalidArgumentError(`${value.trim()} is too long: at most ${formatDuration(MAX_DURATION_MS)}`);
   return ms;
+}
+
+/** A duration more than 0 and at most 24h (a timeout), in milliseconds. */
+export function parseTimeoutArg(value: string): number {
+  return wrap(() => parseTimeout(value));
 }
 
 const SEQUENCE_EXAMPLE = '7000/tcp,8000/udp,9000/tcp';

@@ -264,7 +264,7 @@ export interface KnockResult {
   type: KnockDoor['type'];
   door: string | null;
   knock: string;
-  check: { port: number; proto: 'tcp' } | null;
+  check: { port: number; proto: 'tcp'; timeoutMs: number } | null;
   /** attempts allowed: 1 + retries when verifiable, else 1 */
   tries: number;
   attempts: Attempt[];
@@ -285,7 +285,7 @@ export async function knock(target: Target, door: KnockDoor, opts: KnockOptions)
     type: door.type,
     door: door.name,
     knock: describeKnock(door),
-    check: opts.checkPort === null ? null : { port: opts.checkPort, proto: 'tcp' },
+    check: opts.checkPort === null ? null : { port: opts.checkPort, proto: 'tcp', timeoutMs: opts.checkTimeoutMs },
     tries,
     attempts: [],
   };
@@ -329,7 +329,7 @@ export function formatAttempt(a: Attempt, r: KnockResult): string {
   if (r.check === null) return `${head}: sent; not verified: no TCP port to check (pass --check PORT)`;
   const where = `${endpoint(r.address, r.check.port)}/tcp`;
   if (a.open === true) return `${head}: ${where} is open (${a.checkMs ?? 0} ms)`;
-  const why = a.error === 'timeout' ? `did not answer within ${formatDuration(a.checkMs ?? 0)}` : `did not open (${a.error ?? 'unknown'})`;
+  const why = a.error === 'timeout' ? `did not answer within ${formatDuration(r.check.timeoutMs)}` : `did not open (${a.error ?? 'unknown'})`;
   return `${head}: ${where} ${why}`;
 }
 

@@ -494,6 +494,30 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
     });
   }
 
+  // A port scan in ascending (or descending) order must never walk through a sequence. Every
+  // knock candidate to a port that is not the next step resets progress, except a packet to a
+  // protected port (judged before knocks, with no progress lookup). So two consecutive steps
+  // of the same protocol need at least one port between them that no door protects.
+  for (const door of doors) {
+    door.sequence.forEach((step, i) => {
+      const prev = i > 0 ? door.sequence[i - 1] : undefined;
+      if (!prev || prev.proto !== step.proto || prev.port === step.port) return;
+      const lo = Math.min(prev.port, step.port);
+      const hi = Math.max(prev.port, step.port);
+      for (let port = lo + 1; port < hi; port++) {
+        if (!doors.some((d) => d.protects.some((r) => rangeHolds(r, { port, proto: step.proto })))) return;
+      }
+      const where = stepNodes.get(door)?.[i];
+      const between = hi - lo === 2 ? `${lo + 1}/${step.proto}` : `${lo + 1}-${hi - 1}/${step.proto}`;
+      const gap = hi - lo === 1 ? 'right next to it' : `with only protected ports (${between}) between them`;
+      c.error(
+        where?.node ?? null,
+        where?.path ?? [],
+        `${formatStep(step)} follows ${formatStep(prev)} ${gap}: a port scan in ${step.port > prev.port ? 'ascending' : 'descending'} order would knock both in turn and open door ${door.name}; leave an unprotected port between consecutive steps`,
+      );
+    });
+  }
+
   if (c.errors.length > 0) return { config: null, errors: c.errors, warnings: c.warnings };
   return {
     config: {

@@ -310,7 +310,8 @@ export class Gate {
     const next = active ^ 1;
     const plan = planGeneration(this.readSlots(active), doors);
 
-    // Grants of doors that go away are cut before their slot can be reused.
+    // Grants of doors that go away are cut before their slot can be reused (and again after
+    // the switch, below).
     if (plan.removedSlots.length > 0) this.clearGrantSlots(plan.removedSlots);
 
     const doorMap = this.map(MAP.DOORS);
@@ -333,6 +334,9 @@ export class Gate {
     // The flip: one aligned 32-bit store, after every write above.
     Atomics.store(new Uint32Array(this.globals.view.buffer, OFFSETS.globals.active_gen, 1), 0, next);
     waitForPrograms();
+    // Again now that no packet can see the removed doors: a knock that completed on one of them
+    // between the first cut and the switch must not leave a grant for its slot behind.
+    if (plan.removedSlots.length > 0) this.clearGrantSlots(plan.removedSlots);
     this.log.debug({ generation: next, doors: plan.doors.map((d) => d.config.name) }, 'rules switched');
     return plan;
   }

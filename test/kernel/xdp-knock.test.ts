@@ -685,7 +685,7 @@ kernelSuite('XDP: doors that share ports', () => {
   it('two doors protecting one port, sharing a first step: either grant opens it; one door’s right knock is the other’s wrong one', async () => {
     const yaml = config(`
   alpha:
-    sequence: [7001/tcp, 7002/tcp]
+    sequence: [7001/tcp, 7005/tcp]
     protects: [22/tcp]
   beta:
     sequence: [7001/tcp, 7003/udp, 7004/tcp]
@@ -716,12 +716,12 @@ kernelSuite('XDP: doors that share ports', () => {
         },
         both(A),
         {
-          description: `${A}: 7002/tcp: alpha GRANT, and for beta a wrong port (reset)`,
-          frame: syn(A, 7002),
+          description: `${A}: 7005/tcp: alpha GRANT, and for beta a wrong port (reset)`,
+          frame: syn(A, 7005),
           verdict: XDP_DROP,
           counter: 'drop_knock',
           map: { progress: { [A]: {} }, grants: { [A]: ['alpha'] } },
-          events: [ev.grant('alpha', 7002), ev.reset('beta', 1, 'wrong_port', 7002)],
+          events: [ev.grant('alpha', 7005), ev.reset('beta', 1, 'wrong_port', 7005)],
           counters: { grant: 1, reset_wrong_port: 1 },
         },
         granted(`${A}: 22/tcp passes (alpha)`, syn(A, 22)),

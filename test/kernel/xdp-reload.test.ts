@@ -226,18 +226,18 @@ kernelSuite('XDP: reconfiguration through applyDoors', () => {
   it('removing a door cuts its grants (and its progress no longer counts)', async () => {
     const yaml3 = config(`
   a:
-    sequence: [7001/tcp, 7002/tcp]
+    sequence: [7001/tcp, 7003/tcp]
     protects: [22/tcp]
   b:
-    sequence: [7003/tcp, 7004/tcp]
+    sequence: [7005/tcp, 7007/tcp]
     protects: [22/tcp, 2200/tcp]
   c:
-    sequence: [7005/udp, 7006/udp]
+    sequence: [7009/udp, 7011/udp]
     protects: [3300/tcp]
 `);
     const yaml2 = config(`
   b:
-    sequence: [7003/tcp, 7004/tcp]
+    sequence: [7005/tcp, 7007/tcp]
     protects: [22/tcp, 2200/tcp]
 `);
     const A = '198.18.10.31'; // granted on a only
@@ -247,13 +247,13 @@ kernelSuite('XDP: reconfiguration through applyDoors', () => {
     await GateHarness.with({ yaml: yaml3 }, async (h) => {
       await h.table([
         stepRow(A, 'a', 1, 2, 7001),
-        grantRow(A, 'a', 7002),
+        grantRow(A, 'a', 7003),
         stepRow(B, 'a', 1, 2, 7001),
-        grantRow(B, 'a', 7002),
-        stepRow(B, 'b', 1, 2, 7003),
-        grantRow(B, 'b', 7004, ['a', 'b']),
-        stepRow(C, 'c', 1, 2, 7005, 'udp'),
-        grantRow(C, 'c', 7006, ['c'], 'udp'),
+        grantRow(B, 'a', 7003),
+        stepRow(B, 'b', 1, 2, 7005),
+        grantRow(B, 'b', 7007, ['a', 'b']),
+        stepRow(C, 'c', 1, 2, 7009, 'udp'),
+        grantRow(C, 'c', 7011, ['c'], 'udp'),
         stepRow(D, 'a', 1, 2, 7001),
         granted(A, 22),
         granted(C, 3300),
@@ -280,8 +280,8 @@ kernelSuite('XDP: reconfiguration through applyDoors', () => {
           events: NO_EVENT,
         },
         {
-          description: `${D}: 7002/tcp (a’s last step, a removed): an unrelated port; the stale progress goes (wrong-port path, no event)`,
-          frame: syn(D, 7002),
+          description: `${D}: 7003/tcp (a’s last step, a removed): an unrelated port; the stale progress goes (wrong-port path, no event)`,
+          frame: syn(D, 7003),
           verdict: XDP_PASS,
           counter: 'pass_unrelated',
           map: { progress: { [D]: {} } },
@@ -416,32 +416,32 @@ kernelSuite('XDP: reconfiguration through applyDoors', () => {
     const A = '198.18.10.41';
     const v1 = config(`
   a:
-    sequence: [7001/tcp, 7002/tcp, 7003/tcp]
+    sequence: [7001/tcp, 7003/tcp, 7005/tcp]
     protects: [22/tcp]
   b:
-    sequence: [7101/tcp, 7102/tcp]
+    sequence: [7101/tcp, 7103/tcp]
     protects: [2200/tcp]
   c:
-    sequence: [7201/tcp, 7202/tcp]
+    sequence: [7201/tcp, 7203/tcp]
     protects: [3300/tcp]
 `);
     const v2 = config(`
   new:
-    sequence: [7301/tcp, 7302/tcp]
+    sequence: [7301/tcp, 7303/tcp]
     protects: [4400/tcp]
   c:
-    sequence: [7201/tcp, 7202/tcp]
+    sequence: [7201/tcp, 7203/tcp]
     protects: [3300/tcp]
   a:
-    sequence: [7001/tcp, 7002/tcp, 7003/tcp]
+    sequence: [7001/tcp, 7003/tcp, 7005/tcp]
     protects: [22/tcp]
 `);
     const v3 = config(`
   a:
-    sequence: [7001/tcp, 7002/tcp, 7003/tcp]
+    sequence: [7001/tcp, 7003/tcp, 7005/tcp]
     protects: [22/tcp]
   later:
-    sequence: [7401/tcp, 7402/tcp]
+    sequence: [7401/tcp, 7403/tcp]
     protects: [5500/tcp]
 `);
     const slots = (h: GateHarness): Record<string, number> => Object.fromEntries(h.gate.doors().map((d) => [d.door.name, d.slot]));
@@ -472,13 +472,13 @@ kernelSuite('XDP: reconfiguration through applyDoors', () => {
           action: 'a and c keep 0 and 2; "new" takes slot 3 (never used) rather than b’s freed 1',
           run: (g) => assert.deepEqual(slots(g), { new: 3, c: 2, a: 0 }),
         },
-        stepRow(A, 'a', 2, 3, 7002),
+        stepRow(A, 'a', 2, 3, 7003),
         apply('c and new removed, "later" added', v3),
         {
           action: 'a keeps 0; "later" takes slot 1, the lowest slot empty in the active generation (b’s, freed one reload ago)',
           run: (g) => assert.deepEqual(slots(g), { a: 0, later: 1 }),
         },
-        grantRow(A, 'a', 7003),
+        grantRow(A, 'a', 7005),
         granted(A, 22),
       ]);
     });

@@ -23,7 +23,6 @@ import {
   resolveHost,
   runThen,
   type KnockOptions,
-  type Target,
 } from '../../src/client/knock.js';
 import type { Step } from '../../src/config/model.js';
 
@@ -130,7 +129,7 @@ describe('knock(): send, verify, retry', () => {
         assert.equal(r.ok, true);
         assert.equal(r.open, true);
         assert.equal(r.tries, 4);
-        assert.deepEqual(r.check, { port: gate.checkPort, proto: 'tcp' });
+        assert.deepEqual(r.check, { port: gate.checkPort, proto: 'tcp', timeoutMs: 500 });
         assert.equal(lines.length, r.attempts.length);
         assert.equal(gate.arrived.length, 3 * r.attempts.length);
         const where = host.includes(':') ? `[${host}]:${gate.checkPort}` : `${host}:${gate.checkPort}`;
@@ -294,6 +293,7 @@ describe('knockgate knock: usage', () => {
       [['198.18.0.1', '-s', '7000/tcp', '--delay', '100'], /100 has no unit: write 100s for seconds or 100ms/],
       [['198.18.0.1', '-s', '7000/tcp', '--retries', 'x'], /"x" is not a whole number: write a number 0\.\.100/],
       [['198.18.0.1', '-s', '7000/tcp', '--check', '70000'], /port 70000 is out of range/],
+      [['198.18.0.1', '-s', '7000/tcp', '--check-timeout', '0s'], /0s is too short: a duration must be more than 0/],
       [['198.18.0.1', 'my door'], /"my door" is not a door name/],
       [['198.18.0.1', '-s', '7000/tcp', '-4', '-6'], /option '-4, --ipv4' cannot be used with option '-6, --ipv6'/],
       [[], /missing required argument 'host'/],

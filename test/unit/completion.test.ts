@@ -2,7 +2,7 @@
 // and option, and bash's completion function gives the right candidates for typed words.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -178,7 +178,7 @@ try {
   process.exitCode = code;
 }
 `;
-  const run = (args: string[]): ReturnType<typeof spawnSync<string>> =>
+  const run = (args: string[]): SpawnSyncReturns<string> =>
     spawnSync(process.execPath, ['--input-type=module', '-e', HARNESS, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 20_000 });
 
   test('prints the script for the program it is part of', () => {
@@ -193,7 +193,7 @@ try {
   test('an unknown shell is a usage error listing the shells', () => {
     const r = run(['completion', 'fish']);
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /argument 'fish' is invalid\. Allowed choices are bash, zsh\./);
+    assert.match(r.stderr, /value 'fish' is invalid for argument 'shell'\. Allowed choices are bash, zsh\./);
   });
 
   test('without a getter, it describes the root of its own tree', () => {

@@ -167,5 +167,5 @@ test('editing through a symlink replaces the target and keeps the link', async (
 test('edits follow the file\'s own style: padded flow lists, flush block lists', () => {
   const text = 'interfaces:\n- eth0\ndoors:\n  ssh:\n    sequence: [ 7000/tcp ]\n    protects:\n    - 22/tcp\n';
   assert.equal(setDoorInText(text, 'ssh', { openForMs: 60_000 }).text, `${text}    open_for: 1m\n`);
-  assert.equal(setDoorInText(text, 'ssh', { sequence: ['7000/tcp', '7001/tcp'] }).text, text.replace('[ 7000/tcp ]', '[ 7000/tcp, 7001/tcp ]'));
+  assert.equal(setDoorInText(text, 'ssh', { sequence: ['7000/tcp', '7002/tcp'] }).text, text.replace('[ 7000/tcp ]', '[ 7000/tcp, 7002/tcp ]'));
 });

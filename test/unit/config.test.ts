@@ -143,7 +143,7 @@ test('loadConfigFile names the file as given and stores the absolute path', asyn
 });
 
 test('text without a file name', () => {
-  const config = parseConfigText('interfaces: [eth0]\ndoors: { a: { sequence: [1/tcp, 2/tcp], protects: [3/tcp] } }\n');
+  const config = parseConfigText('interfaces: [eth0]\ndoors: { a: { sequence: [1/tcp, 3/tcp], protects: [5/tcp] } }\n');
   assert.equal(config.file, null);
   assert.throws(() => parseConfigText('interfaces: []\n'), {
     message: '<config>:1:1: doors: required key is missing: define at least one door, see config/knockgate.example.yaml\n'
@@ -339,7 +339,7 @@ test('more rules, inline', () => {
   assert.equal(parseConfigText(door('pin_path: /sys/fs/bpf//kg/../knockgate/\n')).pinPath, '/sys/fs/bpf/knockgate');
   assert.deepEqual(inline(door('pin_path: /\n')), ['6:11: pin_path: "/" cannot hold pins: write a directory on a bpffs, e.g. /sys/fs/bpf/knockgate']);
   // Aliases are followed.
-  const aliased = 'interfaces: [eth0]\ndoors:\n  a: { sequence: &s [7000/tcp, 7001/tcp], protects: [22/tcp] }\n  b: { sequence: *s, protects: [23/tcp] }\n';
+  const aliased = 'interfaces: [eth0]\ndoors:\n  a: { sequence: &s [7000/tcp, 7002/tcp], protects: [22/tcp] }\n  b: { sequence: *s, protects: [23/tcp] }\n';
   assert.deepEqual(parseConfigText(aliased).doors.map((d) => d.sequence.length), [2, 2]);
 });
 
@@ -352,4 +352,24 @@ test('the total of allow_from networks fits the kernel allow map', () => {
   assert.deepEqual(r.errors.map((e) => `${e.line}:${e.col}: ${e.path}: ${e.message}`), [
     "38:5: doors.d8.allow_from: the doors' allow_from lists hold 2160 networks up to here: at most 2048 in total",
   ]);
+});
+
+test('consecutive steps a port scan would walk through are refused', () => {
+  const cfg = (doors: string): string => `interfaces: [eth0]\ndoors:\n${doors}`;
+  // Adjacent ports, ascending and descending.
+  assert.throws(() => parseConfigText(cfg('  a: { sequence: [7000/tcp, 7001/tcp], protects: [22/tcp] }\n')), {
+    message:
+      '<config>:3:29: doors.a.sequence[1]: 7001/tcp follows 7000/tcp right next to it: a port scan in ascending order would knock both in turn and open door a; leave an unprotected port between consecutive steps',
+  });
+  assert.throws(() => parseConfigText(cfg('  a: { sequence: [9000/udp, 8999/udp], protects: [22/tcp] }\n')), /8999\/udp follows 9000\/udp right next to it: a port scan in descending order/);
+  // Only protected ports between two steps (protected by another door): refused too.
+  assert.throws(
+    () => parseConfigText(cfg('  a: { sequence: [7100/tcp, 7103/tcp], protects: [22/tcp] }\n  b: { sequence: [9000/udp], protects: [7101-7102/tcp] }\n')),
+    /7103\/tcp follows 7100\/tcp with only protected ports \(7101-7102\/tcp\) between them/,
+  );
+  // One unprotected port between them is enough; another protocol is not in the way; a repeat
+  // further apart is fine.
+  assert.equal(parseConfigText(cfg('  a: { sequence: [7000/tcp, 7002/tcp], protects: [22/tcp] }\n')).doors.length, 1);
+  assert.equal(parseConfigText(cfg('  a: { sequence: [7000/tcp, 7001/udp, 7002/tcp], protects: [22/tcp] }\n')).doors.length, 1);
+  assert.equal(parseConfigText(cfg('  a: { sequence: [7100/tcp, 7103/tcp], protects: [7101/tcp] }\n')).doors.length, 1);
 });

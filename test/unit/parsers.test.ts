@@ -13,6 +13,7 @@ import {
   parsePortArg,
   parseProtectsArg,
   parseSequenceArg,
+  parseTimeoutArg,
 } from '../../src/cli/parsers.js';
 import { EXIT } from '../../src/cli/exit.js';
 
@@ -25,6 +26,7 @@ function parse(args: string[]): { opts: Record<string, unknown>; door?: string }
     .configureOutput({ writeErr: (s) => (stderr += s), writeOut: () => undefined })
     .argument('[door]', 'door', parseDoorNameArg)
     .option('--delay <duration>', 'd', parseDurationArg)
+    .option('--timeout <duration>', 't', parseTimeoutArg)
     .option('--sequence <steps>', 's', parseSequenceArg)
     .option('--protects <ports>', 'p', parseProtectsArg)
     .option('--allow-from <cidrs>', 'a', parseCidrListArg)
@@ -59,7 +61,7 @@ function rejects(args: string[], message: string): void {
   assert.match(r.stderr, /is invalid( for argument .*)?\. /);
 }
 
-test('parseDurationArg: units, and a message that says how to write one', () => {
+test('parseDurationArg and parseTimeoutArg: units, bounds, and a message that says how to write one', () => {
   assert.equal(ok(['--delay', '100ms'])['delay'], 100);
   assert.equal(ok(['--delay', '5s'])['delay'], 5_000);
   assert.equal(ok(['--delay', '10m'])['delay'], 600_000);
@@ -68,6 +70,9 @@ test('parseDurationArg: units, and a message that says how to write one', () => 
   rejects(['--delay', '1.5s'], '"1.5s" is not a duration: use whole numbers, e.g. 1500ms rather than 1.5s');
   rejects(['--delay', '3d'], '"3d" is not a duration: "d" is not a unit (units are ms, s, m and h), e.g. 500ms, 5s, 2m, 1h30m');
   rejects(['--delay', '25h'], '25h is too long: at most 24h');
+  assert.equal(ok(['--timeout', '2s'])['timeout'], 2_000);
+  rejects(['--timeout', '0ms'], '0ms is too short: a duration must be more than 0');
+  rejects(['--timeout', '25h'], '25h is too long: at most 24h');
 });
 
 test('parseSequenceArg: steps, limits, and no step repeating the one before', () => {

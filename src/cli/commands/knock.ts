@@ -15,7 +15,7 @@ import {
 } from '../../client/knock.js';
 import { CliError, EXIT } from '../exit.js';
 import { DEFAULT_CONFIG } from '../paths.js';
-import { parseCountArg, parseDoorNameArg, parseDurationArg, parsePortArg, parseSequenceArg } from '../parsers.js';
+import { parseCountArg, parseDoorNameArg, parseDurationArg, parsePortArg, parseSequenceArg, parseTimeoutArg } from '../parsers.js';
 
 interface KnockOpts {
   sequence?: Step[];
@@ -60,7 +60,7 @@ export function knockCommand(): Command {
     .option('--check <port>', 'TCP port that answers once the door is open (default: the door\'s first protected TCP port)', parsePortArg)
     .addOption(
       new Option('--check-timeout <duration>', 'how long to wait for the check port to answer')
-        .argParser(parseDurationArg)
+        .argParser(parseTimeoutArg)
         .default(KNOCK_DEFAULTS.checkTimeoutMs, formatDuration(KNOCK_DEFAULTS.checkTimeoutMs)),
     )
     .option('--then <command>', 'run this shell command once the door is open and exit with its exit code')
