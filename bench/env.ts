@@ -151,6 +151,7 @@ export async function openEnv(id: string, o: { sources: number; poolSize: number
           seconds: g.seconds,
           maxFrames: g.maxFrames,
           batch: g.batch ?? 64,
+          start: 0,
         };
         const maxEach = Math.max(1, Math.floor(g.maxFrames / GENERATORS));
         const cs: Child[] = [];
@@ -166,7 +167,7 @@ export async function openEnv(id: string, o: { sources: number; poolSize: number
         };
         try {
           for (let i = 0; i < GENERATORS; i++) {
-            const one: GenArgs = { ...args, maxFrames: maxEach };
+            const one: GenArgs = { ...args, maxFrames: maxEach, start: Math.floor((i * args.range) / GENERATORS) };
             cs.push(track(Child.start('flood generator', 'nsenter', [`--net=/run/netns/${lab.nsC}`, ...pinned(genCpu, [NODE, GEN_JS, JSON.stringify(one)])])));
           }
           await Promise.all(cs.map((c) => c.waitLine((l) => l.includes('"ready"'), 20_000)));

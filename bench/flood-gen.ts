@@ -24,6 +24,8 @@ export interface GenArgs {
   src: string;
   first: number;
   range: number;
+  /** where in the permutation this generator starts (generators running together start apart) */
+  start: number;
   dst: string;
   dstMac: string;
   srcMac: string;
@@ -48,7 +50,7 @@ async function main(): Promise<void> {
   });
   const gen = loadGen();
   try {
-    gen.setCfg({ range: a.range, first: a.first, action: XDP.TX, flags: GEN_SPORT });
+    gen.setCfg({ range: a.range, first: a.first, action: XDP.TX, flags: GEN_SPORT, start: a.start });
     const ip = a.family === 4 ? { ipv4: { src: a.src, dst: a.dst } } : { ipv6: { src: a.src, dst: a.dst } };
     const frame = buildFrame({ dstMac: a.dstMac, srcMac: a.srcMac, ...ip, l4: { proto: 'tcp', sport: 40000, dport: a.dport, flags: TCP_FLAGS.SYN }, padTo: 60 });
     const ifindex = ifIndex(a.ifname);

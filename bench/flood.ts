@@ -167,9 +167,10 @@ export function vethLoss(env: Env): VethLoss {
   let framesDropped = NaN;
   try {
     const j = JSON.parse(lab.exec(lab.nsC, ['ip', '-s', '-j', 'link', 'show', 'dev', lab.ifC])) as { stats64?: { tx?: { dropped?: number } } }[];
-    skbsDropped = j[0]?.stats64?.tx?.dropped ?? NaN;
     const e = lab.exec(lab.nsC, ['ethtool', '-S', lab.ifC]);
     framesDropped = [...e.matchAll(/xdp_xmit_err\w*:\s*(\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
+    // veth's tx_dropped counts both: the skbs it could not pass on, and the XDP frames its peer refused
+    skbsDropped = (j[0]?.stats64?.tx?.dropped ?? NaN) - framesDropped;
   } catch {
     /* diagnostics only */
   }

@@ -11,7 +11,7 @@ export interface GenProgs {
   obj: BpfObject;
   gen: number;
   chain: number;
-  setCfg(c: { range: number; first: number; mult?: number; action?: number; flags?: number }): void;
+  setCfg(c: { range: number; first: number; mult?: number; action?: number; flags?: number; start?: number }): void;
   count(): bigint;
   setNext(fd: number): void;
   close(): void;
@@ -49,7 +49,7 @@ export function loadGen(): GenProgs {
     chain: obj.programFd('bench_gen_chain'),
     setCfg: (c) => {
       v.fill(0);
-      v.writeBigUInt64LE(0n, 0);
+      v.writeBigUInt64LE(BigInt(c.start ?? 0), 0);
       v.writeBigUInt64LE(BigInt(c.mult ?? multiplierFor(c.range)), 8);
       v.writeUInt32LE(c.range >>> 0, 16);
       v.writeUInt32LE(c.first >>> 0, 20);

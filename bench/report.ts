@@ -74,12 +74,13 @@ export function evaluateTargets(r: BenchResults): Target[] {
   const scale = r.parts.scale;
   const top = scale?.levels[scale.levels.length - 1];
   const topN = top?.entries ?? 0;
+  const topText = topN > 0 ? `${topN.toLocaleString('en')} entries` : 'The largest fill';
   const rel = (id: string): number => scale?.relative[id]?.[(scale?.levels.length ?? 1) - 1] ?? NaN;
   const single = Object.keys(scale?.relative ?? {}).filter((id) => !id.includes('spread'));
   const worst = single.reduce<{ id: string; v: number }>((w, id) => (rel(id) > w.v ? { id, v: rel(id) } : w), { id: '', v: -Infinity });
   t.push({
     id: 'scale-single',
-    text: `${topN.toLocaleString('en')} entries: at most 1.5x the cost at 1 entry (one source per class, worst class)`,
+    text: `${topText}: at most 1.5x the cost at 1 entry (one source per class, worst class)`,
     value: scale ? `${f2(worst.v)}x (${worst.id})` : 'not measured',
     limit: '<= 1.5x',
     met: scale ? worst.v <= 1.5 : null,
@@ -87,7 +88,7 @@ export function evaluateTargets(r: BenchResults): Target[] {
   for (const id of ['flood-spread-v6', 'granted-spread-v6']) {
     t.push({
       id: `scale-${id}`,
-      text: `${topN.toLocaleString('en')} entries: at most 1.5x the cost at 1 entry (${id.startsWith('flood') ? 'flood from 1M spread sources' : 'granted traffic spread over every granted source'})`,
+      text: `${topText}: at most 1.5x the cost at 1 entry (${id.startsWith('flood') ? 'flood from 1M spread sources' : 'granted traffic spread over every granted source'})`,
       value: scale ? `${f2(rel(id))}x` : 'not measured',
       limit: '<= 1.5x',
       met: scale ? rel(id) <= 1.5 : null,
@@ -444,13 +445,14 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
           mpps(k.floodDropPps),
           f0(k.softirqPct),
           k.knockdCpuPct !== undefined ? f1(k.knockdCpuPct) : '-',
+          f0(k.vethLoss.skbsDropped),
         ]
-      : [name, floodText, 'not measured', '', '', '', '', '', '', ''];
+      : [name, floodText, 'not measured', '', '', '', '', '', '', '', ''];
   if (knocks || eviction) {
     s.push('## 4. Knocks under flood, 5. eviction attack', '');
     s.push(
       'A real client in the outside namespace (bench/peer.ts) does knock-then-connect cycles while the generator floods: the three knocks 10 ms apart (a TCP knock is a SYN from connect(), ' +
-        'a UDP knock one datagram), then a TCP connect to the service behind the gate, which must answer within 3 s (so the kernel\'s one SYN retransmission after 1 s is allowed). ' +
+        `a UDP knock one datagram), then a TCP connect to the service behind the gate, which must answer within ${((knocks ?? eviction)!.params.connectTimeoutMs / 1000).toFixed(1)} s (so the kernel's one SYN retransmission after 1 s is allowed). ` +
         'Time to open: first knock to the service\'s greeting. Every cycle comes from its own source address (IPv4 and IPv6 alternate), so no grant is reused; before the cycles a source that did not knock ' +
         'must fail to connect ("closed before"). The gate runs without its daemon (nothing reads the event ring); knockd is Debian\'s package, sniffing the gateway veth with libpcap, with the knockd-style ' +
         'nftables filter above and a command that adds the source to the allowed set.',
@@ -472,7 +474,7 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
         ),
       );
     }
-    s.push(mdTable(['system', 'flood', 'opened', 'closed before', 'median ms', 'p90 ms', 'max ms', 'flood Mpps handled', 'softirq %', 'knockd CPU %'], rows), '');
+    s.push(mdTable(['system', 'flood', 'opened', 'closed before', 'median ms', 'p90 ms', 'max ms', 'flood Mpps handled', 'softirq %', 'knockd CPU %', 'client packets lost at the veth ring'], rows), '');
     if (knocks?.knockdError) s.push(`knockd could not be measured: ${knocks.knockdError}`, '');
     if (eviction) {
       const gc = eviction.run.gateCounters ?? {};

@@ -48,7 +48,7 @@ export function plan(quick: boolean): Plan {
       cost: { repeat: 20_000, runs: 3, samples: 200 },
       scale: { repeat: 20_000, runs: 3, samples: 100, sources: 4096, levels: [1, 1000] },
       flood: { windowS: 0.3, warmupS: 0.2, rounds: 1, families: [4, 6], receivers: [...RECEIVERS] },
-      knocks: { cycles: 4, gapMs: 10, connectTimeoutMs: 3000, budgetS: 40 },
+      knocks: { cycles: 4, gapMs: 10, connectTimeoutMs: 1500, budgetS: 40 },
       labSources: 1024,
     };
   }
@@ -57,7 +57,7 @@ export function plan(quick: boolean): Plan {
     cost: { repeat: 1_000_000, runs: 9, samples: 20_000 },
     scale: { repeat: 1_000_000, runs: 7, samples: 10_000, sources: 1_310_720, levels: [1, 1000, 100_000, 1_000_000] },
     flood: { windowS: 2.5, warmupS: 0.7, rounds: 3, families: [4, 6], receivers: [...RECEIVERS] },
-    knocks: { cycles: 100, gapMs: 10, connectTimeoutMs: 3000, budgetS: 240 },
+    knocks: { cycles: 100, gapMs: 10, connectTimeoutMs: 1500, budgetS: 200 },
     labSources: 65536,
   };
 }

@@ -237,7 +237,12 @@ prepare() {
       case " $seen " in *" $rel "*) continue ;; esac
       seen="$seen $rel"
       mkdir -p "$stage$(dirname "$rel")"
-      cp "$path" "$stage$rel"
+      case "$rel" in # newer kernels ship compressed modules: busybox insmod wants them plain
+        *.ko.xz) rel=${rel%.xz}; xz -dc "$path" >"$stage$rel" ;;
+        *.ko.zst) rel=${rel%.zst}; zstd -qdc "$path" >"$stage$rel" ;;
+        *.ko.gz) rel=${rel%.gz}; gzip -dc "$path" >"$stage$rel" ;;
+        *) cp "$path" "$stage$rel" ;;
+      esac
       if [ "$list" = MODULES ]; then echo "$rel" >>"$stage/etc/kg-modules.order"; fi
     done <<<"$mods"
     unset -n names

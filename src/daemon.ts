@@ -9,12 +9,13 @@ import { join } from 'node:path';
 import { RingBufferReader, ifName, setLibbpfLogger } from './bpf/index.js';
 import { ControlServer } from './control.js';
 import { ConfigError, loadConfigFile, type ConfigIssue, type GateConfig } from './config/index.js';
-import { EVENT_MESSAGES, decodeAndDescribe, type EventContext, type GateEvent } from './kernel/events.js';
+import { EVENT_MESSAGES, describeEvent, type EventContext, type GateEvent } from './kernel/events.js';
 import { Gate, monoNowNs } from './kernel/gate.js';
 import { withGateLock } from './kernel/lock.js';
-import { MAP } from './kernel/layout.js';
+import { EVENT, MAP, decodeEvent, decodeGrant, type KEvent } from './kernel/layout.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics, type ListenAddress } from './metrics.js';
+import { parseAddress } from './net/addr.js';
 import { version } from './version.js';
 
 export interface DaemonOptions {
@@ -32,6 +33,8 @@ export interface DaemonOptions {
 const SWEEP_INTERVAL_MS = 5_000;
 const WATCH_INTERVAL_MS = 1_000;
 const RECENT_EVENTS = 1_000;
+/** grants whose end the daemon watches to log it; past this, expiries go unlogged */
+const MAX_EXPIRY_TIMERS = 100_000;
 
 function issueRecord(i: ConfigIssue) {
   return { file: i.file, line: i.line, col: i.col, key: i.path, problem: i.message };
@@ -47,6 +50,7 @@ export class Daemon {
   private readonly ifnames = new Map<number, string>();
   private doorNames = new Map<number, { name: string; steps: number }>();
   private control: ControlServer | null = null;
+  private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
   private metrics: Metrics | null = null;
   private readonly recent: GateEvent[] = [];
   private readonly subscribers = new Set<(e: unknown) => void>();
@@ -125,6 +129,9 @@ export class Daemon {
       notify: (change, detail) => {
         this.log.info({ change, ...detail }, 'gate changed from the CLI');
         this.refreshDoorNames();
+        if (change === 'grant revoked' && typeof detail['source'] === 'string' && Array.isArray(detail['doors'])) {
+          this.forgetExpiry(detail['source'], detail['doors'].map(String));
+        }
       },
       detached: () => {
         this.log.warn({ pin_path: this.config.pinPath }, 'the gate was detached from the CLI');
@@ -200,13 +207,20 @@ export class Daemon {
   };
 
   private onRecord(rec: Buffer): void {
+    let k: KEvent;
     let e: GateEvent;
     try {
-      e = decodeAndDescribe(rec, this.ctx);
+      k = decodeEvent(rec);
+      e = describeEvent(k, this.ctx);
     } catch (err) {
       this.log.warn({ err, bytes: rec.length }, 'undecodable kernel event');
       return;
     }
+    this.publish(e);
+    if (k.type === EVENT.GRANT) this.watchExpiry(k.addr, k.door, e, Number(e.expires_in_ms ?? 0));
+  }
+
+  private publish(e: GateEvent): void {
     this.log.info(e, EVENT_MESSAGES[e.event]);
     const stamped = { time: new Date().toISOString(), ...e };
     this.recent.push(stamped);
@@ -214,6 +228,45 @@ export class Daemon {
     for (const send of this.subscribers) send(stamped);
     this.metrics?.observe(e);
     this.opts.onEvent?.(e);
+  }
+
+  /** A revoked grant does not expire later: drop its watch. */
+  private forgetExpiry(source: string, doors: readonly string[]): void {
+    let addr: string;
+    try {
+      addr = parseAddress(source).toString('hex');
+    } catch {
+      return;
+    }
+    for (const [slot, d] of this.doorNames) {
+      if (!doors.includes(d.name)) continue;
+      const key = `${addr}/${slot}`;
+      const t = this.expiryTimers.get(key);
+      if (t) clearTimeout(t);
+      this.expiryTimers.delete(key);
+    }
+  }
+
+  /** Log the end of a grant when it comes (the kernel just stops honouring it, silently). */
+  private watchExpiry(addr: Buffer, slot: number, granted: GateEvent, inMs: number): void {
+    const key = `${addr.toString('hex')}/${slot}`;
+    const old = this.expiryTimers.get(key);
+    if (old) clearTimeout(old);
+    else if (this.expiryTimers.size >= MAX_EXPIRY_TIMERS) return;
+    const timer = setTimeout(() => {
+      this.expiryTimers.delete(key);
+      const gate = this.gate;
+      if (!gate) return;
+      const v = gate.map(MAP.GRANTS).lookup(addr);
+      const left = v ? (decodeGrant(v)[slot] ?? 0n) - monoNowNs() : 0n;
+      if (left > 0n) {
+        this.watchExpiry(addr, slot, granted, Number(left / 1_000_000n) + 1);
+        return;
+      }
+      this.publish({ event: 'expire', source: granted.source, family: granted.family, door: granted.door, port: 0, protocol: granted.protocol });
+    }, inMs + 20);
+    timer.unref();
+    this.expiryTimers.set(key, timer);
   }
 
   /** SIGHUP: re-read the config; on any error keep the running state and say why. */
@@ -272,6 +325,8 @@ export class Daemon {
     this.stopping = (async () => {
       for (const t of this.timers) clearInterval(t);
       this.timers = [];
+      for (const t of this.expiryTimers.values()) clearTimeout(t);
+      this.expiryTimers.clear();
       this.reader?.close();
       this.reader = null;
       this.control?.close();

@@ -10,6 +10,8 @@ import { BpfError } from '../bpf/index.js';
 import { ConfigError } from '../config/errors.js';
 import { GateError, NoGateError } from '../kernel/gate.js';
 import { checkCommand } from './commands/check.js';
+import { completionCommand } from './commands/completion.js';
+import { knockCommand } from './commands/knock.js';
 import { demoCommand } from './commands/demo.js';
 import { detachCommand } from './commands/detach.js';
 import { doorCommand } from './commands/door.js';
@@ -21,10 +23,15 @@ import { CliError, EXIT } from './exit.js';
 import { version } from '../version.js';
 
 export function buildProgram(): Command {
-  const program = new Command('knockgate')
+  const program: Command = new Command('knockgate')
     .description('eBPF/XDP port-knocking gate')
     .version(version(), '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 done, 1 failed, 2 usage error, 3 no gate loaded, 4 invalid config file.\n' +
+        'Example:\n  sudo knockgate run -c /etc/knockgate/knockgate.yaml\n  knockgate knock server.example ssh -c client.yaml --then "ssh server.example"\n',
+    )
     .addCommand(runCommand())
     .addCommand(checkCommand())
     .addCommand(doorCommand())
@@ -34,6 +41,8 @@ export function buildProgram(): Command {
     .addCommand(revokeCommand())
     .addCommand(eventsCommand())
     .addCommand(detachCommand())
+    .addCommand(knockCommand())
+    .addCommand(completionCommand(() => program))
     .addCommand(demoCommand());
   return program;
 }

@@ -6,7 +6,8 @@
 import { formatAddress, familyOf } from '../net/addr.js';
 import { DENY_REASON, EVENT, RESET_REASON, decodeEvent, protoName, slotsOf, type KEvent, type ProtoName } from './layout.js';
 
-export type EventKind = 'knock' | 'reset' | 'grant' | 'deny';
+/** 'expire' is the daemon's: the kernel just stops honouring a grant when its time is up. */
+export type EventKind = 'knock' | 'reset' | 'grant' | 'deny' | 'expire';
 export type EventReason = 'wrong_port' | 'step_timeout' | 'sequence_timeout' | 'no_grant' | 'expired';
 
 export interface GateEvent {
@@ -56,6 +57,7 @@ export const EVENT_MESSAGES: Record<EventKind, string> = {
   reset: 'knock progress reset',
   grant: 'door opened',
   deny: 'packet to a protected port dropped',
+  expire: 'grant expired',
 };
 
 function slotName(ctx: EventContext, slot: number): string {
@@ -98,6 +100,8 @@ export function describeEvent(k: KEvent, ctx: EventContext): GateEvent {
       if (reason) out.reason = reason;
       break;
     }
+    case 'expire':
+      break;
   }
   return out;
 }
@@ -118,5 +122,7 @@ export function eventLine(e: GateEvent): string {
       return `grant  ${where} open for ${((e.expires_in_ms ?? 0) / 1000).toFixed(1)}s`;
     case 'deny':
       return `deny   ${where} (${e.reason ?? 'denied'})`;
+    case 'expire':
+      return `expire ${e.door} ${e.source}: the grant ended`;
   }
 }

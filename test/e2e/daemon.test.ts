@@ -96,6 +96,9 @@ async function closedKnockOpenExpire(lab: Lab, host: string, source: string): Pr
   assert.deepEqual(connect(lab, host, 3000), { ok: true, data: 'hello' }, 'the door must be open after the knock');
   await sleep(2600); // open_for is 2s
   assert.equal(connect(lab, host)['ok'], false, 'the door must close again after open_for');
+  const expired = await d.waitFor(isEvent('expire', source), 2_000, `expire event for ${source}`);
+  assert.equal(expired['door'], 'ssh');
+  assert.equal(expired['msg'], 'grant expired');
 }
 
 kernelSuite('daemon, end to end in network namespaces', () => {
