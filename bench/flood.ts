@@ -254,6 +254,12 @@ export interface FloodRow {
   ppsPerCore: number;
   ppsPerCoreVsDrop: number;
   oursPct: number;
+  /** the receiver alone: 1e9 / softirq ns per packet, i.e. what one receiving core could drop
+   * if the flood were generated elsewhere (as on a real NIC); and its ratio to bare XDP_DROP */
+  rxPpsPerCore: number;
+  rxVsDrop: number;
+  /** median user time of other processes per CPU over the windows, % */
+  otherLoadPct: number[];
   windows: Window[];
 }
 
@@ -265,12 +271,24 @@ export interface FloodResult {
   seconds: number;
 }
 
+/** Wait until the receiver's counter moves (the flood has reached it), at most timeoutMs. */
+export async function flowing(count: () => number, timeoutMs = 10_000): Promise<boolean> {
+  const c0 = count();
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    await sleep(50);
+    if (count() !== c0) return true;
+  }
+  return false;
+}
+
 export async function floodWindow(env: Env, rec: Receiver, family: Family, p: { windowS: number; warmupS: number }): Promise<Window> {
   rec.setup();
   try {
-    const gen = await env.startGenerator({ family, dport: PORTS.service, seconds: p.warmupS + p.windowS + 3, maxFrames: Math.round((p.warmupS + p.windowS + 3) * 50e6) });
+    const gen = await env.startGenerator({ family, dport: PORTS.service, seconds: p.warmupS + p.windowS + 13, maxFrames: Math.round((p.warmupS + p.windowS + 13) * 50e6) });
     try {
       const ours = floodCpu(env, gen);
+      await flowing(rec.count);
       await sleep(p.warmupS * 1000);
       const a = sample(rec.count, ours);
       await sleep(p.windowS * 1000);
@@ -321,6 +339,9 @@ export async function runFlood(env: Env, p: FloodParams, generatorCheck: string,
         ppsPerCore: median(ws.map((w) => w.ppsPerCore)),
         ppsPerCoreVsDrop: ratio((w) => w.ppsPerCore),
         oursPct: median(ws.map((w) => w.oursPct)),
+        rxPpsPerCore: median(ws.map((w) => 1e9 / w.softirqNsPerPacket)),
+        rxVsDrop: ratio((w) => 1e9 / w.softirqNsPerPacket),
+        otherLoadPct: (ws[0]?.userPctPerCpu ?? []).map((_, c) => median(ws.map((w) => w.userPctPerCpu[c] ?? NaN))),
         windows: ws,
       });
     }

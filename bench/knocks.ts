@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { STAT_NAMES, type StatName } from '../src/kernel/layout.js';
 import { SEQUENCE_TEXT, PORTS, statsDelta } from './gate.js';
 import type { Env } from './env.js';
-import { floodCpu, nft, nftCounter, nftDeleteTable, nftInetRuleset, sample, vethLoss, windowOf, type VethLoss } from './flood.js';
+import { floodCpu, flowing, nft, nftCounter, nftDeleteTable, nftInetRuleset, sample, vethLoss, windowOf, type VethLoss } from './flood.js';
 import { median, quantile } from './stats.js';
 import { processCpuSeconds, sleep, type Child } from './sys.js';
 import type { Family } from './classes.js';
@@ -87,6 +87,7 @@ async function runScenario(env: Env, s: Scenario, p: KnockParams): Promise<Knock
     const gen = await env.startGenerator({ family: s.flood.family, dport: s.flood.dport, range: s.flood.range, seconds: p.budgetS + 10, maxFrames: Math.round((p.budgetS + 10) * 50e6) });
     let client: Child | null = null;
     try {
+      await flowing(s.counter);
       await sleep(500);
       const ours = floodCpu(env, gen);
       const g0 = env.bg.gate.stats();

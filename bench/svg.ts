@@ -98,7 +98,7 @@ export function barChart(o: { title: string; yLabel: string; categories: string[
   }
   o.series.forEach((s, i) => {
     const c = COLORS[i % COLORS.length]!;
-    parts.push(`<rect x="${L + i * 110}" y="34" width="12" height="12" fill="${c}"/><text x="${L + i * 110 + 16}" y="44">${esc(s.name)}</text>`);
+    parts.push(`<rect x="${L + i * 165}" y="34" width="12" height="12" fill="${c}"/><text x="${L + i * 165 + 16}" y="44">${esc(s.name)}</text>`);
     s.values.forEach((v, k) => {
       if (!Number.isFinite(v)) return;
       const x = L + k * gw + gw * 0.1 + i * bw;
