@@ -62,44 +62,51 @@ export class ControlServer {
   }
 }
 
-function serve(sock: Socket, h: ControlHandlers): void {
+/** Call onLine for every newline-terminated line the socket receives. */
+function onLines(sock: Socket, onLine: (line: string) => void): void {
   let buf = '';
-  let unsubscribe: (() => void) | null = null;
   sock.setEncoding('utf8');
-  sock.on('error', () => undefined);
-  sock.on('close', () => unsubscribe?.());
   sock.on('data', (chunk: string) => {
     buf += chunk;
     let nl: number;
     while ((nl = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
-      let req: ControlRequest;
-      try {
-        req = JSON.parse(line) as ControlRequest;
-      } catch {
-        sock.end(JSON.stringify({ ok: false, error: 'bad request' }) + '\n');
-        return;
-      }
-      switch (req.op) {
-        case 'notify':
-          h.notify(String(req.change), req.detail ?? {});
-          sock.end(JSON.stringify({ ok: true }) + '\n');
-          break;
-        case 'detached':
-          sock.end(JSON.stringify({ ok: true }) + '\n');
-          h.detached();
-          break;
-        case 'recent':
-          sock.end(JSON.stringify({ ok: true, events: h.recent(Math.max(1, Math.min(req.limit ?? 100, 10_000))) }) + '\n');
-          break;
-        case 'subscribe':
-          sock.write(JSON.stringify({ ok: true }) + '\n');
-          unsubscribe = h.subscribe((e) => sock.write(JSON.stringify(e) + '\n'));
-          break;
-        default:
-          sock.end(JSON.stringify({ ok: false, error: 'unknown op' }) + '\n');
-      }
+      onLine(line);
+    }
+  });
+}
+
+function serve(sock: Socket, h: ControlHandlers): void {
+  let unsubscribe: (() => void) | null = null;
+  sock.on('error', () => undefined);
+  sock.on('close', () => unsubscribe?.());
+  onLines(sock, (line) => {
+    let req: ControlRequest;
+    try {
+      req = JSON.parse(line) as ControlRequest;
+    } catch {
+      sock.end(JSON.stringify({ ok: false, error: 'bad request' }) + '\n');
+      return;
+    }
+    switch (req.op) {
+      case 'notify':
+        h.notify(String(req.change), req.detail ?? {});
+        sock.end(JSON.stringify({ ok: true }) + '\n');
+        break;
+      case 'detached':
+        sock.end(JSON.stringify({ ok: true }) + '\n');
+        h.detached();
+        break;
+      case 'recent':
+        sock.end(JSON.stringify({ ok: true, events: h.recent(Math.max(1, Math.min(req.limit ?? 100, 10_000))) }) + '\n');
+        break;
+      case 'subscribe':
+        sock.write(JSON.stringify({ ok: true }) + '\n');
+        unsubscribe = h.subscribe((e) => sock.write(JSON.stringify(e) + '\n'));
+        break;
+      default:
+        sock.end(JSON.stringify({ ok: false, error: 'unknown op' }) + '\n');
     }
   });
 }
@@ -147,33 +154,25 @@ export async function notifyDaemon(pinPath: string, change: string, detail: Reco
 export function subscribe(pinPath: string, onEvent: (e: Record<string, unknown>) => void): Promise<{ close(): void; done: Promise<void> } | null> {
   return new Promise((resolve) => {
     const sock = connect(controlSocketPath(pinPath));
-    let buf = '';
     let acked = false;
     const done = new Promise<void>((r) => sock.on('close', () => r()));
-    sock.setEncoding('utf8');
     sock.on('connect', () => sock.write(JSON.stringify({ op: 'subscribe' }) + '\n'));
     sock.on('error', () => {
       if (!acked) resolve(null);
     });
-    sock.on('data', (chunk: string) => {
-      buf += chunk;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        let msg: Record<string, unknown>;
-        try {
-          msg = JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          continue;
-        }
-        if (!acked) {
-          acked = true;
-          resolve({ close: () => sock.destroy(), done });
-          continue;
-        }
-        onEvent(msg);
+    onLines(sock, (line) => {
+      let msg: Record<string, unknown>;
+      try {
+        msg = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        return;
       }
+      if (!acked) {
+        acked = true;
+        resolve({ close: () => sock.destroy(), done });
+        return;
+      }
+      onEvent(msg);
     });
   });
 }

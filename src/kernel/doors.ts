@@ -54,3 +54,31 @@ export function doorsAsConfigText(doors: readonly DoorConfig[]): string {
   }
   return stringify({ interfaces: ['lo'], doors: body }, { flowCollectionPadding: false });
 }
+
+/** The JSON shape of a door in `door list --json` and `status --json`. */
+export interface DoorJson {
+  name: string;
+  slot: number;
+  epoch: number;
+  sequence: string[];
+  protects: string[];
+  allow_from: string[] | null;
+  step_timeout_ms: number;
+  sequence_timeout_ms: number;
+  open_for_ms: number;
+}
+
+export function doorJson(slot: number, door: KDoor, allow: readonly string[] | null): DoorJson {
+  const c = doorConfigOf(door, allow);
+  return {
+    name: c.name,
+    slot,
+    epoch: door.epoch,
+    sequence: c.sequence.map(formatStep),
+    protects: c.protects.map(formatRange),
+    allow_from: c.allowFrom?.map((x) => x.text) ?? null,
+    step_timeout_ms: c.stepTimeoutMs,
+    sequence_timeout_ms: c.sequenceTimeoutMs,
+    open_for_ms: c.openForMs,
+  };
+}

@@ -26,7 +26,7 @@ import {
   type Step,
 } from '../../config/index.js';
 import { notifyDaemon } from '../../control.js';
-import { doorConfigOf, doorsAsConfigText } from '../../kernel/doors.js';
+import { doorConfigOf, doorJson, doorsAsConfigText } from '../../kernel/doors.js';
 import type { Gate } from '../../kernel/gate.js';
 import { withGateLock } from '../../kernel/lock.js';
 import { CliError, EXIT } from '../exit.js';
@@ -200,22 +200,10 @@ export function doorCommand(): Command {
       .action(async (opts: TargetOptions & { json?: boolean }) => {
         const gate = await openTarget(opts);
         try {
-          const doors = gate.doors().map((d) => ({ slot: d.slot, epoch: d.door.epoch, config: doorConfigOf(d.door, d.allow) }));
           if (opts.json) {
-            const out = doors.map(({ slot, epoch, config: c }) => ({
-              name: c.name,
-              slot,
-              epoch,
-              sequence: c.sequence.map(formatStep),
-              protects: c.protects.map(formatRange),
-              allow_from: c.allowFrom?.map((x) => x.text) ?? null,
-              step_timeout_ms: c.stepTimeoutMs,
-              sequence_timeout_ms: c.sequenceTimeoutMs,
-              open_for_ms: c.openForMs,
-            }));
-            process.stdout.write(toJson(out) + '\n');
+            process.stdout.write(toJson(gate.doors().map((d) => doorJson(d.slot, d.door, d.allow))) + '\n');
           } else {
-            for (const d of doors) process.stdout.write(`${describe(d.config)}\n`);
+            for (const d of gate.doors()) process.stdout.write(`${describe(doorConfigOf(d.door, d.allow))}\n`);
           }
         } finally {
           gate.close();

@@ -1,8 +1,8 @@
 /** `knockgate status`: what the pinned gate is doing, read from the kernel. */
 import { Command } from 'commander';
-import { formatDuration, formatRange, formatStep } from '../../config/index.js';
+import { formatDuration } from '../../config/index.js';
 import { controlRequest } from '../../control.js';
-import { doorConfigOf } from '../../kernel/doors.js';
+import { doorJson } from '../../kernel/doors.js';
 import { monoNowNs } from '../../kernel/gate.js';
 import { STAT_NAMES, VERDICTS } from '../../kernel/layout.js';
 import { formatAddress } from '../../net/addr.js';
@@ -27,18 +27,7 @@ export function statusCommand(): Command {
           daemon_running: daemon,
           generation: gate.activeGen(),
           interfaces: gate.attachments().map((a) => ({ name: a.ifname, ifindex: a.ifindex, xdp_mode: a.mode, prog_id: a.progId })),
-          doors: gate.doors().map((d) => {
-            const c = doorConfigOf(d.door, d.allow);
-            return {
-              name: c.name,
-              sequence: c.sequence.map(formatStep),
-              protects: c.protects.map(formatRange),
-              allow_from: c.allowFrom?.map((x) => x.text) ?? null,
-              step_timeout_ms: c.stepTimeoutMs,
-              sequence_timeout_ms: c.sequenceTimeoutMs,
-              open_for_ms: c.openForMs,
-            };
-          }),
+          doors: gate.doors().map((d) => doorJson(d.slot, d.door, d.allow)),
           verdicts: Object.fromEntries(STAT_NAMES.slice(0, VERDICTS).map((n) => [n, stats[n]])),
           counters: Object.fromEntries(STAT_NAMES.slice(VERDICTS).map((n) => [n, stats[n]])),
           grants: grantRows(gate, now),
