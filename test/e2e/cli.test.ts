@@ -76,12 +76,27 @@ kernelSuite('CLI on a live gate', () => {
       const d = lab.daemon;
       await d.msg('knockgate running', 20_000);
 
+      // events --follow streams from the daemon while it runs.
+      const follow = startDaemon(lab.env.nsA, ['events', '--follow', '--json', '--pin-path', lab.pin]);
+      try {
+        for (let i = 0; i < 100 && !follow.stderr.join('').includes('following'); i++) await sleep(100);
+        assert.match(follow.stderr.join(''), /following the daemon's events/);
+        knock(lab, OLD);
+        const streamed = await follow.waitFor((l) => l['event'] === 'grant', 5000, 'grant streamed by events --follow');
+        assert.equal(streamed['door'], 'ssh');
+        assert.equal(streamed['source'], lab.env.addrB);
+      } finally {
+        follow.signal('SIGINT');
+        assert.equal(await follow.exited, 0);
+      }
+      assert.equal(kg(lab, 'revoke', lab.env.addrB).status, 0);
+
       // door set: the old sequence stops working at once, the new one works.
       const set = kg(lab, 'door', 'set', 'ssh', '--sequence', NEW.join(','));
       assert.equal(set.status, 0, set.stderr);
       assert.match(set.stdout, /door ssh: 7100\/udp 7200\/tcp 7300\/udp -> 2222\/tcp/);
       assert.match(set.stdout, /until the daemon reloads its config/);
-      const changed = await d.msg('gate changed from the CLI');
+      const changed = await d.waitFor((l) => l.msg === 'gate changed from the CLI' && l['change'] === 'door set', 5000, 'door set logged');
       assert.equal(changed['door'], 'ssh');
       knock(lab, OLD);
       assert.equal(open(lab), false, 'old sequence must fail after door set');
@@ -110,8 +125,6 @@ kernelSuite('CLI on a live gate', () => {
       // grant by hand, logged as such.
       const g = kg(lab, 'grant', lab.env.addr6B, '--door', 'ssh', '--for', '1m');
       assert.equal(g.status, 0, g.stderr);
-      const manual = await d.msg('gate changed from the CLI');
-      void manual;
       await d.waitFor((l) => l['manual'] === true && l['source'] === lab.env.addr6B, 5000, 'manual grant log line');
       assert.equal(open(lab, lab.env.addr6A), true, 'manual grant opens the door over IPv6');
       assert.equal(kg(lab, 'grant', lab.env.addrB, '--door', 'nope', '--for', '1m').status, 2);

@@ -44,6 +44,7 @@ export function eventsCommand(): Command {
       if (opts.follow) {
         const sub = await subscribe(pinPath, print);
         if (sub !== null) {
+          process.stderr.write(`following the daemon's events for ${pinPath} (Ctrl-C to stop)\n`);
           await Promise.race([untilSignal(), sub.done]);
           sub.close();
           return;
@@ -74,8 +75,10 @@ export function eventsCommand(): Command {
         print({ time: new Date().toISOString(), ...decodeAndDescribe(rec, ctx) });
       });
       try {
-        if (opts.follow) await untilSignal();
-        else reader.consume();
+        if (opts.follow) {
+          process.stderr.write(`no daemon is running: following the kernel's ring buffer at ${pinPath} (Ctrl-C to stop)\n`);
+          await untilSignal();
+        } else reader.consume();
       } finally {
         reader.close();
         gate.close();
