@@ -294,7 +294,7 @@ boot() {
   if [ "$accel" = kvm ]; then
     cpu_accel=(-accel kvm -cpu host)
   else
-    cpu_accel=(-accel tcg,thread=multi -cpu max)
+    cpu_accel=(-accel tcg,thread=multi -cpu "${KG_MATRIX_CPU:-max}")
   fi
   qemu-system-x86_64 -nodefaults -no-user-config -nographic -no-reboot \
     -machine pc "${cpu_accel[@]}" -smp "$CPUS" -m "$MEMORY" \

@@ -242,3 +242,30 @@ test('progress, event and stats decoders read the right offsets', () => {
   cpu1.writeBigUInt64LE(4n, 5 * 8);
   assert.equal(sumStats([cpu0, cpu1]).drop_no_grant, 7n);
 });
+
+test('the compiled object\'s BTF has the same layout as the mirror', () => {
+  // The structs the program itself uses (maps' keys and values, .bss) as clang laid them out
+  // in bpf/knock.bpf.o; built by `npm run build`.
+  const obj = join(repo, 'bpf', 'knock.bpf.o');
+  const btf = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', obj], { encoding: 'utf8' })) as {
+    types: { kind: string; name: string; size?: number; members?: { name: string; bits_offset: number }[] }[];
+  };
+  const structs = new Map(btf.types.filter((t) => t.kind === 'STRUCT').map((t) => [t.name, t]));
+  const checked: string[] = [];
+  for (const name of sized) {
+    const t = structs.get(name);
+    if (!t) continue;
+    const key = name.replace(/^kg_/, '');
+    assert.equal(t.size, SIZEOF[key as keyof typeof SIZEOF], `sizeof(struct ${name}) in the BPF object`);
+    const offsets = OFFSETS[key as keyof typeof OFFSETS] as Record<string, number> | undefined;
+    for (const m of t.members ?? []) {
+      if (offsets && m.name in offsets && !m.name.startsWith('pad')) assert.equal(m.bits_offset / 8, offsets[m.name], `offsetof(struct ${name}, ${m.name}) in the BPF object`);
+    }
+    checked.push(name);
+  }
+  // Every map key/value type must have been found (kg_event travels through the ring buffer as
+  // bytes and has no BTF; the C oracle above covers it).
+  for (const must of ['kg_port_info', 'kg_door', 'kg_allow_key', 'kg_addr', 'kg_progress', 'kg_grant', 'kg_stats', 'kg_globals']) {
+    assert.ok(checked.includes(must), `struct ${must} not found in the BTF of ${obj}`);
+  }
+});
