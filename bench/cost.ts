@@ -75,6 +75,13 @@ function versus(x: number, base: number): Versus {
   return { diffNs: x - base, ratio: base > 0 ? x / base : NaN };
 }
 
+/** Paired by round (both measured within the same rotation): medians of differences and ratios. */
+function versusRuns(xs: readonly number[], base: readonly number[]): Versus {
+  const d = xs.map((x, i) => x - (base[i] ?? NaN));
+  const r = xs.map((x, i) => x / (base[i] ?? NaN));
+  return { diffNs: median(d), ratio: median(r) };
+}
+
 /** Check that a class ends where DESIGN.md says it does; returns the verdict seen. */
 function checkClass(bg: BenchGate, c: PacketClass): { observed: string | null; ok: boolean } {
   c.prepare?.();
@@ -195,13 +202,22 @@ function measureClasses(
     const single = measureSingle(singles, base.drop, p.runs, p.samples, ev.drain);
 
     const out: ClassCost[] = [];
+    const dropRuns = rep.get('drop')!;
+    const passRuns = rep.get('pass')!;
     for (const c of classes) {
       let ns: Summary;
+      let vsDrop: Versus;
+      let vsPass: Versus;
       if (c.mode === 'repeat') {
-        ns = summarize(rep.get(c.id)!);
+        const runs = rep.get(c.id)!;
+        ns = summarize(runs);
+        vsDrop = versusRuns(runs, dropRuns);
+        vsPass = versusRuns(runs, passRuns);
       } else {
         const s = single.get(c.id)!;
         ns = summarize(s.cand.map((v, i) => drop.median + v - (s.base[i] ?? NaN)));
+        vsDrop = versus(ns.median, drop.median);
+        vsPass = versus(ns.median, pass.median);
       }
       const chk = checks.get(c.id)!;
       out.push({
@@ -214,8 +230,8 @@ function measureClasses(
         observed: chk.observed,
         verdictOk: chk.ok,
         ns,
-        vsDrop: versus(ns.median, drop.median),
-        vsPass: versus(ns.median, pass.median),
+        vsDrop,
+        vsPass,
       });
     }
     let methodCheck: CostResult['methodCheck'] | undefined;
@@ -276,8 +292,12 @@ export interface ScaleResult {
   params: ScaleParams;
   memory: { map: string; maxEntries: number; memlockBytes: number; bytesPerEntry: number; keyBytes: number; valueBytes: number }[];
   levels: ScaleLevel[];
-  /** per class id: ns at each level / ns at the first level */
+  /** per class id, at each level: (ns / bare XDP_DROP of that level) / (the same at the first
+   * level). Dividing by the baseline measured next to it takes out what the machine itself did
+   * between levels (other load, clock), which moves every number, baselines included. */
   relative: Record<string, number[]>;
+  /** the same without that correction: ns at each level / ns at the first level */
+  relativeRaw: Record<string, number[]>;
   seconds: number;
 }
 
@@ -328,6 +348,18 @@ function presentFraction(bg: BenchGate, n: number): number {
     if (progress.lookupInto(key, pout) && grants.lookupInto(key, gout)) found++;
   }
   return probes > 0 ? found / probes : 1;
+}
+
+export function scaleRelative(levels: readonly ScaleLevel[]): { relative: Record<string, number[]>; relativeRaw: Record<string, number[]> } {
+  const relative: Record<string, number[]> = {};
+  const relativeRaw: Record<string, number[]> = {};
+  const first = levels[0];
+  for (const c of first?.classes ?? []) {
+    const ns = (l: ScaleLevel): number => l.classes.find((x) => x.id === c.id)?.ns.median ?? NaN;
+    relativeRaw[c.id] = levels.map((l) => ns(l) / c.ns.median);
+    relative[c.id] = levels.map((l) => ns(l) / l.baselines.drop.median / (c.ns.median / first!.baselines.drop.median));
+  }
+  return { relative, relativeRaw };
 }
 
 export function runScale(id: string, p: ScaleParams): ScaleResult {
@@ -395,12 +427,7 @@ export function runScale(id: string, p: ScaleParams): ScaleResult {
       }
       levels.push({ entries, presentFraction: present, baselines: r.baselines, classes: r.classes });
     }
-    const relative: Record<string, number[]> = {};
-    for (const c of levels[0]?.classes ?? []) {
-      const first = c.ns.median;
-      relative[c.id] = levels.map((l) => (l.classes.find((x) => x.id === c.id)?.ns.median ?? NaN) / first);
-    }
-    return { params: p, memory, levels, relative, seconds: (Date.now() - t0) / 1000 };
+    return { params: p, memory, levels, ...scaleRelative(levels), seconds: (Date.now() - t0) / 1000 };
   } finally {
     bg?.destroy();
     gen.close();

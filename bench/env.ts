@@ -29,9 +29,9 @@ export interface Flood {
   pps(): number | null;
 }
 
-/** Generator processes per flood: while one sets up or tears down its page pool (a wait of tens
- * of ms per BPF_PROG_TEST_RUN call), the other keeps the CPU busy. */
-export const GENERATORS = 2;
+/** Generator processes per flood. One: two would take two thirds of the CPU from ksoftirqd when
+ * the receive path is deferred there, and overflow the veth's ring. */
+export const GENERATORS = 1;
 
 export interface Env {
   id: string;
@@ -124,7 +124,9 @@ export async function openEnv(id: string, o: { sources: number; poolSize: number
   try {
     bg = openBenchGate({ pinPath: `/sys/fs/bpf/kg-bench-${id}-lab`, iface: lab.ifG, sources: o.sources });
     base = loadBaseProgs();
-    service = track(Child.start('service', 'ip', ['netns', 'exec', lab.nsG, ...pinned(mainCpu, [NODE, PEER_JS, 'serve', String(PORTS.service), `kg-bench-${id}`])]));
+    // The service and the client run on the generator's CPU (see startCycles): the client's ACKs
+    // are sent from the softirq that handles the service's replies, on the service's CPU.
+    service = track(Child.start('service', 'ip', ['netns', 'exec', lab.nsG, ...pinned(genCpu, [NODE, PEER_JS, 'serve', String(PORTS.service), `kg-bench-${id}`])]));
     await service.waitLine((l) => l.includes('"listening"'), 15_000);
     const env: Env = {
       id,
@@ -179,7 +181,10 @@ export async function openEnv(id: string, o: { sources: number; poolSize: number
       },
       startCycles: (a) => {
         const args: CycleArgs = { ...a, tag: `kg-bench-${id}`, host4: LAB_ADDR.g4, host6: LAB_ADDR.g6, port: PORTS.service };
-        return track(Child.start('knock client', 'ip', ['netns', 'exec', lab.nsC, ...pinned(mainCpu, [NODE, PEER_JS, 'cycles', JSON.stringify(args)])]));
+        // On the generator's CPU: packets into the veth schedule the gateway end's NAPI on the CPU
+        // that sends them, and a busy NAPI stays there; the client's packets, sent from another
+        // CPU, would move the whole receive path to that CPU, away from the flood it competes with.
+        return track(Child.start('knock client', 'ip', ['netns', 'exec', lab.nsC, ...pinned(genCpu, [NODE, PEER_JS, 'cycles', JSON.stringify(args)])]));
       },
       startInGateway: (what, args) => track(Child.start(what, 'ip', ['netns', 'exec', lab.nsG, ...pinned(mainCpu, args)])),
       close: async () => {

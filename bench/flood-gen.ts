@@ -62,8 +62,7 @@ async function main(): Promise<void> {
     let frames = 1;
     let chunk = 1 << 18;
     // Each call sets up and tears down a page pool (tens of ms, mostly waiting): calls of about
-    // 1 s keep that small, and the benchmark runs two generators on the CPU so that one floods
-    // while the other waits. A signal interrupts a call at once (EINTR), the deadline is checked between calls.
+    // 1 s keep that small (the benchmark counts the CPU time the flood got, not wall time). A signal interrupts a call at once (EINTR), the deadline is checked between calls.
     while (!stop && frames < a.maxFrames) {
       const left = Number(deadline - process.hrtime.bigint());
       if (left <= 0) break;

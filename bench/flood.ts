@@ -213,9 +213,11 @@ export interface Window {
   oursPct: number;
   /** packets per second of that CPU time: the drop rate one whole core would give */
   ppsPerCore: number;
+  /** lost at the veth's ring during the window (diagnostics) */
+  vethLoss: VethLoss;
 }
 
-export function windowOf(a: Sample, b: Sample, generatorPps: number | null = null): Window {
+export function windowOf(a: Sample, b: Sample, generatorPps: number | null = null, loss: VethLoss = { skbsDropped: NaN, framesDropped: NaN }): Window {
   const seconds = Number(b.atNs - a.atNs) / 1e9;
   const pps = (b.count - a.count) / seconds;
   const use = cpuUse(a.cpu, b.cpu);
@@ -228,6 +230,7 @@ export function windowOf(a: Sample, b: Sample, generatorPps: number | null = nul
     userPctPerCpu: use.userPctPerCpu,
     oursPct: ((b.ours - a.ours) / seconds) * 100,
     ppsPerCore: b.ours > a.ours ? (b.count - a.count) / (b.ours - a.ours) : NaN,
+    vethLoss: loss,
   };
 }
 
@@ -290,11 +293,13 @@ export async function floodWindow(env: Env, rec: Receiver, family: Family, p: { 
       const ours = floodCpu(env, gen);
       await flowing(rec.count);
       await sleep(p.warmupS * 1000);
+      const l0 = vethLoss(env);
       const a = sample(rec.count, ours);
       await sleep(p.windowS * 1000);
       const b = sample(rec.count, ours);
+      const l1 = vethLoss(env);
       await gen.stop();
-      return windowOf(a, b, gen.pps());
+      return windowOf(a, b, gen.pps(), { skbsDropped: l1.skbsDropped - l0.skbsDropped, framesDropped: l1.framesDropped - l0.framesDropped });
     } finally {
       await gen.stop();
     }

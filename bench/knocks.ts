@@ -46,6 +46,7 @@ export interface KnockRun {
   floodDropPps: number;
   generatorPps: number | null;
   softirqPct: number;
+  softirqPctPerCpu: number[];
   /** knockd's own CPU time over the cycles, % of one core */
   knockdCpuPct?: number;
   /** packets lost at the veth's ring during the cycles: client skbs, flood frames */
@@ -116,6 +117,7 @@ async function runScenario(env: Env, s: Scenario, p: KnockParams): Promise<Knock
         floodDropPps: w.pps,
         generatorPps: w.generatorPps,
         softirqPct: w.softirqPct,
+        softirqPctPerCpu: w.softirqPctPerCpu,
         vethLoss: { skbsDropped: l1.skbsDropped - l0.skbsDropped, framesDropped: l1.framesDropped - l0.framesDropped },
         otherLoadPct: w.userPctPerCpu,
         seconds: (Date.now() - t0) / 1000,

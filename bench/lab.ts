@@ -2,7 +2,8 @@
  * The flood lab: two network namespaces joined by one veth pair, created here and removed
  * in destroy() (also on failure: run.ts calls it from a finally and from signal handlers).
  *
- *   kg-b<id>-c  "outside": the packet generator and the real client
+ *   kg-b<id>-c  "outside": the packet generator and the real client; replies to the spoofed
+ *               sources end in blackhole routes here
  *               kg-b<id>c  198.18.0.1/24, 2001:db8::1/64, client pool 198.18.1.x/32, 2001:db8:1::x/128
  *   kg-b<id>-g  "gateway": the receiver under test (XDP program / nftables / knockd) and a TCP service
  *               kg-b<id>g  198.18.0.2/24, 2001:db8::2/64; routes 198.18.0.0/15 and 2001:db8::/32 back
@@ -103,6 +104,9 @@ export function createLab(id: string, poolSize: number): Lab {
       `link set ${ifC} up`,
       `neigh replace ${LAB_ADDR.g4} lladdr ${LAB_ADDR.macG} dev ${ifC} nud permanent`,
       `neigh replace ${LAB_ADDR.g6} lladdr ${LAB_ADDR.macG} dev ${ifC} nud permanent`,
+      // replies to spoofed sources end here, silently (no ICMP back into the gateway)
+      'route add blackhole 198.19.0.0/16',
+      'route add blackhole 2001:db8:8000::/33',
     ];
     const g = [
       'link set lo up',

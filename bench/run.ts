@@ -18,9 +18,10 @@
  * processes) is removed at the end, also on failure and on SIGINT/SIGTERM.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { runCost, runScale, type CostParams, type ScaleParams } from './cost.js';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { runCost, runScale, scaleRelative, type CostParams, type ScaleParams } from './cost.js';
 import { checkGenerator, killAllChildren, openEnv, type Env } from './env.js';
 import { RECEIVERS, runFlood, type FloodParams } from './flood.js';
 import { poolSizeFor, runEviction, runKnocks, type KnockParams } from './knocks.js';
@@ -54,15 +55,17 @@ export function plan(quick: boolean): Plan {
   }
   return {
     quick,
-    cost: { repeat: 1_000_000, runs: 9, samples: 20_000 },
-    scale: { repeat: 1_000_000, runs: 7, samples: 10_000, sources: 1_310_720, levels: [1, 1000, 100_000, 1_000_000] },
-    flood: { windowS: 2.5, warmupS: 0.7, rounds: 3, families: [4, 6], receivers: [...RECEIVERS] },
+    cost: { repeat: 1_000_000, runs: 9, samples: 8_000 },
+    scale: { repeat: 1_000_000, runs: 7, samples: 5_000, sources: 1_310_720, levels: [1, 1000, 100_000, 1_000_000] },
+    flood: { windowS: 2, warmupS: 0.5, rounds: 3, families: [4, 6], receivers: [...RECEIVERS] },
     knocks: { cycles: 100, gapMs: 10, connectTimeoutMs: 1500, budgetS: 200 },
     labSources: 65536,
   };
 }
 
 interface Args {
+  /** re-render RESULTS.md, the charts and the table from an existing results.json */
+  render: string | null;
   quick: boolean;
   windowS: number | null;
   rounds: number | null;
@@ -79,6 +82,7 @@ const USAGE = `usage: node dist/bench/run.js [--quick] [--parts ${PARTS.join(','
   --window S   flood window per receiver, seconds (part 3)
   --rounds N   flood rounds (part 3)
   --cycles N   knock cycles per scenario (parts 4, 5; at most 160)
+  --render F   only write RESULTS.md, the charts and the table again from results.json F (into --out-dir, default F's directory)
   --id         8 hex digits naming this run's namespaces (kg-b<id>-*) and pins (/sys/fs/bpf/kg-bench-<id>-*)
 Needs root, a kernel with BPF (>= 5.18), nftables, knockd and ethtool.`;
 
@@ -89,7 +93,7 @@ function positive(flag: string, v: string): number {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, windowS: null, rounds: null, cycles: null, parts: [...PARTS], outDir: null, id: randomBytes(4).toString('hex') };
+  const a: Args = { render: null, quick: false, windowS: null, rounds: null, cycles: null, parts: [...PARTS], outDir: null, id: randomBytes(4).toString('hex') };
   for (let i = 0; i < argv.length; i++) {
     const x = argv[i];
     const val = (): string => {
@@ -103,6 +107,7 @@ function parseArgs(argv: string[]): Args {
       for (const p of ps) if (!(PARTS as readonly string[]).includes(p)) throw new Error(`unknown part ${p}\n${USAGE}`);
       a.parts = PARTS.filter((p) => ps.includes(p));
     } else if (x === '--out-dir') a.outDir = resolve(val());
+    else if (x === '--render') a.render = resolve(val());
     else if (x === '--window') a.windowS = positive(x, val());
     else if (x === '--rounds') a.rounds = Math.round(positive(x, val()));
     else if (x === '--cycles') a.cycles = Math.round(positive(x, val()));
@@ -132,10 +137,29 @@ function cleanupNow(id: string): void {
   killAllChildren();
   destroyAllLabs();
   removeOurPins(id);
+  try {
+    for (const n of readdirSync(tmpdir())) if (n.startsWith(`kg-bench-${id}-`)) rmSync(join(tmpdir(), n), { recursive: true, force: true });
+  } catch {
+    /* nothing to remove */
+  }
+}
+
+function render(file: string, outDir: string | null): number {
+  const r = JSON.parse(readFileSync(file, 'utf8')) as BenchResults;
+  if (r.schema !== SCHEMA) throw new Error(`${file} is not a ${SCHEMA} results file`);
+  const dir = outDir ?? dirname(file);
+  if (r.parts.scale) Object.assign(r.parts.scale, scaleRelative(r.parts.scale.levels));
+  r.targets = evaluateTargets(r);
+  r.files = ['results.json', 'RESULTS.md', ...writeCharts(r, dir)];
+  writeResultsMd(r, dir);
+  writeFileSync(join(dir, 'results.json'), JSON.stringify(r, null, 2) + '\n');
+  console.log(terminalReport(r));
+  return 0;
 }
 
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.render !== null) return render(args.render, args.outDir);
   if (process.getuid?.() !== 0) {
     console.error('bench: run as root (BPF programs, network namespaces, nftables)');
     return 2;
@@ -153,6 +177,7 @@ async function main(): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
 
   const log = (s: string): void => console.error(s);
   const started = Date.now();

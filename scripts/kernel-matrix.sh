@@ -11,16 +11,22 @@
 # not be booted, 124 when the command ran past --timeout. CI=true is passed through.
 # Environment: KG_MATRIX_CACHE (default /var/cache/knockgate-matrix), KG_MATRIX_BOOT_TIMEOUT
 # (seconds to the guest's first command, default 90), KG_MATRIX_MEMORY (MiB, default 3072),
-# KG_MATRIX_KEEP=1 (keep the guest's console log), KG_MATRIX_APPEND (more kernel parameters).
+# KG_MATRIX_KEEP=1 (keep the guest's console log), KG_MATRIX_APPEND (more kernel parameters),
+# KG_MATRIX_CPU (qemu's -cpu under TCG, default max).
 #
 # Everything it needs comes from Debian's apt and is cached per kernel version:
 #   qemu-system-x86, kmod, cpio, xz-utils   installed with apt-get (idempotent)
 #   linux-image-<version>, busybox-static   fetched with `apt-get download` and unpacked into
 #       the cache, not installed: installing a kernel package runs initramfs and bootloader
 #       hooks on this machine, and busybox-static conflicts with the busybox package.
-# The cache (<cache>/<version>/) holds the uncompressed vmlinux (booted through its PVH entry:
-# ~3-4 s to the first command under TCG, against ~8-12 s for the bzImage's xz decompression),
-# the bzImage as a fallback, and the initramfs. See scripts/matrix/init for the guest side.
+# The cache (<cache>/<version>/) holds the uncompressed vmlinux (booted through its PVH entry,
+# which skips the bzImage's xz decompression, seconds under TCG), the bzImage as a fallback, and
+# the initramfs. See scripts/matrix/init for the guest side.
+#
+# In the guest: the host's files as they were at boot, read-only underneath and writable into
+# a tmpfs (writes vanish at power-off); /tmp and /run are fresh tmpfs, so a script to run must
+# not live in the host's /tmp. KG_MATRIX_KERNEL names the kernel. Under TCG everything runs
+# ~10x slower than on the host: tests with tight timeouts can fail there for that reason alone.
 #
 # Accelerator: KVM only when a short bounded boot with it succeeds (on some machines /dev/kvm
 # exists but a guest hangs); else TCG, multi-threaded. The probe's answer is cached per host
@@ -126,8 +132,10 @@ newest_61() {
   return 1
 }
 
+KVER_GIVEN=
 pick_kernel() {
   if [ -n "$KVER" ]; then
+    KVER_GIVEN=1
     [[ "$KVER" == *-amd64 ]] || KVER="$KVER-amd64"
     return 0
   fi
@@ -145,7 +153,7 @@ pick_kernel() {
     KVER=$(newest_61 || true)
   fi
   if [ -n "$KVER" ]; then
-    mkdir -p "$CACHE" && echo "$lists $KVER" >"$known" 2>/dev/null || true
+    if mkdir -p "$CACHE"; then echo "$lists $KVER" >"$known" || true; fi
     return 0
   fi
   if [ -z "$KVER" ]; then # offline: the newest one already prepared
@@ -259,6 +267,9 @@ prepare() {
   echo "$want" >"$dir.new/stamp"
   rm -rf "$dir"
   mv "$dir.new" "$dir"
+  if [ -z "$KVER_GIVEN" ]; then # a newer 6.1 replaces the older ones (~80 MB each)
+    find "$CACHE" -mindepth 1 -maxdepth 1 -type d -name '6.1.0-*-amd64' ! -name "$KVER" -exec rm -rf {} +
+  fi
   rm -rf "$work"
   WORK=
   exec 9>&-
@@ -294,22 +305,32 @@ boot() {
   if [ "$accel" = kvm ]; then
     cpu_accel=(-accel kvm -cpu host)
   else
+    # shellcheck disable=SC2054 # the commas belong to qemu's option
     cpu_accel=(-accel tcg,thread=multi -cpu "${KG_MATRIX_CPU:-max}")
   fi
-  qemu-system-x86_64 -nodefaults -no-user-config -nographic -no-reboot \
-    -machine pc "${cpu_accel[@]}" -smp "$CPUS" -m "$MEMORY" \
-    -kernel "$kernel" -initrd "$CACHE/$KVER/initramfs.cpio" \
-    -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off ${KG_MATRIX_APPEND:-} kg.job=$job" \
-    -serial "file:$d/console" -monitor none \
-    -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-    -device virtio-serial-pci \
-    -chardev "file,id=kgstatus,path=$d/status" -device virtserialport,chardev=kgstatus,name=kg.status \
-    -chardev "file,id=kgout,path=$d/out" -device virtserialport,chardev=kgout,name=kg.out \
-    -chardev "file,id=kgerr,path=$d/err" -device virtserialport,chardev=kgerr,name=kg.err \
-    </dev/null >"$d/qemu.log" 2>&1 &
-  QEMU_PID=$!
+  # qemu runs under a small launcher whose stderr is the log, so that when qemu aborts (as it
+  # does with KVM on some machines) bash's "Aborted <command line>" goes there, not to the user.
+  (
+    qemu-system-x86_64 -nodefaults -no-user-config -nographic -no-reboot \
+      -machine pc "${cpu_accel[@]}" -smp "$CPUS" -m "$MEMORY" \
+      -kernel "$kernel" -initrd "$CACHE/$KVER/initramfs.cpio" \
+      -append "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off ${KG_MATRIX_APPEND:-} kg.job=$job" \
+      -serial "file:$d/console" -monitor none \
+      -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+      -device virtio-serial-pci \
+      -chardev "file,id=kgstatus,path=$d/status" -device virtserialport,chardev=kgstatus,name=kg.status \
+      -chardev "file,id=kgout,path=$d/out" -device virtserialport,chardev=kgout,name=kg.out \
+      -chardev "file,id=kgerr,path=$d/err" -device virtserialport,chardev=kgerr,name=kg.err \
+      </dev/null >"$d/qemu.log" 2>&1 &
+    echo $! >"$d/qemu.pid"
+    wait $!
+  ) 2>>"$d/qemu.log" &
+  local launcher=$!
+  while [ ! -s "$d/qemu.pid" ] && kill -0 "$launcher" 2>/dev/null; do sleep 0.05; done
+  QEMU_PID=$(cat "$d/qemu.pid" 2>/dev/null || true)
+  # shellcheck disable=SC2034 # out_off and err_off are updated by name in flush()
   local start=$SECONDS booted="" out_off=0 err_off=0 result=4
-  while kill -0 "$QEMU_PID" 2>/dev/null; do
+  while [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; do
     if [ -z "$booted" ]; then
       if grep -q '^booted' "$d/status"; then
         booted=$SECONDS
@@ -332,7 +353,7 @@ boot() {
   if kill -0 "$QEMU_PID" 2>/dev/null; then
     kill -KILL "$QEMU_PID" 2>/dev/null || true
   fi
-  wait "$QEMU_PID" 2>/dev/null || true
+  wait "$launcher" 2>/dev/null || true
   QEMU_PID=
   if [ -n "$stream" ]; then
     flush "$d/out" out_off 1
@@ -354,7 +375,8 @@ show_boot_log() {
   fi
   if [ -s "$d/status" ]; then say "guest status: $(tr '\n' ' ' <"$d/status")"; fi
   say "guest console (last lines):"
-  tail -n 30 "$d/console" >&2 || true
+  tail -n 30 "$d/console" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g' >&2 || true
+  echo >&2
 }
 
 write_job() { # write_job FILE CMD...
@@ -394,7 +416,9 @@ pick_accel() {
   if boot kvm "$RUN_DIR/probe.sh" "$KVM_PROBE_TIMEOUT" "$KVM_PROBE_TIMEOUT" "" && grep -q '^rc=0' "$RUN_DIR/boot/status"; then
     verdict=kvm
   else
-    say "KVM is not usable here (the probe boot did not finish): using TCG"
+    local why
+    why=$(grep -m1 -i 'error' "$RUN_DIR/boot/qemu.log" 2>/dev/null || true)
+    say "KVM is not usable here (${why:-the probe boot did not finish in ${KVM_PROBE_TIMEOUT} s}): using TCG"
   fi
   echo "$verdict" >"$key" 2>/dev/null || true
   echo "$verdict"

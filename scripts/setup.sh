@@ -13,7 +13,9 @@ need_root() {
   fi
 }
 
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nodejs npm)
+# build and run: clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux;
+# benchmarks (baselines measured in the same run): nftables knockd ethtool
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
