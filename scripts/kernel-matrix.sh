@@ -3,9 +3,9 @@
 # supports) under qemu with this machine's root shared read-only over 9p plus a tmpfs overlay,
 # runs the command in the repository there, and powers off.
 #
-#   scripts/kernel-matrix.sh                      node scripts/run-tests.mjs kernel e2e (as root)
+#   scripts/kernel-matrix.sh                      node scripts/run-tests.mjs matrix (as root): the XDP test tables
 #   scripts/kernel-matrix.sh -- CMD ARGS...       any other command, from the repository directory
-#   scripts/kernel-matrix.sh --kernel 6.1.0-56-amd64 [--timeout SECONDS] [--accel auto|kvm|tcg] -- ...
+#   scripts/kernel-matrix.sh --kernel 6.1.0-56-amd64 --timeout SECONDS (default 3600) --accel auto|kvm|tcg -- ...
 #
 # Prints the command's stdout and stderr and exits with its exit code; 125 when the guest could
 # not be booted, 124 when the command ran past --timeout. CI=true is passed through.
@@ -54,7 +54,7 @@ LAZY_MODULES=(dummy tun sch_ingress cls_bpf act_bpf inet_diag tcp_diag udp_diag 
 APT_PACKAGES=(qemu-system-x86 kmod cpio xz-utils)
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && /^# Everything/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
   exit "${1:-0}"
 }
 say() { echo "kernel-matrix: $*" >&2; }
@@ -77,7 +77,7 @@ done
 case "$ACCEL" in auto | kvm | tcg) ;; *) die "--accel must be auto, kvm or tcg" ;; esac
 [[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
 if [ ${#cmd[@]} -eq 0 ]; then
-  cmd=(node scripts/run-tests.mjs kernel e2e)
+  cmd=(node scripts/run-tests.mjs matrix)
 fi
 
 QEMU_PID=

@@ -14,8 +14,9 @@ need_root() {
 }
 
 # build and run: clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux;
-# benchmarks (baselines measured in the same run): nftables knockd ethtool
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool nodejs npm)
+# benchmarks (baselines measured in the same run): nftables knockd ethtool;
+# tests: systemd (systemd-analyze verify of the unit), vagrant (vagrant validate), zsh (completion)
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,6 +38,7 @@ fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
   echo "setup: Node $(node --version) is too old: knockgate needs Node 20 or newer" >&2
+  echo "setup: on Debian 12, install Node 20 from NodeSource (https://github.com/nodesource/distributions) and run this again" >&2
   exit 1
 fi
 

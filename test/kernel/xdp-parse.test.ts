@@ -35,10 +35,14 @@ import {
   type VlanTag,
 } from '../helpers/packets.js';
 
+// Long timeouts: these tests are about parsing, and a slow machine (the 6.1 matrix runs under
+// emulation) must not turn a step into a step timeout between two test runs.
 const YAML = config(`
   ssh:
     sequence: [7000/tcp, 8000/tcp, 9000/tcp]
     protects: [22/tcp]
+    step_timeout: 10m
+    sequence_timeout: 10m
   dns:
     sequence: [7000/udp, 7100/udp]
     protects: [5000/udp]
