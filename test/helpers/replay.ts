@@ -7,8 +7,8 @@ import { check, progTestRun } from '../../src/bpf/index.js';
 import { libbpf } from '../../src/bpf/libbpf.js';
 import { tcpSyn } from './packets.js';
 
-export const OLD = [7000, 7001, 7002];
-export const NEW = [8000, 8001, 8002];
+export const OLD = [7000, 7002, 7004];
+export const NEW = [8000, 8002, 8004];
 /** Patterns: index 0 = the whole old sequence, 1 = the whole new one, the rest mix them. */
 export const PATTERNS: number[][] = [
   OLD,
