@@ -24,6 +24,7 @@ import { describeEvent, type GateEvent } from '../../src/kernel/events.js';
 import { Gate, monoNowNs, type BruteForce } from '../../src/kernel/gate.js';
 import {
   EVENT,
+  KG,
   MAP,
   OFFSETS,
   STAT_NAMES,
@@ -345,6 +346,27 @@ export class GateHarness {
       if (exp > nowNs) out.push(doors.get(slot)?.name ?? `slot${slot}`);
     });
     return out.sort();
+  }
+
+  /**
+   * Sets every bit of the first-knock filter's current window: every (source, door) then looks
+   * as if it had made a first knock, as under an overwhelming flood. For tests of what still
+   * holds when the filter answers yes to everyone.
+   */
+  saturateFilter(nowNs = monoNowNs()): void {
+    const m = this.gate.map(MAP.FIRSTS);
+    const w = this.gate.filterWindowNs();
+    assert.ok(w > 0n, 'the filter has a window once doors are applied');
+    const half = Number((nowNs / w) & 1n);
+    const start = nowNs - (nowNs % w);
+    const key = Buffer.alloc(4);
+    for (let i = 0; i < m.maxEntries; i++) {
+      key.writeUInt32LE(i);
+      const v = m.lookup(key) ?? Buffer.alloc(m.valueSize);
+      v.writeBigUInt64LE(start, OFFSETS.fk_block.start + 8 * half);
+      v.fill(0xff, OFFSETS.fk_block.bits + half * KG.FK_WORDS * 4, OFFSETS.fk_block.bits + (half + 1) * KG.FK_WORDS * 4);
+      m.update(key, v);
+    }
   }
 
   /** One test run, verdict only (for scans). */
