@@ -608,7 +608,8 @@ export class Gate {
 
   /**
    * Cut the grants of `addr` (all doors, or the given slots) and delete its flows opened under
-   * them. Returns the slots whose live grant was cut and how many flows were deleted.
+   * them. Returns the slots whose live grant was cut and how many live flows were cut (flows
+   * already idle past their limit are deleted too, uncounted).
    */
   revoke(addr: Buffer, slots?: readonly number[], nowNs = monoNowNs()): { slots: number[]; flows: number } {
     const cut = this.cutGrants(addr, slots, nowNs);
@@ -616,8 +617,10 @@ export class Gate {
     for (const [key, value] of [...this.map(MAP.FLOWS).entries()]) {
       const k = decodeFlowKey(key);
       if (!k.src.equals(addr)) continue;
-      if (slots !== undefined && !slots.includes(decodeFlow(value).slot)) continue;
-      if (this.map(MAP.FLOWS).delete(key)) flows++;
+      const f = decodeFlow(value);
+      if (slots !== undefined && !slots.includes(f.slot)) continue;
+      const live = !(nowNs > f.lastNs && nowNs - f.lastNs > flowIdleLimitNs(f));
+      if (this.map(MAP.FLOWS).delete(key) && live) flows++;
     }
     return { slots: cut, flows };
   }
