@@ -3,12 +3,14 @@
  * knock.bpf.c - knockgate's XDP program: the policy of docs/DESIGN.md
  * ("Packet path") applied to a packet parsed by parse.h.
  *
- * Costs by path (besides the one kg_stats lookup every packet makes):
+ * Costs by path (besides the one kg_stats lookup every packet makes; DESIGN.md has the table):
  *   non-IP, other L4, later fragments, malformed:  no map lookup
- *   unrelated port:            kg_ports; no clock unless the source's hint slot is live
- *   protected port, no grant:  kg_ports + kg_grants; no clock, no update
- *   protected port, granted:   kg_ports + kg_grants + clock
- *   knock port:                kg_ports (+ clock, kg_progress, kg_doors... for knock candidates)
+ *   unrelated port:              kg_ports; no clock unless the source's hint slot is live
+ *   protected, TCP w/o SYN:      kg_ports + kg_flows; no flow: no clock, no update
+ *   protected, SYN or UDP:       kg_ports + kg_grants; no grant entry: no clock, no update
+ *   protected, with grant entry: + clock + kg_flows (+ kg_doors and an insert for a new flow)
+ *   knock port:                  kg_ports (+ clock, kg_penalty, kg_progress, kg_probation,
+ *                                kg_doors, kg_firsts... for knock candidates)
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>

@@ -327,7 +327,8 @@ struct kg_globals {
 	__u32 fk_mask;      /* filter blocks - 1 (a power of two) */
 	__u32 pad1;
 	/* hint[hash(src) & (KG_HINT_SLOTS-1)]: time after which no source in the
-	 * slot can hold live progress; lets unrelated traffic skip kg_progress. */
+	 * slot can hold live progress; lets unrelated traffic skip kg_progress and
+	 * kg_probation. */
 	__u64 hint[KG_HINT_SLOTS];
 };
 

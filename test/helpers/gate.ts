@@ -450,10 +450,16 @@ export class GateHarness {
       listed: Record<string, unknown> | undefined,
     ): void => {
       const named = new Set(Object.keys(listed ?? {}).map(key));
+      // BPF's LRU maps start evicting before they are quite full (once the global free list
+      // runs low): in a map more than half full, an insert for a named source may push out
+      // another source's entry. Only that: nothing of an unnamed source may change or appear.
+      const max = this.gate.map(which === 'progress' ? MAP.PROGRESS : which === 'probation' ? MAP.PROBATION : which === 'penalty' ? MAP.PENALTY : which === 'grants' ? MAP.GRANTS : MAP.FLOWS).maxEntries;
+      const mayEvict = which !== 'flows' && before.size > max / 2;
       for (const k of new Set([...before.keys(), ...after.keys()])) {
         if (named.has(k)) continue;
         const b = before.get(k);
         const a = after.get(k);
+        if (mayEvict && b !== undefined && a === undefined) continue;
         assert.ok(
           (b === undefined && a === undefined) || (b !== undefined && a !== undefined && b.equals(a)),
           `${label}: kg_${which} entry of ${formatAddress(Buffer.from(k, 'hex'))} changed (${b ? 'present' : 'absent'} -> ${a ? 'present' : 'absent'})`,

@@ -77,15 +77,32 @@ function flood(h: GateHarness, count: number, first = 0): void {
   }
 }
 
+/**
+ * After a flood, floods more (as floodEntry) until the exact first-knock records of `victims`
+ * are gone: BPF's LRU gives a recently used entry a second chance, so one pass of 10x
+ * limits.sources usually, not always, evicts it. At most 10 passes.
+ */
+const floodUntilEvicted = (victims: string[]): Entry => ({
+  action: `flood: spoofed first knocks from ${FLOOD_SOURCES} distinct sources until the records of ${victims.join(', ')} are evicted`,
+  run: (h) => {
+    const left = (): string[] => victims.filter((v) => h.gate.map(MAP.PROBATION).lookup(addrKey(v)) !== null);
+    let passes = 0;
+    for (; passes < 10 && left().length > 0; passes++) flood(h, FLOOD_SOURCES, passes * 3001);
+    assert.deepEqual(left(), [], `still there after ${passes} passes of ${FLOOD_SOURCES}`);
+  },
+});
+
 const floodEntry = (count: number, first = 0): Entry => ({
   action: `flood: ${count} spoofed first knocks from ${Math.min(count, FLOOD_SOURCES)} distinct sources`,
   run: (h) => {
     const before = h.stats();
     flood(h, count, first);
     const after = h.stats();
-    assert.equal(Number(after.knock_step - before.knock_step), count, 'every spoofed first knock counted as a step');
+    // A source of an earlier flood whose exact record is still there knocks again: a retransmission.
+    const steps = Number(after.knock_step - before.knock_step);
+    assert.equal(steps + Number(after.retransmit - before.retransmit), count, 'every spoofed first knock counted as a step (or a repeat of one)');
     assert.equal(Number(after.drop_knock - before.drop_knock), count);
-    assert.equal(Number(after.knock_suppressed - before.knock_suppressed), count, 'their events were not emitted (no knock tokens)');
+    assert.equal(Number(after.knock_suppressed - before.knock_suppressed), steps, 'their events were not emitted (no knock tokens)');
   },
 });
 
@@ -99,11 +116,10 @@ kernelSuite('eviction: first-knock floods against real clients (BPF_PROG_TEST_RU
         step1(C6),
         { action: 'no knock tokens from here on: the flood must not fill the ring', run: (g) => g.gate.setKnockTokens(0) },
         floodEntry(FLOOD_SOURCES),
+        floodUntilEvicted([C, C6]),
         {
           action: `the exact records of ${C} and ${C6} were evicted; kg_probation is full; kg_progress is empty`,
           run: (g) => {
-            assert.equal(g.gate.map(MAP.PROBATION).lookup(addrKey(C)), null, `${C}'s record survived 10x churn: this test would prove nothing`);
-            assert.equal(g.gate.map(MAP.PROBATION).lookup(addrKey(C6)), null);
             const fill = g.gate.mapFill();
             assert.ok((fill.find((m) => m.map === MAP.PROBATION)?.entries ?? 0) >= SOURCES / 2, JSON.stringify(fill));
             assert.equal(fill.find((m) => m.map === MAP.PROGRESS)?.entries, 0, 'a first knock never inserts into kg_progress');
@@ -163,6 +179,7 @@ kernelSuite('eviction: first-knock floods against real clients (BPF_PROG_TEST_RU
         step1(C),
         { action: 'quiet flood', run: (g) => g.gate.setKnockTokens(0) },
         floodEntry(FLOOD_SOURCES),
+        floodUntilEvicted([C]),
         { action: 'tokens back', run: (g) => g.gate.setKnockTokens(1_000_000) },
         nothing(`${N}: 8000/udp without a first knock: nothing (the filter says no)`, udp(N, 8000)),
         nothing(`${N6}: 8000/udp without a first knock: nothing`, udp(N6, 8000)),
@@ -193,6 +210,7 @@ kernelSuite('eviction: first-knock floods against real clients (BPF_PROG_TEST_RU
         step1(C),
         { action: 'quiet flood', run: (g) => g.gate.setKnockTokens(0) },
         floodEntry(FLOOD_SOURCES),
+        floodUntilEvicted([C]),
         { action: 'tokens back', run: (g) => g.gate.setKnockTokens(1_000_000) },
         { pause: 600, why: 'past two filter windows (2 x 200ms) with a margin' },
         nothing(`${C}: 8000/udp after 600ms: the exact record is gone, and so is the filter's`, udp(C, 8000)),
@@ -207,6 +225,7 @@ kernelSuite('eviction: first-knock floods against real clients (BPF_PROG_TEST_RU
         step1(C),
         { action: 'quiet flood', run: (g) => g.gate.setKnockTokens(0) },
         floodEntry(FLOOD_SOURCES),
+        floodUntilEvicted([C]),
         { action: 'tokens back', run: (g) => g.gate.setKnockTokens(1_000_000) },
         { action: 'ssh’s rules change (step_timeout 4s): a new epoch', run: (g) => g.apply(YAML.replace('protects: [22/tcp]', 'protects: [22/tcp]\n    step_timeout: 4s')) },
         nothing(`${C}: 8000/udp: its first knock was made under the old rules (the filter is keyed by epoch): nothing`, udp(C, 8000)),
