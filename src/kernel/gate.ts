@@ -238,6 +238,13 @@ export class Gate {
     try {
       for (const [name, n] of Gate.sizes(opts)) obj.setMaxEntries(name, n);
       if (adopting) {
+        const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)));
+        if (missing.length > 0) {
+          throw new GateError(
+            `the gate pinned at ${opts.pinPath} has another layout (no map ${missing.join(', ')}): it was loaded by another ` +
+              `knockgate version; run \`knockgate detach --pin-path ${opts.pinPath}\` (this drops live grants and flows) and start again`,
+          );
+        }
         for (const name of ALL_MAPS) {
           const pinned = BpfMap.openPinned(paths.map(name));
           reused.push(pinned);
@@ -291,6 +298,13 @@ export class Gate {
   static openPinned(pinPath: string, logger: Logger): Gate {
     const paths = pinPaths(pinPath);
     if (!existsSync(paths.map(MAP.PORTS))) throw new NoGateError(pinPath);
+    const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)));
+    if (missing.length > 0) {
+      throw new GateError(
+        `the gate pinned at ${pinPath} has another layout (no map ${missing.join(', ')}): it was loaded by another knockgate version; ` +
+          `run \`knockgate detach --pin-path ${pinPath}\` (it removes any version's pins) and start this version`,
+      );
+    }
     const maps = new Map<GateMap, BpfMap>();
     try {
       for (const name of ALL_MAPS) {
@@ -334,7 +348,7 @@ export class Gate {
 
   private static checkAdoptable(opts: GateOptions, name: GateMap, m: BpfMap): void {
     const [k, v] = EXPECTED_SIZES[name];
-    const fix = `run \`knockgate detach --pin-path ${opts.pinPath}\` (this drops live grants) and start again`;
+    const fix = `run \`knockgate detach --pin-path ${opts.pinPath}\` (this drops live grants and flows) and start again`;
     const flagsOff = name === MAP.PORTS && (m.flags & BPF_F_MMAPABLE) === 0;
     if (flagsOff || (k !== 0 && (m.keySize !== k || m.valueSize !== v))) {
       throw new GateError(

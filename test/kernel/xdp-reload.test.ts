@@ -9,10 +9,13 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { it } from 'node:test';
-import { kernelSuite } from '../helpers/kernel.js';
+import { rmSync } from 'node:fs';
+import { kernelSuite, withPinDir } from '../helpers/kernel.js';
+import { Gate, GateError, removePins } from '../../src/kernel/gate.js';
 import {
   FlowBook,
   GateHarness,
+  silentLogger,
   NO_EVENT,
   NO_MAP_UPDATE,
   XDP_DROP,
@@ -567,6 +570,30 @@ kernelSuite('XDP: adoption of a pinned gate', () => {
       await h.table([stepRow(A, 'ssh', 2, 3, 8000), apply('open_for 1m', SSH('7000/tcp, 8000/tcp, 9000/tcp', '\n    open_for: 1m'))]);
       h.reopen();
       await h.table([grantRow(A, 'ssh', 9000), granted(A, 22)]);
+    });
+  });
+
+  it('a gate pinned by another version (a map missing, or other sizes) is refused with what to do; removing its pins detaches it', async () => {
+    await withPinDir((dir) => {
+      const pinPath = `${dir}/gate`;
+      const opts = { pinPath, sources: 1024, flows: 1024, firstKnockFilterBytes: 1 << 20, eventRingBytes: 64 * 1024, logger: silentLogger };
+      Gate.open(opts).close();
+      assert.throws(() => Gate.open({ ...opts, flows: 2048 }), (err: unknown) => {
+        assert.ok(err instanceof GateError);
+        assert.match(err.message, /was loaded with limits\.flows = 1024, the config asks for 2048: a live gate cannot be resized/);
+        return true;
+      });
+      assert.throws(() => Gate.open({ ...opts, firstKnockFilterBytes: 1 << 21 }), /limits\.first_knock_filter = 1048576 bytes, the config asks for 2097152 bytes/);
+      rmSync(`${pinPath}/maps/kg_flows`); // as a gate of a version without flows would have it
+      for (const attempt of [() => Gate.open(opts), () => Gate.openPinned(pinPath, silentLogger)]) {
+        assert.throws(attempt, (err: unknown) => {
+          assert.ok(err instanceof GateError);
+          assert.match(err.message, /has another layout \(no map kg_flows\): it was loaded by another knockgate version; run `knockgate detach/);
+          return true;
+        });
+      }
+      removePins(pinPath);
+      Gate.open(opts).destroy();
     });
   });
 });
