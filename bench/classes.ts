@@ -3,9 +3,12 @@
  * up so that every measured run does the same work:
  *
  *   flood          TCP SYN to the protected port from a source without a grant   (repeat)
- *   granted        TCP ACK to the protected port from a source holding a grant    (repeat)
+ *   granted        TCP ACK of an established flow to the protected port            (repeat)
  *   advance        the sequence's 2nd knock (UDP) from a source at step 1          (single run, state reset)
  *   wrong          a knock on the 3rd step's port from a source at step 1: reset   (single run, state reset)
+ *
+ * "At step 1" is an exact first-knock record in kg_probation; the advance moves the source into
+ * kg_progress (an insert), so each sample also deletes that entry again.
  *   unrelated-tcp  TCP ACK to port 80                                              (repeat)
  *   unrelated-udp  UDP datagram to port 53                                         (repeat)
  *
@@ -17,7 +20,7 @@
 import { TCP_FLAGS, addrKey, buildFrame, type FrameSpec } from '../test/helpers/packets.js';
 import type { StatName } from '../src/kernel/layout.js';
 import { BPF_ANY } from '../src/bpf/index.js';
-import { MAP, PORTS, grantValue, hintIndex, monoNowNs, progressValue, type BenchGate } from './gate.js';
+import { MAP, PORTS, flowKey, flowValue, grantValue, hintIndex, monoNowNs, probationValue, type BenchGate } from './gate.js';
 
 export type Family = 4 | 6;
 export type ClassKind = 'flood' | 'granted' | 'advance' | 'wrong' | 'unrelated-tcp' | 'unrelated-udp';
@@ -63,6 +66,9 @@ export interface PacketClass {
   prepare?: () => void;
 }
 
+/** The source port of the granted class's connection (its flow). */
+export const GRANTED_SPORT = 40001;
+
 export function frameFor(kind: ClassKind, family: Family, src: string, extra: Partial<FrameSpec> = {}): Buffer {
   const dst = family === 4 ? GW.v4 : GW.v6;
   const ip = family === 4 ? { ipv4: { src, dst } } : { ipv6: { src, dst } };
@@ -71,7 +77,7 @@ export function frameFor(kind: ClassKind, family: Family, src: string, extra: Pa
     case 'flood':
       return buildFrame({ ...base, l4: { proto: 'tcp', sport: 40000, dport: PORTS.service, flags: TCP_FLAGS.SYN } });
     case 'granted':
-      return buildFrame({ ...base, l4: { proto: 'tcp', sport: 40001, dport: PORTS.service, flags: TCP_FLAGS.ACK, payload: Buffer.from('data') } });
+      return buildFrame({ ...base, l4: { proto: 'tcp', sport: GRANTED_SPORT, dport: PORTS.service, flags: TCP_FLAGS.ACK, payload: Buffer.from('data') } });
     case 'advance':
       return buildFrame({ ...base, l4: { proto: 'udp', sport: 40002, dport: PORTS.steps[1]!.port, payload: Buffer.from('knock') } });
     case 'wrong':
@@ -90,10 +96,11 @@ export function frameFor(kind: ClassKind, family: Family, src: string, extra: Pa
  */
 export function packetClasses(bg: BenchGate): PacketClass[] {
   const progress = bg.gate.map(MAP.PROGRESS);
+  const probation = bg.gate.map(MAP.PROBATION);
   const out: PacketClass[] = [];
   const knockSlots = new Set<number>();
   for (const f of [4, 6] as const) for (const k of ['advance', 'wrong'] as const) knockSlots.add(hintIndex(addrKey(SOURCES[k][f])));
-  const value = Buffer.alloc(progress.lookupSize);
+  const value = Buffer.alloc(probation.lookupSize);
   for (const family of [4, 6] as const) {
     for (const kind of CLASS_KINDS) {
       let src = SOURCES[kind][family];
@@ -120,18 +127,22 @@ export function packetClasses(bg: BenchGate): PacketClass[] {
           break;
         case 'granted':
           bg.gate.map(MAP.GRANTS).update(key, grantValue(bg.slot, monoNowNs() + 3_600_000_000_000n), BPF_ANY);
-          c.expect = 'pass_granted';
+          bg.gate.map(MAP.FLOWS).update(flowKey(key, addrKey(family === 4 ? GW.v4 : GW.v6), GRANTED_SPORT, PORTS.service), flowValue(bg.slot), BPF_ANY);
+          c.expect = 'pass_flow';
           c.action = 'pass';
           break;
         case 'advance':
           c.expect = 'drop_knock';
           c.expectCounter = 'knock_step';
-          c.prepare = () => progress.update(key, progressValue(bg.slot, bg.epoch, 1, monoNowNs(), value), BPF_ANY);
+          c.prepare = () => {
+            progress.delete(key);
+            probation.update(key, probationValue(bg.slot, bg.epoch, monoNowNs(), value), BPF_ANY);
+          };
           break;
         case 'wrong':
           c.expect = 'drop_knock';
           c.expectCounter = 'reset_wrong_port';
-          c.prepare = () => progress.update(key, progressValue(bg.slot, bg.epoch, 1, monoNowNs(), value), BPF_ANY);
+          c.prepare = () => probation.update(key, probationValue(bg.slot, bg.epoch, monoNowNs(), value), BPF_ANY);
           break;
         case 'unrelated-tcp':
         case 'unrelated-udp':

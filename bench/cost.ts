@@ -21,9 +21,9 @@
 import { BPF_ANY, RingBufferReader } from '../src/bpf/index.js';
 import { SIZEOF } from '../src/kernel/layout.js';
 import { addrKey } from '../test/helpers/packets.js';
-import { packetClasses, frameFor, type PacketClass } from './classes.js';
+import { GRANTED_SPORT, GW, packetClasses, frameFor, type PacketClass } from './classes.js';
 import { loadGen } from './gen.js';
-import { MAP, grantValue, loadBaseProgs, monoNowNs, openBenchGate, progressValue, statsDelta, verdictOf, type BaseProgs, type BenchGate } from './gate.js';
+import { MAP, PORTS, flowKey, flowValue, grantValue, loadBaseProgs, monoNowNs, openBenchGate, progressValue, statsDelta, verdictOf, type BaseProgs, type BenchGate } from './gate.js';
 import { median, rotate, summarize, trimmedMean, type Summary } from './stats.js';
 import { mapMemlock } from './sys.js';
 import { XDP, testRun } from './testrun.js';
@@ -316,22 +316,33 @@ function fill(bg: BenchGate, from: number, to: number): void {
   const chunk = 65536;
   const progress = bg.gate.map(MAP.PROGRESS);
   const grants = bg.gate.map(MAP.GRANTS);
+  const flows = bg.gate.map(MAP.FLOWS);
   const now = monoNowNs();
-  const pv = progressValue(bg.slot, bg.epoch, 1, now);
+  const pv = progressValue(bg.slot, bg.epoch, 2, now);
   const gv = grantValue(bg.slot, now + 3_600_000_000_000n);
+  const fv = flowValue(bg.slot, now);
+  const gw = addrKey(GW.v6);
   const n0 = Math.min(chunk, to - from);
   const keys = Buffer.alloc(n0 * 16);
+  const fkeys = Buffer.alloc(n0 * flows.keySize);
   const pvals = Buffer.alloc(n0 * progress.lookupSize);
   const gvals = Buffer.alloc(n0 * grants.lookupSize);
+  const fvals = Buffer.alloc(n0 * flows.lookupSize);
   for (let i = 0; i < n0; i++) {
     pv.copy(pvals, i * progress.lookupSize);
     gv.copy(gvals, i * grants.lookupSize);
+    fv.copy(fvals, i * flows.lookupSize);
   }
   for (let at = from; at < to; at += chunk) {
     const n = Math.min(chunk, to - at);
-    for (let i = 0; i < n; i++) fillerKey(at + i, keys, i * 16);
+    for (let i = 0; i < n; i++) {
+      fillerKey(at + i, keys, i * 16);
+      // the granted spread class: an established connection from each filler source
+      flowKey(keys.subarray(i * 16, i * 16 + 16), gw, GRANTED_SPORT, PORTS.service, fkeys.subarray(i * flows.keySize, (i + 1) * flows.keySize));
+    }
     progress.updateBatch(keys, pvals, n, BPF_ANY);
     grants.updateBatch(keys, gvals, n, BPF_ANY);
+    flows.updateBatch(fkeys, fvals, n, BPF_ANY);
   }
 }
 
@@ -370,7 +381,7 @@ export function runScale(id: string, p: ScaleParams): ScaleResult {
   try {
     bg = openBenchGate({ pinPath: `/sys/fs/bpf/kg-bench-${id}-scale`, iface: 'kg-bench0', sources: p.sources });
     const classes = packetClasses(bg);
-    const memory = [MAP.PROGRESS, MAP.GRANTS].map((name) => {
+    const memory = [MAP.PROGRESS, MAP.GRANTS, MAP.FLOWS].map((name) => {
       const m = bg!.gate.map(name);
       const memlock = mapMemlock(m.fd);
       return { map: name, maxEntries: m.maxEntries, memlockBytes: memlock, bytesPerEntry: memlock / m.maxEntries, keyBytes: m.keySize, valueBytes: m.valueSize };
@@ -392,7 +403,7 @@ export function runScale(id: string, p: ScaleParams): ScaleResult {
       const grantedCfg = () => gen.setCfg({ range: entries, first: FILL_FIRST, action: XDP.DROP });
       const spreadChecks = [
         { key: 'flood-spread-v6', cfg: floodCfg, frame: floodFrame, expect: 'drop_no_grant' as const },
-        { key: 'granted-spread-v6', cfg: grantedCfg, frame: grantedFrame, expect: 'pass_granted' as const },
+        { key: 'granted-spread-v6', cfg: grantedCfg, frame: grantedFrame, expect: 'pass_flow' as const },
       ].map((s) => {
         s.cfg();
         gen.setNext(gate.progFd);

@@ -36,6 +36,7 @@ log:
   denials_per_second: 0
 limits:
   sources: ${opts.sources}
+  flows: ${opts.sources}
   event_ring: ${opts.ringBytes}
 doors:
   bench:
@@ -73,7 +74,14 @@ export function openBenchGate(opts: { pinPath: string; iface: string; sources: n
   const cfg = parseConfigText(configText({ ...opts, ringBytes }));
   let gate: Gate | null = null;
   try {
-    gate = Gate.open({ pinPath: opts.pinPath, sources: cfg.limits.sources, eventRingBytes: cfg.limits.eventRingBytes, logger: benchLogger });
+    gate = Gate.open({
+      pinPath: opts.pinPath,
+      sources: cfg.limits.sources,
+      flows: cfg.limits.flows,
+      eventRingBytes: cfg.limits.eventRingBytes,
+      firstKnockFilterBytes: cfg.limits.firstKnockFilterBytes,
+      logger: benchLogger,
+    });
     gate.applyDoors(cfg.doors);
     gate.setDenyTokens(0);
     const door = gate.doors().find((d) => d.door.name === 'bench');
@@ -123,6 +131,38 @@ export function progressValue(slot: number, epoch: number, step: number, nowNs: 
 export function grantValue(slot: number, expiresNs: bigint, out = Buffer.alloc(SIZEOF.grant)): Buffer {
   out.fill(0);
   out.writeBigUInt64LE(expiresNs, slot * 8);
+  return out;
+}
+
+/** A kg_probation value: the source made the bench door's (slot) first knock at nowNs. */
+export function probationValue(slot: number, epoch: number, nowNs: bigint = monoNowNs(), out = Buffer.alloc(SIZEOF.probation)): Buffer {
+  out.fill(0);
+  out.writeUInt16LE(1 << slot, OFFSETS.probation.live);
+  const at = OFFSETS.probation.d + slot * SIZEOF.first_knock;
+  out.writeBigUInt64LE(nowNs, at + OFFSETS.first_knock.at_ns);
+  out.writeUInt32LE(epoch >>> 0, at + OFFSETS.first_knock.epoch);
+  return out;
+}
+
+/** A kg_flows key: TCP from src:sport to dst:dport (16-byte addresses). */
+export function flowKey(src: Buffer, dst: Buffer, sport: number, dport: number, out = Buffer.alloc(SIZEOF.flow_key)): Buffer {
+  out.fill(0);
+  src.copy(out, OFFSETS.flow_key.src);
+  dst.copy(out, OFFSETS.flow_key.dst);
+  out.writeUInt16LE(sport, OFFSETS.flow_key.sport);
+  out.writeUInt16LE(dport, OFFSETS.flow_key.dport);
+  out.writeUInt8(0, OFFSETS.flow_key.proto);
+  return out;
+}
+
+/** A kg_flows value: an established connection opened under the bench door (slot), idle for an hour at most. */
+export function flowValue(slot: number, nowNs: bigint = monoNowNs(), out = Buffer.alloc(SIZEOF.flow)): Buffer {
+  out.fill(0);
+  out.writeBigUInt64LE(nowNs, OFFSETS.flow.created_ns);
+  out.writeBigUInt64LE(nowNs, OFFSETS.flow.last_ns);
+  out.writeBigUInt64LE(3_600_000_000_000n, OFFSETS.flow.idle_ns);
+  out.writeUInt8(slot, OFFSETS.flow.slot);
+  out.writeUInt8(1, OFFSETS.flow.flags); // KG_FLOW_ESTABLISHED
   return out;
 }
 

@@ -15,6 +15,7 @@
 #define KNOCKGATE_KNOCK_H
 
 #include <linux/types.h>
+#include <linux/bpf.h> /* struct bpf_spin_lock */
 
 /* ---- sizes (compile-time; changing one changes the map layout) ---------- */
 #define KG_MAX_DOORS 16 /* door slots; masks below are __u16 */
@@ -30,14 +31,25 @@
 #define KG_MAX_VLAN_TAGS 2   /* 802.1Q / 802.1ad tags parsed */
 #define KG_MAX_EXT_HDRS 8    /* IPv6 extension headers walked */
 #define KG_DEFAULT_SOURCES 65536
+#define KG_DEFAULT_FLOWS 65536
 #define KG_DEFAULT_RING_BYTES (256 * 1024)
+#define KG_FK_WORDS 13                     /* 32-bit words of one half of a filter block */
+#define KG_FK_BITS (KG_FK_WORDS * 32)      /* 416 bits per half */
+#define KG_FK_HASHES 4                     /* bits set per (source, door) key */
+#define KG_FK_BLOCK_BYTES 128              /* sizeof(struct kg_fk_block) */
+#define KG_DEFAULT_FK_BLOCKS 65536         /* 8 MiB */
+#define KG_FLOW_LINGER_NS 10000000000ULL   /* idle limit of a flow after FIN or RST: 10s */
 
 /* ---- map names (<= 15 characters; user space finds maps by these) ------- */
 #define KG_MAP_PORTS "kg_ports"
 #define KG_MAP_DOORS "kg_doors"
 #define KG_MAP_ALLOW "kg_allow"
 #define KG_MAP_PROGRESS "kg_progress"
+#define KG_MAP_PROBATION "kg_probation"
+#define KG_MAP_FIRSTS "kg_firsts"
+#define KG_MAP_PENALTY "kg_penalty"
 #define KG_MAP_GRANTS "kg_grants"
+#define KG_MAP_FLOWS "kg_flows"
 #define KG_MAP_EVENTS "kg_events"
 #define KG_MAP_STATS "kg_stats"
 #define KG_MAP_GLOBALS ".bss" /* struct kg_globals, mmapped by user space */
@@ -53,8 +65,10 @@ enum kg_proto {
  * Written by user space into the inactive generation only; read by XDP.
  */
 struct kg_port_info {
-	__u16 knock_doors;   /* bit d: port is a step of door slot d */
-	__u16 protect_doors; /* bit d: door slot d protects this port */
+	__u16 knock_doors;     /* bit d: port is a step of door slot d */
+	__u16 protect_doors;   /* bit d: door slot d protects this port */
+	__u16 flow_only_doors; /* bit d: door slot d protects this port with scope flow-only */
+	__u16 pad;
 };
 
 struct kg_step {
@@ -72,6 +86,7 @@ struct kg_port_range {
 
 #define KG_DOOR_ACTIVE (1U << 0)     /* slot holds a door */
 #define KG_DOOR_ALLOW_LIST (1U << 1) /* first knock must match kg_allow */
+#define KG_DOOR_FLOW_ONLY (1U << 2)  /* scope flow-only: a grant lets exactly one new flow in */
 
 /*
  * kg_doors[gen * KG_MAX_DOORS + slot]
@@ -85,6 +100,7 @@ struct kg_door {
 	__u64 step_timeout_ns;
 	__u64 seq_timeout_ns;
 	__u64 open_for_ns;
+	__u64 flow_idle_ns; /* a flow opened under this door's grant ends after this long idle */
 	__u8 nsteps;
 	__u8 nprotects;
 	__u8 pad[6];
@@ -107,7 +123,7 @@ struct kg_allow_key {
 	__u8 pad[2]; /* zero; beyond every prefix */
 };
 
-/* Key of kg_progress and kg_grants. */
+/* Key of kg_progress, kg_probation, kg_penalty and kg_grants. */
 struct kg_addr {
 	__u8 a[16];
 };
@@ -121,8 +137,10 @@ struct kg_door_progress {
 };
 
 /*
- * kg_progress: LRU hash, key struct kg_addr. Created by XDP on a first knock,
- * updated in place, entries removed by XDP on reset/grant.
+ * kg_progress: LRU hash, key struct kg_addr. Only sources that made at least two
+ * correct steps on some door (step >= 2): created by XDP on a second step,
+ * updated in place, entries removed by XDP on reset/grant. A flood of first
+ * knocks never inserts here (docs/DESIGN.md "Eviction resistance").
  */
 struct kg_progress {
 	__u16 doors; /* bit d: d[d] is live */
@@ -130,12 +148,83 @@ struct kg_progress {
 	struct kg_door_progress d[KG_MAX_DOORS];
 };
 
+struct kg_first_knock {
+	__u64 at_ns;  /* the first knock */
+	__u32 epoch;  /* kg_door.epoch it was made under */
+	__u32 pad;
+};
+
+/*
+ * kg_probation: LRU hash, key struct kg_addr. Exact records of first knocks
+ * (step 1 done), written by XDP only. A flood may evict them; the first-knock
+ * filter (kg_firsts) still remembers the knock then.
+ */
+struct kg_probation {
+	__u16 live;  /* bit d: d[d] holds a first knock not yet followed up */
+	__u16 spent; /* bit d: the last first knock on d was followed up or reset:
+		      * the filter must not stand in for it */
+	__u8 pad[4];
+	struct kg_first_knock d[KG_MAX_DOORS];
+};
+
+/*
+ * kg_firsts: ARRAY of blocks (a blocked Bloom filter), index = hash(source) &
+ * fk_mask. Each block has two halves, one per window of fk_window_ns (the
+ * longest step_timeout): half (now / window) & 1, tagged with its window's
+ * start; a half with an older tag is cleared by the next insert. Written and
+ * read by XDP under the block's spin lock.
+ */
+struct kg_fk_block {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 start[2];                 /* window start (ns) of each half's bits */
+	__u32 bits[2 * KG_FK_WORDS];    /* half h: words [h * KG_FK_WORDS, (h + 1) * KG_FK_WORDS) */
+};
+
+/*
+ * kg_penalty: LRU hash, key struct kg_addr. Failed sequences per source and its
+ * cooldown (brute-force limit). Written by XDP on a failure; read on knocks.
+ */
+struct kg_penalty {
+	__u64 window_start_ns;   /* start of the current failure window */
+	__u64 cooldown_until_ns; /* knocks do not progress before this; 0: none */
+	__u32 failures;          /* failures in the current window */
+	__u32 pad;
+};
+
 /*
  * kg_grants: LRU hash, key struct kg_addr. Written by XDP when a sequence
  * completes and by user space (manual grants, revokes, expiry sweeps).
  */
 struct kg_grant {
-	__u64 expires_ns[KG_MAX_DOORS]; /* 0: no grant for that door */
+	__u64 expires_ns[KG_MAX_DOORS]; /* 0: no grant for that door; <= now: expired or used up */
+};
+
+/*
+ * kg_flows: LRU hash. A connection (TCP) or datagram flow (UDP) opened to a
+ * protected port under a live grant: created by XDP on the SYN (or the first
+ * datagram), refreshed in place, deleted by user space (revoke, sweep).
+ * Addresses as in struct kg_addr; ports in host order.
+ */
+struct kg_flow_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto; /* enum kg_proto */
+	__u8 pad[3];
+};
+
+#define KG_FLOW_ESTABLISHED (1U << 0) /* TCP: a packet other than a SYN passed on it */
+#define KG_FLOW_CLOSING (1U << 1)     /* TCP: FIN or RST seen: idle limit KG_FLOW_LINGER_NS */
+
+struct kg_flow {
+	__u64 created_ns;
+	__u64 last_ns; /* last packet */
+	__u64 idle_ns; /* the door's flow_idle when the flow was opened */
+	__u8 slot;     /* door whose grant opened it */
+	__u8 flags;    /* KG_FLOW_* */
+	__u8 pad[6];
 };
 
 enum kg_event_type {
@@ -143,6 +232,8 @@ enum kg_event_type {
 	KG_EV_RESET = 2, /* progress on a door thrown away (reason) */
 	KG_EV_GRANT = 3, /* sequence complete, grant until expires_ns */
 	KG_EV_DENY = 4,  /* packet to a protected port dropped */
+	KG_EV_COOLDOWN = 5, /* source failed too often: its knocks are ignored until expires_ns */
+	KG_EV_CONSUMED = 6, /* a flow-only grant let its one connection in (and is used up) */
 };
 
 enum kg_reset_reason {
@@ -155,19 +246,20 @@ enum kg_reset_reason {
 enum kg_deny_reason {
 	KG_DENY_NO_GRANT = 1, /* source holds no grant at all */
 	KG_DENY_EXPIRED = 2,  /* source's grants for this port have expired */
+	KG_DENY_NO_FLOW = 3,  /* TCP without SYN, and no live flow it belongs to */
 };
 
 /* kg_events: ring buffer of these, written by XDP, drained by the daemon. */
 struct kg_event {
 	__u64 ts_ns;      /* 0 on denials: the drop path reads no clock */
-	__u64 expires_ns; /* GRANT: end of the grant */
+	__u64 expires_ns; /* GRANT: end of the grant; COOLDOWN: end of the cooldown */
 	__u8 addr[16];    /* source */
 	__u16 port;       /* destination port */
 	__u16 doors;      /* DENY: doors protecting the port */
 	__u8 proto;       /* enum kg_proto */
 	__u8 type;        /* enum kg_event_type */
-	__u8 door;        /* door slot (STEP, RESET, GRANT) */
-	__u8 step;        /* STEP: steps done; RESET: steps done before */
+	__u8 door;        /* door slot (STEP, RESET, GRANT, CONSUMED); 0xff: COOLDOWN (every door) */
+	__u8 step;        /* STEP: steps done; RESET: steps done before; COOLDOWN: failures */
 	__u8 reason;      /* RESET: kg_reset_reason; DENY: kg_deny_reason */
 	__u8 pad[3];
 	__u32 ifindex;    /* interface the packet came in on */
@@ -183,24 +275,35 @@ enum kg_stat {
 	KG_V_PASS_OTHER_L4 = 1, /* IP, but neither TCP nor UDP */
 	KG_V_PASS_UNRELATED = 2,/* TCP/UDP to a port that is neither knock nor protected */
 	KG_V_PASS_FRAGMENT = 3, /* non-first fragment: no ports to judge */
-	KG_V_PASS_GRANTED = 4,  /* protected port, source holds a live grant */
-	KG_V_DROP_NO_GRANT = 5, /* protected port, source holds no grant */
-	KG_V_DROP_EXPIRED = 6,  /* protected port, source's grant expired */
-	KG_V_DROP_KNOCK = 7,    /* packet to a knock port */
-	KG_V_DROP_MALFORMED = 8,/* truncated/invalid headers, too deep, short first fragment */
-	KG_VERDICTS = 9,
-	KG_C_STEP = 9,              /* knock steps accepted */
-	KG_C_GRANT = 10,            /* sequences completed */
-	KG_C_RESET_WRONG_PORT = 11,
-	KG_C_RESET_STEP_TIMEOUT = 12,
-	KG_C_RESET_SEQ_TIMEOUT = 13,
-	KG_C_NOT_ALLOWED = 14,      /* first knock from outside allow_from */
-	KG_C_RETRANSMIT = 15,       /* repeat of the last accepted knock, ignored */
-	KG_C_DENY_EVENT = 16,       /* denial events emitted */
-	KG_C_DENY_SUPPRESSED = 17,  /* denial events not emitted: out of tokens */
-	KG_C_EVENT_LOST = 18,       /* ring buffer full */
-	KG_C_MAP_FULL = 19,         /* progress/grant insert failed */
-	KG_STAT_MAX = 20,
+	KG_V_PASS_GRANTED = 4,  /* protected port, new flow under a live grant */
+	KG_V_PASS_FLOW = 5,     /* protected port, packet of a live flow */
+	KG_V_DROP_NO_GRANT = 6, /* protected port, SYN or UDP, source holds no grant */
+	KG_V_DROP_EXPIRED = 7,  /* protected port, SYN or UDP, no flow and no live grant */
+	KG_V_DROP_KNOCK = 8,    /* packet to a knock port */
+	KG_V_DROP_MALFORMED = 9,/* truncated/invalid headers, too deep, short first fragment */
+	KG_V_DROP_NO_FLOW = 10, /* protected port, TCP without SYN, no live flow */
+	KG_VERDICTS = 11,
+	KG_C_STEP = 11,             /* knock steps accepted */
+	KG_C_GRANT = 12,            /* sequences completed */
+	KG_C_RESET_WRONG_PORT = 13,
+	KG_C_RESET_STEP_TIMEOUT = 14,
+	KG_C_RESET_SEQ_TIMEOUT = 15,
+	KG_C_NOT_ALLOWED = 16,      /* first knock from outside allow_from */
+	KG_C_RETRANSMIT = 17,       /* repeat of the last accepted knock, ignored */
+	KG_C_DENY_EVENT = 18,       /* denial events emitted */
+	KG_C_DENY_SUPPRESSED = 19,  /* denial events not emitted: out of tokens */
+	KG_C_EVENT_LOST = 20,       /* ring buffer full */
+	KG_C_MAP_FULL = 21,         /* progress/probation/penalty/grant/flow insert failed */
+	KG_C_STEP_FROM_FILTER = 22, /* second steps accepted on the first-knock filter alone */
+	KG_C_FAILURE = 23,          /* failed sequences counted (brute-force limit) */
+	KG_C_COOLDOWN = 24,         /* sources put in cooldown */
+	KG_C_COOLDOWN_KNOCK = 25,   /* knocks ignored: source in cooldown */
+	KG_C_FLOW_NEW = 26,         /* flows opened */
+	KG_C_FLOW_CLOSE = 27,       /* flows that saw FIN or RST */
+	KG_C_FLOW_IDLE = 28,        /* flows found idle past their limit (deleted) */
+	KG_C_GRANT_CONSUMED = 29,   /* flow-only grants used up by their connection */
+	KG_C_KNOCK_SUPPRESSED = 30, /* first-knock, reset and cooldown events not emitted: out of tokens */
+	KG_STAT_MAX = 31,
 };
 
 struct kg_stats {
@@ -213,26 +316,42 @@ struct kg_stats {
  */
 struct kg_globals {
 	__u32 active_gen;  /* 0 or 1: the generation XDP reads; user space flips it */
-	__u32 pad0;
+	__u32 max_failures;/* brute-force limit: failures before a cooldown; 0: off */
 	__s64 deny_tokens; /* denial events XDP may still emit; refilled by user space */
+	__s64 knock_tokens;/* first-knock, reset-after-step-1 and cooldown events XDP may still
+			    * emit (spoofable without knowing the sequence); refilled by user space */
+	__u64 failure_window_ns;
+	__u64 cooldown_ns;
+	__u64 fk_window_ns; /* first-knock filter window: >= every door's step_timeout */
+	__u64 fk_seed[2];   /* hash keys of the filter, random per load */
+	__u32 fk_mask;      /* filter blocks - 1 (a power of two) */
+	__u32 pad1;
 	/* hint[hash(src) & (KG_HINT_SLOTS-1)]: time after which no source in the
-	 * slot can hold live progress; lets unrelated traffic skip kg_progress. */
+	 * slot can hold live progress; lets unrelated traffic skip kg_progress and
+	 * kg_probation. */
 	__u64 hint[KG_HINT_SLOTS];
 };
 
-_Static_assert(sizeof(struct kg_port_info) == 4, "kg_port_info layout");
+_Static_assert(sizeof(struct kg_port_info) == 8, "kg_port_info layout");
 _Static_assert(sizeof(struct kg_step) == 4, "kg_step layout");
 _Static_assert(sizeof(struct kg_port_range) == 8, "kg_port_range layout");
-_Static_assert(sizeof(struct kg_door) == 40 + 4 * KG_MAX_STEPS + 8 * KG_MAX_PROTECTS + KG_NAME_LEN, "kg_door layout");
+_Static_assert(sizeof(struct kg_door) == 48 + 4 * KG_MAX_STEPS + 8 * KG_MAX_PROTECTS + KG_NAME_LEN, "kg_door layout");
 _Static_assert(sizeof(struct kg_allow_key) == 24, "kg_allow_key layout");
 _Static_assert(sizeof(struct kg_addr) == 16, "kg_addr layout");
 _Static_assert(sizeof(struct kg_door_progress) == 24, "kg_door_progress layout");
 _Static_assert(sizeof(struct kg_progress) == 8 + 24 * KG_MAX_DOORS, "kg_progress layout");
+_Static_assert(sizeof(struct kg_first_knock) == 16, "kg_first_knock layout");
+_Static_assert(sizeof(struct kg_probation) == 8 + 16 * KG_MAX_DOORS, "kg_probation layout");
+_Static_assert(sizeof(struct kg_fk_block) == KG_FK_BLOCK_BYTES, "kg_fk_block layout");
+_Static_assert(sizeof(struct kg_penalty) == 24, "kg_penalty layout");
 _Static_assert(sizeof(struct kg_grant) == 8 * KG_MAX_DOORS, "kg_grant layout");
+_Static_assert(sizeof(struct kg_flow_key) == 40, "kg_flow_key layout");
+_Static_assert(sizeof(struct kg_flow) == 32, "kg_flow layout");
 _Static_assert(sizeof(struct kg_event) == 48, "kg_event layout");
 _Static_assert(sizeof(struct kg_stats) == 8 * KG_STAT_MAX, "kg_stats layout");
-_Static_assert(sizeof(struct kg_globals) == 16 + 8 * KG_HINT_SLOTS, "kg_globals layout");
+_Static_assert(sizeof(struct kg_globals) == 72 + 8 * KG_HINT_SLOTS, "kg_globals layout");
 _Static_assert(KG_MAX_DOORS <= 16, "door masks are __u16");
 _Static_assert((KG_HINT_SLOTS & (KG_HINT_SLOTS - 1)) == 0, "KG_HINT_SLOTS must be a power of two");
+_Static_assert(KG_FK_BITS <= 65536, "filter bit indexes come from 16-bit hash chunks");
 
 #endif /* KNOCKGATE_KNOCK_H */

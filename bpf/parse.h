@@ -36,7 +36,9 @@
 #define KG_IP6_MF 0x0001    /* IPv6 fragment header M flag (host order) */
 #define KG_IP6_OFFSET 0xfff8 /* IPv6 fragment offset, already in bytes (host order) */
 
+#define KG_TCP_FIN 0x01
 #define KG_TCP_SYN 0x02
+#define KG_TCP_RST 0x04
 #define KG_TCP_ACK 0x10
 
 enum kg_family {
@@ -63,13 +65,16 @@ struct kg_pkt {
 		struct kg_addr src; /* IPv6 source, or IPv4 as ::ffff:a.b.c.d */
 		__u32 src32[4];
 	};
-	__u32 ifindex; /* ingress interface */
-	__u16 dport;   /* host order; 0 when frag == KG_FRAG_LATER or proto is OTHER */
-	__u8 family;   /* enum kg_family */
-	__u8 proto;    /* KG_PROTO_TCP, KG_PROTO_UDP or KG_PROTO_OTHER */
-	__u8 knock;    /* knock candidate: TCP SYN without ACK, or UDP; never a fragment */
-	__u8 frag;     /* enum kg_frag */
-	__u8 pad[2];
+	__u32 dst32[4]; /* destination, same form */
+	__u32 ifindex;  /* ingress interface */
+	__u16 sport;    /* host order; 0 when dport is */
+	__u16 dport;    /* host order; 0 when frag == KG_FRAG_LATER or proto is OTHER */
+	__u8 family;    /* enum kg_family */
+	__u8 proto;     /* KG_PROTO_TCP, KG_PROTO_UDP or KG_PROTO_OTHER */
+	__u8 knock;     /* knock candidate: TCP SYN without ACK, or UDP; never a fragment */
+	__u8 frag;      /* enum kg_frag */
+	__u8 tcp_flags; /* TCP: the flags byte (FIN, SYN, RST, PSH, ACK...); else 0 */
+	__u8 pad[3];
 };
 
 struct kg_cursor {
@@ -167,6 +172,10 @@ static __always_inline int kg_parse_ipv4(struct kg_cursor *c, void *data_end, st
 	pkt->src32[1] = 0;
 	pkt->src32[2] = bpf_htonl(0x0000ffff);
 	pkt->src32[3] = iph->saddr;
+	pkt->dst32[0] = 0;
+	pkt->dst32[1] = 0;
+	pkt->dst32[2] = bpf_htonl(0x0000ffff);
+	pkt->dst32[3] = iph->daddr;
 
 	*l4proto = iph->protocol;
 	*room = tot - hlen;
@@ -274,6 +283,7 @@ static __always_inline int kg_parse_ipv6(struct xdp_md *ctx, struct kg_cursor *c
 		return -1;
 	pkt->family = KG_FAMILY_IPV6;
 	__builtin_memcpy(pkt->src32, &ip6h->saddr, sizeof(pkt->src32));
+	__builtin_memcpy(pkt->dst32, &ip6h->daddr, sizeof(pkt->dst32));
 	*l4proto = ip6h->nexthdr;
 	*room = bpf_ntohs(ip6h->payload_len);
 	c->pos = ip6h + 1;
@@ -304,7 +314,9 @@ static __always_inline int kg_parse_l4(struct kg_cursor *c, void *data_end, stru
 		if (c->pos + hlen > data_end)
 			return -1;
 		flags = ((__u8 *)th)[13];
+		pkt->sport = bpf_ntohs(th->source);
 		pkt->dport = bpf_ntohs(th->dest);
+		pkt->tcp_flags = flags;
 		pkt->knock = (flags & (KG_TCP_SYN | KG_TCP_ACK)) == KG_TCP_SYN;
 		c->pos += hlen;
 	} else if (l4proto == IPPROTO_UDP) {
@@ -315,6 +327,7 @@ static __always_inline int kg_parse_l4(struct kg_cursor *c, void *data_end, stru
 			return 0;
 		if ((void *)(uh + 1) > data_end || sizeof(*uh) > room)
 			return -1;
+		pkt->sport = bpf_ntohs(uh->source);
 		pkt->dport = bpf_ntohs(uh->dest);
 		pkt->knock = 1;
 		c->pos = uh + 1;

@@ -31,6 +31,12 @@ export interface DaemonOptions {
 }
 
 const SWEEP_INTERVAL_MS = 5_000;
+/**
+ * A grant entry outlives its last grant by this much before the sweep removes it: a flow-only
+ * grant is used up by its connection's SYN, and a retransmission of that SYN (up to ~2 min with
+ * Linux's default tcp_syn_retries) is judged through the entry.
+ */
+const GRANT_GRACE_NS = 130_000_000_000n;
 const WATCH_INTERVAL_MS = 1_000;
 const RECENT_EVENTS = 1_000;
 /** grants whose end the daemon watches to log it; past this, expiries go unlogged */
@@ -102,21 +108,32 @@ export class Daemon {
     const gate = Gate.open({
       pinPath: c.pinPath,
       sources: c.limits.sources,
+      flows: c.limits.flows,
       eventRingBytes: c.limits.eventRingBytes,
+      firstKnockFilterBytes: c.limits.firstKnockFilterBytes,
       logger: this.log,
       ...(this.opts.objectPath !== undefined ? { objectPath: this.opts.objectPath } : {}),
     });
     this.gate = gate;
     await withGateLock(c.pinPath, () => gate.applyDoors(c.doors));
     this.refreshDoorNames();
+    gate.setBruteForce(c.bruteForce);
     gate.setDenyTokens(c.log.denialsPerSecond);
+    gate.setKnockTokens(c.log.knockEventsPerSecond);
     this.attachInterfaces(c);
     this.reader = new RingBufferReader(gate.map(MAP.EVENTS).fd, (rec) => this.onRecord(rec));
-    this.timers.push(setInterval(() => gate.setDenyTokens(this.config.log.denialsPerSecond), 1000));
     this.timers.push(
       setInterval(() => {
-        const n = gate.sweepExpiredGrants();
-        if (n > 0) this.log.debug({ removed: n }, 'expired grants swept');
+        gate.setDenyTokens(this.config.log.denialsPerSecond);
+        gate.setKnockTokens(this.config.log.knockEventsPerSecond);
+      }, 1000),
+    );
+    this.timers.push(
+      setInterval(() => {
+        const r = gate.sweep(monoNowNs(), GRANT_GRACE_NS);
+        if (r.flows + r.grants + r.penalties + r.probation > 0) {
+          this.log.debug({ flows: r.flows, grants: r.grants, penalties: r.penalties, first_knocks: r.probation }, 'expired entries swept');
+        }
       }, SWEEP_INTERVAL_MS),
     );
     this.timers.push(setInterval(() => this.watch(), WATCH_INTERVAL_MS));
@@ -288,7 +305,9 @@ export class Daemon {
     const fixed: [string, unknown, unknown][] = [
       ['pin_path', cur.pinPath, next.pinPath],
       ['limits.sources', cur.limits.sources, next.limits.sources],
+      ['limits.flows', cur.limits.flows, next.limits.flows],
       ['limits.event_ring', cur.limits.eventRingBytes, next.limits.eventRingBytes],
+      ['limits.first_knock_filter', cur.limits.firstKnockFilterBytes, next.limits.firstKnockFilterBytes],
     ];
     const changed = fixed.filter(([, a, b]) => a !== b);
     if (changed.length > 0) {
@@ -313,7 +332,9 @@ export class Daemon {
       log.error({ err }, 'interfaces could not all be attached; doors were updated');
     }
     log.level = next.log.level;
+    gate.setBruteForce(next.bruteForce);
     gate.setDenyTokens(next.log.denialsPerSecond);
+    gate.setKnockTokens(next.log.knockEventsPerSecond);
     this.config = next;
     log.info({ config: next.file, doors: next.doors.map((d) => d.name) }, 'config reloaded');
     return true;

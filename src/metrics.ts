@@ -51,7 +51,7 @@ export class Metrics {
     });
     new Counter({
       name: 'knockgate_kernel_events_total',
-      help: 'Kernel-side counts: knock steps, grants, resets by reason, refused first knocks, retransmits, denial events emitted and suppressed, events lost, map inserts that failed',
+      help: 'Kernel-side counts: knock steps, grants, resets by reason, refused first knocks, retransmits, denial events emitted and suppressed, events lost, map inserts that failed, second steps on the first-knock filter, failures and cooldowns, flows opened/closing/idle, flow-only grants used, knock events suppressed',
       labelNames: ['counter'],
       registers: [r],
       collect: withGate(function (this: Counter<'counter'>, g: Gate) {
@@ -71,7 +71,7 @@ export class Metrics {
     });
     this.events = new Counter({
       name: 'knockgate_door_events_total',
-      help: 'Events seen by the daemon, by door, kind (knock, reset, grant, deny) and reason (denials are rate-limited in the kernel)',
+      help: 'Events seen by the daemon, by door, kind (knock, reset, grant, deny, cooldown, consume, expire) and reason (denials, first knocks and cooldowns are rate-limited in the kernel)',
       labelNames: ['door', 'event', 'reason'],
       registers: [r],
     });
@@ -97,6 +97,37 @@ export class Metrics {
         for (const p of g.progress()) if (!p.stale) this.inc({ door: p.door });
       }),
     });
+    new Gauge({
+      name: 'knockgate_flows',
+      help: 'Live flows (connections opened under a grant), by door',
+      labelNames: ['door'],
+      registers: [r],
+      collect: withGate(function (this: Gauge<'door'>, g: Gate) {
+        this.reset();
+        for (const d of g.doors()) this.set({ door: d.door.name }, 0);
+        for (const f of g.flows()) this.inc({ door: f.door });
+      }),
+    });
+    new Gauge({
+      name: 'knockgate_sources_in_cooldown',
+      help: 'Sources whose knocks are ignored (brute-force limit)',
+      registers: [r],
+      collect: withGate(function (this: Gauge, g: Gate) {
+        this.set(g.cooldowns().length);
+      }),
+    });
+    new Gauge({
+      name: 'knockgate_first_knock_filter',
+      help: 'First-knock filter: fill (bits set in the live windows, sampled) and the false-positive rate it implies',
+      labelNames: ['value'],
+      registers: [r],
+      collect: withGate(function (this: Gauge<'value'>, g: Gate) {
+        const f = g.filterState();
+        this.set({ value: 'fill_ratio' }, f.fill);
+        this.set({ value: 'false_positive_estimate' }, f.falsePositive);
+        this.set({ value: 'bytes' }, f.bytes);
+      }),
+    });
     // One walk of the maps per scrape serves the three map gauges.
     let fillCache: { at: number; rows: ReturnType<Gate['mapFill']> } | null = null;
     const mapFill = (g: Gate): ReturnType<Gate['mapFill']> => {
@@ -114,9 +145,9 @@ export class Metrics {
         }),
       });
     };
-    mapGauge('knockgate_map_entries', 'Entries in the progress and grant maps', (m) => m.entries);
-    mapGauge('knockgate_map_capacity', 'Capacity of the progress and grant maps (limits.sources)', (m) => m.max);
-    mapGauge('knockgate_map_fill_ratio', 'Entries / capacity of the progress and grant maps', (m) => m.entries / m.max);
+    mapGauge('knockgate_map_entries', 'Entries in the progress, probation, penalty, grant and flow maps', (m) => m.entries);
+    mapGauge('knockgate_map_capacity', 'Capacity of those maps (limits.sources; kg_flows: limits.flows)', (m) => m.max);
+    mapGauge('knockgate_map_fill_ratio', 'Entries / capacity of those maps', (m) => m.entries / m.max);
     new Gauge({
       name: 'knockgate_interface_attached',
       help: 'Interfaces the gate is attached to, with the XDP mode in use',

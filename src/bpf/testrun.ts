@@ -12,7 +12,17 @@ export interface TestRunOptions {
   dataOut?: boolean;
   /** XDP: run as if received on this interface (ctx->ingress_ifindex, queue 0) */
   ifindex?: number;
+  /**
+   * XDP, kernel >= 5.18: BPF_F_TEST_XDP_LIVE_FRAMES: the frames really go where the program
+   * sends them (XDP_TX out of `ifindex`, XDP_PASS into its stack); needs `ifindex`
+   */
+  live?: boolean;
+  /** live frames per batch (kernel default 64, at most 256) */
+  batchSize?: number;
 }
+
+/** linux/bpf.h */
+export const BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1;
 
 export interface TestRunResult {
   /** the program's return value (XDP: XDP_ABORTED 0, DROP 1, PASS 2, TX 3, REDIRECT 4) */
@@ -50,9 +60,9 @@ export function progTestRun(progFd: number, data: Buffer, opts: TestRunOptions =
     retval: 0,
     repeat: opts.repeat ?? 1,
     duration: 0,
-    flags: 0,
+    flags: opts.live ? BPF_F_TEST_XDP_LIVE_FRAMES : 0,
     cpu: 0,
-    batch_size: 0,
+    batch_size: opts.live ? (opts.batchSize ?? 0) : 0,
   };
   check(libbpf().bpf_prog_test_run_opts(progFd, raw), `bpf_prog_test_run_opts(prog fd ${progFd})`);
   const result: TestRunResult = { retval: raw.retval, durationNs: raw.duration };

@@ -3,7 +3,7 @@
 // whose message commander prints after "option '--x <v>' argument 'y' is invalid."; main.ts
 // maps it to the usage exit code (2).
 import { InvalidArgumentError } from 'commander';
-import { DOOR_NAME, LIMITS, type PortRange, type Step } from '../config/model.js';
+import { DOOR_NAME, LIMITS, type PortRange, type Scope, type Step } from '../config/model.js';
 import { MAX_DURATION_MS, formatDuration, parseDuration, parseTimeout } from '../config/duration.js';
 import { formatStep, parsePort, parsePortRange, parseStep } from '../config/ports.js';
 import { parseAddress, parseCidr, type Cidr } from '../net/addr.js';
@@ -41,6 +41,13 @@ export function parseDurationArg(value: string): number {
 /** A duration more than 0 and at most 24h (a timeout), in milliseconds. */
 export function parseTimeoutArg(value: string): number {
   return wrap(() => parseTimeout(value));
+}
+
+/** A grant scope: source or flow-only. */
+export function parseScopeArg(value: string): Scope {
+  const v = value.trim().toLowerCase();
+  if (v === 'source' || v === 'flow-only') return v;
+  throw new InvalidArgumentError(`${JSON.stringify(value)} is not a scope: write source or flow-only`);
 }
 
 const SEQUENCE_EXAMPLE = '7000/tcp,8000/udp,9000/tcp';

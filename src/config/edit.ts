@@ -10,7 +10,7 @@ import { parseCidr } from '../net/addr.js';
 import { formatDuration } from './duration.js';
 import { ConfigError } from './errors.js';
 import { checkConfigText, NO_FILE, parseYaml, readConfigText } from './load.js';
-import type { GateConfig, PortRange, Step } from './model.js';
+import type { GateConfig, PortRange, Scope, Step } from './model.js';
 import { formatRange, formatStep, parsePortRange, parseStep } from './ports.js';
 
 /**
@@ -25,6 +25,9 @@ export interface DoorChanges {
   stepTimeoutMs?: number | null;
   sequenceTimeoutMs?: number | null;
   openForMs?: number | null;
+  flowIdleMs?: number | null;
+  /** null: remove the key (scope source, the default) */
+  scope?: Scope | null;
 }
 
 /** A new door: sequence and protects are required. */
@@ -59,10 +62,12 @@ function yamlValues(changes: DoorChanges): [key: string, value: Value | null][] 
     ['step_timeout', changes.stepTimeoutMs],
     ['sequence_timeout', changes.sequenceTimeoutMs],
     ['open_for', changes.openForMs],
+    ['flow_idle', changes.flowIdleMs],
   ];
   for (const [key, ms] of durations) {
     if (ms !== undefined) out.push([key, ms === null ? null : formatDuration(ms)]);
   }
+  if (changes.scope !== undefined) out.push(['scope', changes.scope]);
   return out;
 }
 

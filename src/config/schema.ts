@@ -11,12 +11,14 @@ import {
   DOOR_NAME,
   LIMITS,
   LOG_LEVELS,
+  SCOPES,
   XDP_MODES,
   type DoorConfig,
   type GateConfig,
   type InterfaceConfig,
   type LogLevel,
   type PortRange,
+  type Scope,
   type Step,
   type XdpMode,
 } from './model.js';
@@ -36,11 +38,12 @@ export function formatPath(path: readonly PathSeg[]): string {
   return out;
 }
 
-export const ROOT_KEYS = ['interfaces', 'xdp_mode', 'pin_path', 'keep', 'log', 'limits', 'defaults', 'doors'] as const;
-export const LOG_KEYS = ['level', 'denials_per_second'] as const;
-export const LIMITS_KEYS = ['sources', 'event_ring'] as const;
-export const TIMEOUT_KEYS = ['step_timeout', 'sequence_timeout', 'open_for'] as const;
-export const DOOR_KEYS = ['sequence', 'protects', 'allow_from', ...TIMEOUT_KEYS] as const;
+export const ROOT_KEYS = ['interfaces', 'xdp_mode', 'pin_path', 'keep', 'log', 'limits', 'brute_force', 'defaults', 'doors'] as const;
+export const LOG_KEYS = ['level', 'denials_per_second', 'knock_events_per_second'] as const;
+export const LIMITS_KEYS = ['sources', 'flows', 'event_ring', 'first_knock_filter'] as const;
+export const BRUTE_FORCE_KEYS = ['max_failures', 'failure_window', 'cooldown'] as const;
+export const TIMEOUT_KEYS = ['step_timeout', 'sequence_timeout', 'open_for', 'flow_idle'] as const;
+export const DOOR_KEYS = ['sequence', 'protects', 'allow_from', 'scope', ...TIMEOUT_KEYS] as const;
 export const INTERFACE_KEYS = ['name', 'xdp_mode'] as const;
 
 /** A key of a mapping with its nodes. `value` is null for `key:` with nothing after it. */
@@ -377,9 +380,14 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
   // log
   let level: LogLevel = DEFAULTS.log.level;
   let denialsPerSecond: number = DEFAULTS.log.denialsPerSecond;
+  let knockEventsPerSecond: number = DEFAULTS.log.knockEventsPerSecond;
   const logEntry = root.get('log');
   if (logEntry !== undefined && c.present(logEntry, 'remove the key to use the defaults')) {
-    const e = c.entries(logEntry.value, logEntry.path, LOG_KEYS, 'a mapping with level and denials_per_second');
+    const e = c.entries(logEntry.value, logEntry.path, LOG_KEYS, 'a mapping with level, denials_per_second and knock_events_per_second');
+    const kpsEntry = e?.get('knock_events_per_second');
+    if (kpsEntry !== undefined && c.present(kpsEntry, `remove the key to use the default (${DEFAULTS.log.knockEventsPerSecond})`)) {
+      knockEventsPerSecond = c.integer(kpsEntry, 0, LIMITS.knockEventsPerSecondMax) ?? knockEventsPerSecond;
+    }
     const levelEntry = e?.get('level');
     if (levelEntry !== undefined && c.present(levelEntry, `remove the key to use the default (${DEFAULTS.log.level})`)) {
       level = c.oneOf(levelEntry, LOG_LEVELS, 'a log level') ?? level;
@@ -392,36 +400,48 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
 
   // limits
   let sources: number = DEFAULTS.limits.sources;
+  let flows: number = DEFAULTS.limits.flows;
   let eventRingBytes: number = DEFAULTS.limits.eventRingBytes;
+  let firstKnockFilterBytes: number = DEFAULTS.limits.firstKnockFilterBytes;
   const limitsEntry = root.get('limits');
   if (limitsEntry !== undefined && c.present(limitsEntry, 'remove the key to use the defaults')) {
-    const e = c.entries(limitsEntry.value, limitsEntry.path, LIMITS_KEYS, 'a mapping with sources and event_ring');
+    const e = c.entries(limitsEntry.value, limitsEntry.path, LIMITS_KEYS, 'a mapping with sources, flows, event_ring and first_knock_filter');
     const srcEntry = e?.get('sources');
     if (srcEntry !== undefined && c.present(srcEntry, `remove the key to use the default (${DEFAULTS.limits.sources})`)) {
       sources = c.integer(srcEntry, LIMITS.sourcesMin, LIMITS.sourcesMax) ?? sources;
     }
+    const flowsEntry = e?.get('flows');
+    if (flowsEntry !== undefined && c.present(flowsEntry, `remove the key to use the default (${DEFAULTS.limits.flows})`)) {
+      flows = c.integer(flowsEntry, LIMITS.flowsMin, LIMITS.flowsMax) ?? flows;
+    }
     const ringEntry = e?.get('event_ring');
     if (ringEntry !== undefined && c.present(ringEntry, `remove the key to use the default (${formatSize(DEFAULTS.limits.eventRingBytes)})`)) {
-      const v = isScalar(ringEntry.value) ? ringEntry.value.value : undefined;
-      const at = c.valueNode(ringEntry);
-      if (typeof v !== 'string' && typeof v !== 'number') {
-        c.error(at, ringEntry.path, `expected a size, e.g. 256KiB, found ${c.describe(ringEntry.value)}`);
-      } else {
-        try {
-          const bytes = parseSize(v);
-          const shown = typeof v === 'number' ? String(v) : v;
-          if (bytes < LIMITS.ringMin || bytes > LIMITS.ringMax) {
-            c.error(at, ringEntry.path, `${shown} is out of range: ${formatSize(LIMITS.ringMin)}..${formatSize(LIMITS.ringMax)}`);
-          } else if ((bytes & (bytes - 1)) !== 0) {
-            const lower = 2 ** Math.floor(Math.log2(bytes));
-            c.error(at, ringEntry.path, `${shown} is not a power of two: try ${formatSize(lower)} or ${formatSize(lower * 2)}`);
-          } else {
-            eventRingBytes = bytes;
-          }
-        } catch (err) {
-          c.error(at, ringEntry.path, errorMessage(err));
-        }
-      }
+      eventRingBytes = powerOfTwoSize(c, ringEntry, LIMITS.ringMin, LIMITS.ringMax, '256KiB') ?? eventRingBytes;
+    }
+    const fkEntry = e?.get('first_knock_filter');
+    if (fkEntry !== undefined && c.present(fkEntry, `remove the key to use the default (${formatSize(DEFAULTS.limits.firstKnockFilterBytes)})`)) {
+      firstKnockFilterBytes = powerOfTwoSize(c, fkEntry, LIMITS.filterMin, LIMITS.filterMax, '8MiB') ?? firstKnockFilterBytes;
+    }
+  }
+
+  // brute_force
+  let maxFailures: number = DEFAULTS.bruteForce.maxFailures;
+  let failureWindowMs: number = DEFAULTS.bruteForce.failureWindowMs;
+  let cooldownMs: number = DEFAULTS.bruteForce.cooldownMs;
+  const bfEntry = root.get('brute_force');
+  if (bfEntry !== undefined && c.present(bfEntry, 'remove the key to use the defaults')) {
+    const e = c.entries(bfEntry.value, bfEntry.path, BRUTE_FORCE_KEYS, 'a mapping with max_failures, failure_window and cooldown');
+    const mfEntry = e?.get('max_failures');
+    if (mfEntry !== undefined && c.present(mfEntry, `remove the key to use the default (${DEFAULTS.bruteForce.maxFailures})`)) {
+      maxFailures = c.integer(mfEntry, 0, LIMITS.maxFailuresMax) ?? maxFailures;
+    }
+    const fwEntry = e?.get('failure_window');
+    if (fwEntry !== undefined && c.present(fwEntry, `remove the key to use the default (${formatDuration(DEFAULTS.bruteForce.failureWindowMs)})`)) {
+      failureWindowMs = c.timeout(fwEntry) ?? failureWindowMs;
+    }
+    const cdEntry = e?.get('cooldown');
+    if (cdEntry !== undefined && c.present(cdEntry, `remove the key to use the default (${formatDuration(DEFAULTS.bruteForce.cooldownMs)})`)) {
+      cooldownMs = c.timeout(cdEntry) ?? cooldownMs;
     }
   }
 
@@ -430,11 +450,12 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
     step_timeout: { ms: DEFAULTS.stepTimeoutMs, origin: 'builtin', entry: null },
     sequence_timeout: { ms: DEFAULTS.sequenceTimeoutMs, origin: 'builtin', entry: null },
     open_for: { ms: DEFAULTS.openForMs, origin: 'builtin', entry: null },
+    flow_idle: { ms: DEFAULTS.flowIdleMs, origin: 'builtin', entry: null },
   };
   const defaultsBad = new Set<string>();
   const defaultsEntry = root.get('defaults');
   if (defaultsEntry !== undefined && c.present(defaultsEntry, 'remove the key to use the built-in defaults')) {
-    const e = c.entries(defaultsEntry.value, defaultsEntry.path, TIMEOUT_KEYS, 'a mapping with step_timeout, sequence_timeout and open_for');
+    const e = c.entries(defaultsEntry.value, defaultsEntry.path, TIMEOUT_KEYS, 'a mapping with step_timeout, sequence_timeout, open_for and flow_idle');
     for (const key of TIMEOUT_KEYS) {
       const te = e?.get(key);
       if (te === undefined) continue;
@@ -524,8 +545,9 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
       interfaces,
       pinPath,
       keep,
-      log: { level, denialsPerSecond },
-      limits: { sources, eventRingBytes },
+      log: { level, denialsPerSecond, knockEventsPerSecond },
+      limits: { sources, flows, eventRingBytes, firstKnockFilterBytes },
+      bruteForce: { maxFailures, failureWindowMs, cooldownMs },
       doors,
     },
     errors: [],
@@ -644,6 +666,13 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
     }
   }
 
+  // scope
+  let scope: Scope = DEFAULTS.scope;
+  const scopeEntry = e.get('scope');
+  if (scopeEntry !== undefined && c.present(scopeEntry, `remove the key to use the default (${DEFAULTS.scope})`)) {
+    scope = c.oneOf(scopeEntry, SCOPES, 'a grant scope') ?? scope;
+  }
+
   // timeouts
   const t: Record<(typeof TIMEOUT_KEYS)[number], Timeout> = { ...defaults };
   const bad = new Set(defaultsBad);
@@ -675,10 +704,37 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
       stepTimeoutMs: t.step_timeout.ms,
       sequenceTimeoutMs: t.sequence_timeout.ms,
       openForMs: t.open_for.ms,
+      flowIdleMs: t.flow_idle.ms,
+      scope,
     },
     stepNodes,
     allowEntry,
   };
+}
+
+/** A size that must be a power of two within [min, max]; reported at the entry. */
+function powerOfTwoSize(c: Checker, entry: Entry, min: number, max: number, example: string): number | undefined {
+  const v = isScalar(entry.value) ? entry.value.value : undefined;
+  const at = c.valueNode(entry);
+  if (typeof v !== 'string' && typeof v !== 'number') {
+    c.error(at, entry.path, `expected a size, e.g. ${example}, found ${c.describe(entry.value)}`);
+    return undefined;
+  }
+  try {
+    const bytes = parseSize(v);
+    const shown = typeof v === 'number' ? String(v) : v;
+    if (bytes < min || bytes > max) {
+      c.error(at, entry.path, `${shown} is out of range: ${formatSize(min)}..${formatSize(max)}`);
+    } else if ((bytes & (bytes - 1)) !== 0) {
+      const lower = 2 ** Math.floor(Math.log2(bytes));
+      c.error(at, entry.path, `${shown} is not a power of two: try ${formatSize(lower)} or ${formatSize(lower * 2)}`);
+    } else {
+      return bytes;
+    }
+  } catch (err) {
+    c.error(at, entry.path, errorMessage(err));
+  }
+  return undefined;
 }
 
 /** Parses one list item with a pure text parser, reporting its error at the item. */

@@ -6,7 +6,7 @@
 import { stringify } from 'yaml';
 import { formatDuration, formatRange, formatStep, type Cidr, type DoorConfig, type PortRange, type Step } from '../config/index.js';
 import { formatAddress, parseCidr } from '../net/addr.js';
-import { protoName, type KDoor } from './layout.js';
+import { DOOR_FLAG, protoName, type KDoor } from './layout.js';
 
 const NS_PER_MS = 1_000_000n;
 
@@ -32,6 +32,8 @@ export function doorConfigOf(door: KDoor, allow: readonly string[] | null): Door
     stepTimeoutMs: Number(door.stepTimeoutNs / NS_PER_MS),
     sequenceTimeoutMs: Number(door.seqTimeoutNs / NS_PER_MS),
     openForMs: Number(door.openForNs / NS_PER_MS),
+    flowIdleMs: Number(door.flowIdleNs / NS_PER_MS),
+    scope: (door.flags & DOOR_FLAG.FLOW_ONLY) !== 0 ? 'flow-only' : 'source',
   };
 }
 
@@ -50,6 +52,8 @@ export function doorsAsConfigText(doors: readonly DoorConfig[]): string {
     entry['step_timeout'] = formatDuration(d.stepTimeoutMs);
     entry['sequence_timeout'] = formatDuration(d.sequenceTimeoutMs);
     entry['open_for'] = formatDuration(d.openForMs);
+    entry['flow_idle'] = formatDuration(d.flowIdleMs);
+    if (d.scope !== 'source') entry['scope'] = d.scope;
     body[d.name] = entry;
   }
   return stringify({ interfaces: ['lo'], doors: body }, { flowCollectionPadding: false });
@@ -66,6 +70,8 @@ export interface DoorJson {
   step_timeout_ms: number;
   sequence_timeout_ms: number;
   open_for_ms: number;
+  flow_idle_ms: number;
+  scope: DoorConfig['scope'];
 }
 
 export function doorJson(slot: number, door: KDoor, allow: readonly string[] | null): DoorJson {
@@ -80,5 +86,7 @@ export function doorJson(slot: number, door: KDoor, allow: readonly string[] | n
     step_timeout_ms: c.stepTimeoutMs,
     sequence_timeout_ms: c.sequenceTimeoutMs,
     open_for_ms: c.openForMs,
+    flow_idle_ms: c.flowIdleMs,
+    scope: c.scope,
   };
 }

@@ -4,11 +4,14 @@
  * names, interface names) comes from the caller, which knows the live configuration.
  */
 import { formatAddress, familyOf } from '../net/addr.js';
-import { DENY_REASON, EVENT, RESET_REASON, decodeEvent, protoName, slotsOf, type KEvent, type ProtoName } from './layout.js';
+import { COOLDOWN_DOOR, DENY_REASON, EVENT, RESET_REASON, decodeEvent, protoName, slotsOf, type KEvent, type ProtoName } from './layout.js';
 
 /** 'expire' is the daemon's: the kernel just stops honouring a grant when its time is up. */
-export type EventKind = 'knock' | 'reset' | 'grant' | 'deny' | 'expire';
-export type EventReason = 'wrong_port' | 'step_timeout' | 'sequence_timeout' | 'no_grant' | 'expired';
+export type EventKind = 'knock' | 'reset' | 'grant' | 'deny' | 'cooldown' | 'consume' | 'expire';
+export type EventReason = 'wrong_port' | 'step_timeout' | 'sequence_timeout' | 'no_grant' | 'expired' | 'no_flow';
+
+/** The door field of a cooldown: it stops knocks on every door. */
+export const EVERY_DOOR = '*';
 
 export interface GateEvent {
   event: EventKind;
@@ -16,7 +19,7 @@ export interface GateEvent {
   family: 4 | 6;
   port: number;
   protocol: ProtoName;
-  /** STEP, RESET, GRANT: the door; DENY: every door protecting the port */
+  /** STEP, RESET, GRANT, CONSUME: the door; DENY: every door protecting the port; COOLDOWN: '*' */
   door: string;
   /** STEP: steps done so far; RESET: steps done before the reset */
   step?: number;
@@ -25,6 +28,9 @@ export interface GateEvent {
   reason?: EventReason;
   /** GRANT: milliseconds the grant lasts from now */
   expires_in_ms?: number;
+  /** COOLDOWN: the failures that started it, and milliseconds it lasts from now */
+  failures?: number;
+  cooldown_ms?: number;
   interface?: string;
 }
 
@@ -44,12 +50,15 @@ const RESET_NAMES: Record<number, EventReason> = {
 const DENY_NAMES: Record<number, EventReason> = {
   [DENY_REASON.NO_GRANT]: 'no_grant',
   [DENY_REASON.EXPIRED]: 'expired',
+  [DENY_REASON.NO_FLOW]: 'no_flow',
 };
 const KINDS: Record<number, EventKind> = {
   [EVENT.STEP]: 'knock',
   [EVENT.RESET]: 'reset',
   [EVENT.GRANT]: 'grant',
   [EVENT.DENY]: 'deny',
+  [EVENT.COOLDOWN]: 'cooldown',
+  [EVENT.CONSUMED]: 'consume',
 };
 
 export const EVENT_MESSAGES: Record<EventKind, string> = {
@@ -57,6 +66,8 @@ export const EVENT_MESSAGES: Record<EventKind, string> = {
   reset: 'knock progress reset',
   grant: 'door opened',
   deny: 'packet to a protected port dropped',
+  cooldown: 'source in cooldown: too many failed sequences',
+  consume: 'flow-only grant used by its one connection',
   expire: 'grant expired',
 };
 
@@ -73,7 +84,12 @@ export function describeEvent(k: KEvent, ctx: EventContext): GateEvent {
     family: familyOf(k.addr),
     port: k.port,
     protocol: protoName(k.proto),
-    door: kind === 'deny' ? slotsOf(k.doors).map((s) => slotName(ctx, s)).join(',') : slotName(ctx, k.door),
+    door:
+      kind === 'deny'
+        ? slotsOf(k.doors).map((s) => slotName(ctx, s)).join(',')
+        : kind === 'cooldown' || k.door === COOLDOWN_DOOR
+          ? EVERY_DOOR
+          : slotName(ctx, k.door),
   };
   const ifname = ctx.ifName(k.ifindex);
   if (ifname !== undefined) out.interface = ifname;
@@ -100,6 +116,13 @@ export function describeEvent(k: KEvent, ctx: EventContext): GateEvent {
       if (reason) out.reason = reason;
       break;
     }
+    case 'cooldown': {
+      const left = k.expiresNs - ctx.nowNs();
+      out.failures = k.step;
+      out.cooldown_ms = Number(left > 0n ? left / 1_000_000n : 0n);
+      break;
+    }
+    case 'consume':
     case 'expire':
       break;
   }
@@ -122,6 +145,10 @@ export function eventLine(e: GateEvent): string {
       return `grant  ${where} open for ${((e.expires_in_ms ?? 0) / 1000).toFixed(1)}s`;
     case 'deny':
       return `deny   ${where} (${e.reason ?? 'denied'})`;
+    case 'cooldown':
+      return `cooldown ${e.source}: ${e.failures ?? '?'} failed sequences, knocks ignored for ${((e.cooldown_ms ?? 0) / 1000).toFixed(1)}s`;
+    case 'consume':
+      return `consume ${where}: the flow-only grant let its one connection in`;
     case 'expire':
       return `expire ${e.door} ${e.source}: the grant ended`;
   }

@@ -5,6 +5,7 @@
  *
  * Pins under `pinPath`:  prog, maps/<name> (the .bss map as maps/kg_globals), links/<ifname>.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,15 +36,23 @@ import {
   SIZEOF,
   decodeAllowKey,
   decodeDoor,
+  decodeFirstsBlock,
+  decodeFlow,
+  decodeFlowKey,
   decodeGrant,
+  decodePenalty,
+  decodeProbation,
   decodeProgress,
   doorIndex,
   encodeAllowKey,
   encodeDoor,
   encodeGrant,
+  flowIdleLimitNs,
   sumStats,
   type KDoor,
   type KDoorProgress,
+  type KFlow,
+  type KFlowKey,
   type Stats,
 } from './layout.js';
 import { allowKeyText, planGeneration, type GenerationPlan, type SlotState } from './tables.js';
@@ -72,7 +81,20 @@ export class NoGateError extends GateError {
 }
 
 const PINNED_NAME: Record<string, string> = { [MAP.GLOBALS]: 'kg_globals' };
-const ALL_MAPS = [MAP.PORTS, MAP.DOORS, MAP.ALLOW, MAP.PROGRESS, MAP.GRANTS, MAP.EVENTS, MAP.STATS, MAP.GLOBALS] as const;
+const ALL_MAPS = [
+  MAP.PORTS,
+  MAP.DOORS,
+  MAP.ALLOW,
+  MAP.PROGRESS,
+  MAP.PROBATION,
+  MAP.FIRSTS,
+  MAP.PENALTY,
+  MAP.GRANTS,
+  MAP.FLOWS,
+  MAP.EVENTS,
+  MAP.STATS,
+  MAP.GLOBALS,
+] as const;
 type GateMap = (typeof ALL_MAPS)[number];
 
 /** Key and value sizes every map must have (0 = not applicable, e.g. ring buffers). */
@@ -81,7 +103,11 @@ const EXPECTED_SIZES: Record<GateMap, [number, number]> = {
   [MAP.DOORS]: [4, SIZEOF.door],
   [MAP.ALLOW]: [SIZEOF.allow_key, 4],
   [MAP.PROGRESS]: [SIZEOF.addr, SIZEOF.progress],
+  [MAP.PROBATION]: [SIZEOF.addr, SIZEOF.probation],
+  [MAP.FIRSTS]: [4, SIZEOF.fk_block],
+  [MAP.PENALTY]: [SIZEOF.addr, SIZEOF.penalty],
   [MAP.GRANTS]: [SIZEOF.addr, SIZEOF.grant],
+  [MAP.FLOWS]: [SIZEOF.flow_key, SIZEOF.flow],
   [MAP.EVENTS]: [0, 0],
   [MAP.STATS]: [4, SIZEOF.stats],
   [MAP.GLOBALS]: [4, SIZEOF.globals],
@@ -89,10 +115,22 @@ const EXPECTED_SIZES: Record<GateMap, [number, number]> = {
 
 export interface GateOptions {
   pinPath: string;
+  /** limits.sources: kg_progress, kg_probation, kg_penalty and kg_grants entries (each) */
   sources: number;
+  /** limits.flows (default KG_DEFAULT_FLOWS) */
+  flows?: number;
   eventRingBytes: number;
+  /** limits.first_knock_filter in bytes, a power of two (default KG_DEFAULT_FK_BLOCKS blocks) */
+  firstKnockFilterBytes?: number;
   logger: Logger;
   objectPath?: string;
+}
+
+/** The brute-force limit as the kernel holds it (kg_globals). */
+export interface BruteForce {
+  maxFailures: number;
+  failureWindowMs: number;
+  cooldownMs: number;
 }
 
 export interface Attachment {
@@ -113,6 +151,38 @@ export interface ProgressEntry extends KDoorProgress {
   addr: Buffer;
   door: string;
   stale: boolean;
+}
+
+export interface FlowEntry extends KFlowKey, KFlow {
+  door: string;
+  /** ns since the flow's last packet */
+  idleForNs: bigint;
+  /** the flow has been idle past its limit: the next packet finds it gone */
+  expired: boolean;
+}
+
+export interface CooldownEntry {
+  addr: Buffer;
+  untilNs: bigint;
+}
+
+export interface FilterState {
+  blocks: number;
+  bytes: number;
+  windowNs: bigint;
+  /** blocks sampled for the estimates */
+  sampled: number;
+  /** fraction of the bits of live halves (current and previous window) that are set */
+  fill: number;
+  /** estimated chance that a source that never knocked passes for one that did */
+  falsePositive: number;
+}
+
+export interface SweepResult {
+  flows: number;
+  grants: number;
+  penalties: number;
+  probation: number;
 }
 
 function pinPaths(pinPath: string) {
@@ -166,10 +236,15 @@ export class Gate {
     const obj = BpfObject.open(objectPath);
     const reused: BpfMap[] = [];
     try {
-      obj.setMaxEntries(MAP.PROGRESS, opts.sources);
-      obj.setMaxEntries(MAP.GRANTS, opts.sources);
-      obj.setMaxEntries(MAP.EVENTS, opts.eventRingBytes);
+      for (const [name, n] of Gate.sizes(opts)) obj.setMaxEntries(name, n);
       if (adopting) {
+        const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)));
+        if (missing.length > 0) {
+          throw new GateError(
+            `the gate pinned at ${opts.pinPath} has another layout (no map ${missing.join(', ')}): it was loaded by another ` +
+              `knockgate version; run \`knockgate detach --pin-path ${opts.pinPath}\` (this drops live grants and flows) and start again`,
+          );
+        }
         for (const name of ALL_MAPS) {
           const pinned = BpfMap.openPinned(paths.map(name));
           reused.push(pinned);
@@ -202,6 +277,7 @@ export class Gate {
     const globals = mmapMap(maps.get(MAP.GLOBALS)!);
     const ports = mmapMap(maps.get(MAP.PORTS)!);
     const gate = new Gate(opts.pinPath, maps, globals, ports, progFd, obj, adopting, log.child({ module: 'gate' }));
+    if (!adopting) gate.seedFilter(maps.get(MAP.FIRSTS)!.maxEntries);
     if (adopting) {
       for (const ifname of gate.pinnedLinkNames()) {
         const link = BpfLink.openPinned(paths.link(ifname));
@@ -222,6 +298,13 @@ export class Gate {
   static openPinned(pinPath: string, logger: Logger): Gate {
     const paths = pinPaths(pinPath);
     if (!existsSync(paths.map(MAP.PORTS))) throw new NoGateError(pinPath);
+    const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)));
+    if (missing.length > 0) {
+      throw new GateError(
+        `the gate pinned at ${pinPath} has another layout (no map ${missing.join(', ')}): it was loaded by another knockgate version; ` +
+          `run \`knockgate detach --pin-path ${pinPath}\` (it removes any version's pins) and start this version`,
+      );
+    }
     const maps = new Map<GateMap, BpfMap>();
     try {
       for (const name of ALL_MAPS) {
@@ -239,9 +322,33 @@ export class Gate {
     return new Gate(pinPath, maps, globals, ports, -1, null, true, logger.child({ module: 'gate' }));
   }
 
+  /** max_entries of every map whose size comes from the options. */
+  private static sizes(opts: GateOptions): [GateMap, number][] {
+    const fkBytes = opts.firstKnockFilterBytes ?? KG.DEFAULT_FK_BLOCKS * KG.FK_BLOCK_BYTES;
+    return [
+      [MAP.PROGRESS, opts.sources],
+      [MAP.PROBATION, opts.sources],
+      [MAP.PENALTY, opts.sources],
+      [MAP.GRANTS, opts.sources],
+      [MAP.FLOWS, opts.flows ?? KG.DEFAULT_FLOWS],
+      [MAP.FIRSTS, Math.max(1, Math.floor(fkBytes / KG.FK_BLOCK_BYTES))],
+      [MAP.EVENTS, opts.eventRingBytes],
+    ];
+  }
+
+  private static readonly SIZE_KEYS: Partial<Record<GateMap, string>> = {
+    [MAP.PROGRESS]: 'limits.sources',
+    [MAP.PROBATION]: 'limits.sources',
+    [MAP.PENALTY]: 'limits.sources',
+    [MAP.GRANTS]: 'limits.sources',
+    [MAP.FLOWS]: 'limits.flows',
+    [MAP.FIRSTS]: 'limits.first_knock_filter',
+    [MAP.EVENTS]: 'limits.event_ring',
+  };
+
   private static checkAdoptable(opts: GateOptions, name: GateMap, m: BpfMap): void {
     const [k, v] = EXPECTED_SIZES[name];
-    const fix = `run \`knockgate detach --pin-path ${opts.pinPath}\` (this drops live grants) and start again`;
+    const fix = `run \`knockgate detach --pin-path ${opts.pinPath}\` (this drops live grants and flows) and start again`;
     const flagsOff = name === MAP.PORTS && (m.flags & BPF_F_MMAPABLE) === 0;
     if (flagsOff || (k !== 0 && (m.keySize !== k || m.valueSize !== v))) {
       throw new GateError(
@@ -249,12 +356,14 @@ export class Gate {
           `this build expects key ${k} B, value ${v} B): it was loaded by another knockgate version; ${fix}`,
       );
     }
-    const want = name === MAP.EVENTS ? opts.eventRingBytes : name === MAP.PROGRESS || name === MAP.GRANTS ? opts.sources : null;
+    const want = Gate.sizes(opts).find(([n]) => n === name)?.[1] ?? null;
     if (want !== null && m.maxEntries !== want) {
-      const key = name === MAP.EVENTS ? 'limits.event_ring' : 'limits.sources';
+      const key = Gate.SIZE_KEYS[name] ?? name;
+      const scale = name === MAP.FIRSTS ? KG.FK_BLOCK_BYTES : 1;
+      const unit = name === MAP.FIRSTS ? ' bytes' : '';
       throw new GateError(
-        `the gate pinned at ${opts.pinPath} was loaded with ${key} = ${m.maxEntries}, the config asks for ${want}: ` +
-          `a live gate cannot be resized; set ${key} back to ${m.maxEntries}, or ${fix}`,
+        `the gate pinned at ${opts.pinPath} was loaded with ${key} = ${m.maxEntries * scale}${unit}, the config asks for ${want * scale}${unit}: ` +
+          `a live gate cannot be resized; set ${key} back to ${m.maxEntries * scale}${unit}, or ${fix}`,
       );
     }
   }
@@ -331,12 +440,20 @@ export class Gate {
     one.writeUInt32LE(1);
     for (const a of plan.allow) allowMap.update(encodeAllowKey(next, a.slot, a.addr, a.mappedPrefix), one, BPF_ANY);
 
+    // The first-knock filter remembers a knock for one to two windows: a window must be at
+    // least every door's step_timeout. (A change of window starts the filter afresh.)
+    const longest = plan.slots.reduce((m, d) => ((d.flags & 1) !== 0 && d.stepTimeoutNs > m ? d.stepTimeoutNs : m), 0n);
+    const window = longest > 0n ? longest : 1_000_000_000n;
+    if (window > this.filterWindowNs()) this.setFilterWindow(window);
+
     // The flip: one aligned 32-bit store, after every write above.
     Atomics.store(new Uint32Array(this.globals.view.buffer, OFFSETS.globals.active_gen, 1), 0, next);
     waitForPrograms();
     // Again now that no packet can see the removed doors: a knock that completed on one of them
     // between the first cut and the switch must not leave a grant for its slot behind.
     if (plan.removedSlots.length > 0) this.clearGrantSlots(plan.removedSlots);
+    // A shorter window only after the switch: no door of the old generation needs more then.
+    if (window < this.filterWindowNs()) this.setFilterWindow(window);
     this.log.debug({ generation: next, doors: plan.doors.map((d) => d.config.name) }, 'rules switched');
     return plan;
   }
@@ -421,9 +538,17 @@ export class Gate {
     return out;
   }
 
+  /** Sources midway through a sequence: step 1 (kg_probation) and beyond (kg_progress). */
   progress(nowNs = monoNowNs()): ProgressEntry[] {
     const doors = this.slotNames();
     const out: ProgressEntry[] = [];
+    for (const [key, value] of this.map(MAP.PROBATION).entries()) {
+      for (const f of decodeProbation(value).live) {
+        const d = doors.get(f.slot);
+        const stale = !d || d.epoch !== f.epoch || nowNs - f.atNs > d.stepTimeoutNs;
+        out.push({ slot: f.slot, startNs: f.atNs, lastNs: f.atNs, epoch: f.epoch, step: 1, addr: Buffer.from(key), door: d?.name ?? `slot${f.slot}`, stale });
+      }
+    }
     for (const [key, value] of this.map(MAP.PROGRESS).entries()) {
       for (const p of decodeProgress(value)) {
         const d = doors.get(p.slot);
@@ -444,6 +569,47 @@ export class Gate {
     this.globals.view.setBigInt64(OFFSETS.globals.deny_tokens, BigInt(n), true);
   }
 
+  /** The budget of first-knock, reset-after-step-1 and cooldown events (refilled every second). */
+  setKnockTokens(n: number): void {
+    this.globals.view.setBigInt64(OFFSETS.globals.knock_tokens, BigInt(n), true);
+  }
+
+  /** The brute-force limit; applies at once (maxFailures 0: off). */
+  setBruteForce(b: BruteForce): void {
+    const v = this.globals.view;
+    v.setBigUint64(OFFSETS.globals.failure_window_ns, BigInt(b.failureWindowMs) * 1_000_000n, true);
+    v.setBigUint64(OFFSETS.globals.cooldown_ns, BigInt(b.cooldownMs) * 1_000_000n, true);
+    v.setUint32(OFFSETS.globals.max_failures, b.maxFailures >>> 0, true);
+  }
+
+  bruteForce(): BruteForce {
+    const v = this.globals.view;
+    return {
+      maxFailures: v.getUint32(OFFSETS.globals.max_failures, true),
+      failureWindowMs: Number(v.getBigUint64(OFFSETS.globals.failure_window_ns, true) / 1_000_000n),
+      cooldownMs: Number(v.getBigUint64(OFFSETS.globals.cooldown_ns, true) / 1_000_000n),
+    };
+  }
+
+  /** A fresh gate's filter: random hash keys and the block mask (an adopted gate keeps its own). */
+  private seedFilter(blocks: number): void {
+    if (blocks <= 0 || (blocks & (blocks - 1)) !== 0) throw new GateError(`the first-knock filter has ${blocks} blocks: a power of two is needed`);
+    const seed = randomBytes(16);
+    const v = this.globals.view;
+    v.setBigUint64(OFFSETS.globals.fk_seed, seed.readBigUInt64LE(0), true);
+    v.setBigUint64(OFFSETS.globals.fk_seed + 8, seed.readBigUInt64LE(8), true);
+    v.setUint32(OFFSETS.globals.fk_mask, blocks - 1, true);
+  }
+
+  /** The first-knock filter's window: the longest step_timeout of the live doors. */
+  filterWindowNs(): bigint {
+    return this.globals.view.getBigUint64(OFFSETS.globals.fk_window_ns, true);
+  }
+
+  private setFilterWindow(ns: bigint): void {
+    this.globals.view.setBigUint64(OFFSETS.globals.fk_window_ns, ns, true);
+  }
+
   /** Set (or extend) a grant by hand. */
   grant(addr: Buffer, slot: number, forNs: bigint, nowNs = monoNowNs()): bigint {
     const m = this.map(MAP.GRANTS);
@@ -454,8 +620,26 @@ export class Gate {
     return nowNs + forNs;
   }
 
-  /** Cut grants of `addr` (all doors, or the given slots). Returns the slots cut. */
-  revoke(addr: Buffer, slots?: readonly number[], nowNs = monoNowNs()): number[] {
+  /**
+   * Cut the grants of `addr` (all doors, or the given slots) and delete its flows opened under
+   * them. Returns the slots whose live grant was cut and how many live flows were cut (flows
+   * already idle past their limit are deleted too, uncounted).
+   */
+  revoke(addr: Buffer, slots?: readonly number[], nowNs = monoNowNs()): { slots: number[]; flows: number } {
+    const cut = this.cutGrants(addr, slots, nowNs);
+    let flows = 0;
+    for (const [key, value] of [...this.map(MAP.FLOWS).entries()]) {
+      const k = decodeFlowKey(key);
+      if (!k.src.equals(addr)) continue;
+      const f = decodeFlow(value);
+      if (slots !== undefined && !slots.includes(f.slot)) continue;
+      const live = !(nowNs > f.lastNs && nowNs - f.lastNs > flowIdleLimitNs(f));
+      if (this.map(MAP.FLOWS).delete(key) && live) flows++;
+    }
+    return { slots: cut, flows };
+  }
+
+  private cutGrants(addr: Buffer, slots: readonly number[] | undefined, nowNs: bigint): number[] {
     const m = this.map(MAP.GRANTS);
     const cur = m.lookup(addr);
     if (!cur) return [];
@@ -472,21 +656,135 @@ export class Gate {
     return cut;
   }
 
+  /** Grants and flows of door slots that went away. */
   private clearGrantSlots(slots: readonly number[]): void {
     const m = this.map(MAP.GRANTS);
-    for (const [key] of [...m.entries()]) this.revoke(Buffer.from(key), slots, 0n);
+    for (const [key] of [...m.entries()]) this.cutGrants(Buffer.from(key), slots, 0n);
+    const flows = this.map(MAP.FLOWS);
+    for (const [key, value] of [...flows.entries()]) if (slots.includes(decodeFlow(value).slot)) flows.delete(key);
   }
 
-  /** Delete grant entries whose every door has expired. Returns how many were removed. */
-  sweepExpiredGrants(nowNs = monoNowNs()): number {
+  /** Live flows (and, with `all`, those idle past their limit that nobody has removed yet). */
+  flows(nowNs = monoNowNs(), all = false): FlowEntry[] {
+    const names = this.slotNames();
+    const out: FlowEntry[] = [];
+    for (const [key, value] of this.map(MAP.FLOWS).entries()) {
+      const f = decodeFlow(value);
+      const idleForNs = nowNs > f.lastNs ? nowNs - f.lastNs : 0n;
+      const expired = idleForNs > flowIdleLimitNs(f);
+      if (expired && !all) continue;
+      out.push({ ...decodeFlowKey(key), ...f, door: names.get(f.slot)?.name ?? `slot${f.slot}`, idleForNs, expired });
+    }
+    return out;
+  }
+
+  /** Sources whose knocks are ignored now (brute-force limit). */
+  cooldowns(nowNs = monoNowNs()): CooldownEntry[] {
+    const out: CooldownEntry[] = [];
+    for (const [key, value] of this.map(MAP.PENALTY).entries()) {
+      const p = decodePenalty(value);
+      if (p.cooldownUntilNs > nowNs) out.push({ addr: Buffer.from(key), untilNs: p.cooldownUntilNs });
+    }
+    return out;
+  }
+
+  /**
+   * Delete grant entries whose every door expired at least `graceNs` ago, unless the source
+   * still has a live flow (its datagrams and retransmitted SYNs are judged through the grant
+   * entry). Returns how many were removed.
+   */
+  sweepExpiredGrants(nowNs = monoNowNs(), graceNs = 0n, liveFlowSources?: ReadonlySet<string>): number {
+    const withFlows = liveFlowSources ?? new Set(this.flows(nowNs).map((f) => f.src.toString('hex')));
     const m = this.map(MAP.GRANTS);
     let removed = 0;
     for (const [key, value] of [...m.entries()]) {
-      if (decodeGrant(value).every((v) => v <= nowNs)) {
+      if (withFlows.has(key.toString('hex'))) continue;
+      if (decodeGrant(value).every((v) => v + graceNs <= nowNs)) {
         if (m.delete(key)) removed++;
       }
     }
     return removed;
+  }
+
+  /**
+   * The daemon's housekeeping: flows idle past their limit, grant entries (see
+   * sweepExpiredGrants), penalties whose window and cooldown are over, and first-knock records
+   * too old to matter (older than two filter windows). Every map is LRU as well; this keeps them
+   * from filling with the dead.
+   */
+  sweep(nowNs = monoNowNs(), grantGraceNs = 0n): SweepResult {
+    const res: SweepResult = { flows: 0, grants: 0, penalties: 0, probation: 0 };
+    const flows = this.map(MAP.FLOWS);
+    const live = new Set<string>();
+    for (const [key, value] of [...flows.entries()]) {
+      const f = decodeFlow(value);
+      if (nowNs > f.lastNs && nowNs - f.lastNs > flowIdleLimitNs(f)) {
+        if (flows.delete(key)) res.flows++;
+      } else {
+        live.add(decodeFlowKey(key).src.toString('hex'));
+      }
+    }
+    res.grants = this.sweepExpiredGrants(nowNs, grantGraceNs, live);
+    const bf = this.bruteForce();
+    const windowNs = BigInt(bf.failureWindowMs) * 1_000_000n;
+    const pen = this.map(MAP.PENALTY);
+    for (const [key, value] of [...pen.entries()]) {
+      const p = decodePenalty(value);
+      if (p.cooldownUntilNs <= nowNs && p.windowStartNs + windowNs < nowNs) {
+        if (pen.delete(key)) res.penalties++;
+      }
+    }
+    const old = 2n * this.filterWindowNs();
+    const prob = this.map(MAP.PROBATION);
+    for (const [key, value] of [...prob.entries()]) {
+      let newest = 0n;
+      for (let slot = 0; slot < KG.MAX_DOORS; slot++) {
+        const at = value.readBigUInt64LE(OFFSETS.probation.d + slot * SIZEOF.first_knock + OFFSETS.first_knock.at_ns);
+        if (at > newest) newest = at;
+      }
+      if (newest + old < nowNs) {
+        if (prob.delete(key)) res.probation++;
+      }
+    }
+    return res;
+  }
+
+  /**
+   * The first-knock filter's fill, from `sample` blocks picked at random: the fraction of bits
+   * set in the halves that a test would read (current and previous window), and the false
+   * positive chance that follows (both halves are tested: 1 - (1 - f^k)^2).
+   */
+  filterState(sample = 256, nowNs = monoNowNs()): FilterState {
+    const m = this.map(MAP.FIRSTS);
+    const blocks = m.maxEntries;
+    const windowNs = this.filterWindowNs();
+    const start = windowNs > 0n ? nowNs - (nowNs % windowNs) : 0n;
+    const n = Math.min(sample, blocks);
+    const key = Buffer.alloc(4);
+    let set = 0;
+    let fpSum = 0;
+    for (let i = 0; i < n; i++) {
+      key.writeUInt32LE(n === blocks ? i : Math.floor(Math.random() * blocks));
+      const v = m.lookup(key);
+      if (!v) continue;
+      const b = decodeFirstsBlock(v);
+      let miss = 1;
+      for (let h = 0; h < 2; h++) {
+        const valid = windowNs > 0n && (b.start[h] === start || b.start[h] === start - windowNs);
+        const f = valid ? (b.set[h] ?? 0) / KG.FK_BITS : 0;
+        set += valid ? (b.set[h] ?? 0) : 0;
+        miss *= 1 - f ** KG.FK_HASHES;
+      }
+      fpSum += 1 - miss;
+    }
+    return {
+      blocks,
+      bytes: blocks * KG.FK_BLOCK_BYTES,
+      windowNs,
+      sampled: n,
+      fill: n > 0 ? set / (n * 2 * KG.FK_BITS) : 0,
+      falsePositive: n > 0 ? fpSum / n : 0,
+    };
   }
 
   mapFill(): { map: string; entries: number; max: number }[] {
@@ -495,7 +793,7 @@ export class Gate {
       for (const _ of m.keys()) n++;
       return n;
     };
-    return [MAP.PROGRESS, MAP.GRANTS].map((name) => {
+    return [MAP.PROGRESS, MAP.PROBATION, MAP.PENALTY, MAP.GRANTS, MAP.FLOWS].map((name) => {
       const m = this.map(name);
       return { map: name, entries: count(m), max: m.maxEntries };
     });

@@ -20,7 +20,14 @@ export const KG = {
   MAX_VLAN_TAGS: 2,
   MAX_EXT_HDRS: 8,
   DEFAULT_SOURCES: 65536,
+  DEFAULT_FLOWS: 65536,
   DEFAULT_RING_BYTES: 256 * 1024,
+  FK_WORDS: 13,
+  FK_BITS: 13 * 32,
+  FK_HASHES: 4,
+  FK_BLOCK_BYTES: 128,
+  DEFAULT_FK_BLOCKS: 65536,
+  FLOW_LINGER_NS: 10_000_000_000n,
 } as const;
 
 export const MAP = {
@@ -28,7 +35,11 @@ export const MAP = {
   DOORS: 'kg_doors',
   ALLOW: 'kg_allow',
   PROGRESS: 'kg_progress',
+  PROBATION: 'kg_probation',
+  FIRSTS: 'kg_firsts',
+  PENALTY: 'kg_penalty',
   GRANTS: 'kg_grants',
+  FLOWS: 'kg_flows',
   EVENTS: 'kg_events',
   STATS: 'kg_stats',
   GLOBALS: '.bss',
@@ -48,11 +59,14 @@ export function protoName(n: number): ProtoName {
   throw new RangeError(`unknown kernel protocol number ${n}`);
 }
 
-export const DOOR_FLAG = { ACTIVE: 1, ALLOW_LIST: 2 } as const;
+export const DOOR_FLAG = { ACTIVE: 1, ALLOW_LIST: 2, FLOW_ONLY: 4 } as const;
+export const FLOW_FLAG = { ESTABLISHED: 1, CLOSING: 2 } as const;
 
-export const EVENT = { STEP: 1, RESET: 2, GRANT: 3, DENY: 4 } as const;
+export const EVENT = { STEP: 1, RESET: 2, GRANT: 3, DENY: 4, COOLDOWN: 5, CONSUMED: 6 } as const;
 export const RESET_REASON = { NONE: 0, WRONG_PORT: 1, STEP_TIMEOUT: 2, SEQ_TIMEOUT: 3 } as const;
-export const DENY_REASON = { NO_GRANT: 1, EXPIRED: 2 } as const;
+export const DENY_REASON = { NO_GRANT: 1, EXPIRED: 2, NO_FLOW: 3 } as const;
+/** kg_event.door of a COOLDOWN: it stops knocks on every door. */
+export const COOLDOWN_DOOR = 0xff;
 
 /** enum kg_stat, in order. The first VERDICTS entries are verdicts: every packet counts once. */
 export const STAT_NAMES = [
@@ -61,10 +75,12 @@ export const STAT_NAMES = [
   'pass_unrelated',
   'pass_fragment',
   'pass_granted',
+  'pass_flow',
   'drop_no_grant',
   'drop_expired',
   'drop_knock',
   'drop_malformed',
+  'drop_no_flow',
   'knock_step',
   'grant',
   'reset_wrong_port',
@@ -76,29 +92,44 @@ export const STAT_NAMES = [
   'deny_suppressed',
   'event_lost',
   'map_full',
+  'step_from_filter',
+  'failure',
+  'cooldown',
+  'cooldown_knock',
+  'flow_new',
+  'flow_close',
+  'flow_idle',
+  'grant_consumed',
+  'knock_suppressed',
 ] as const;
 export type StatName = (typeof STAT_NAMES)[number];
-export const VERDICTS = 9;
+export const VERDICTS = 11;
 export const STAT_MAX = STAT_NAMES.length;
 
 export const SIZEOF = {
-  port_info: 4,
+  port_info: 8,
   step: 4,
   port_range: 8,
-  door: 40 + 4 * KG.MAX_STEPS + 8 * KG.MAX_PROTECTS + KG.NAME_LEN,
+  door: 48 + 4 * KG.MAX_STEPS + 8 * KG.MAX_PROTECTS + KG.NAME_LEN,
   allow_key: 24,
   addr: 16,
   door_progress: 24,
   progress: 8 + 24 * KG.MAX_DOORS,
+  first_knock: 16,
+  probation: 8 + 16 * KG.MAX_DOORS,
+  fk_block: KG.FK_BLOCK_BYTES,
+  penalty: 24,
   grant: 8 * KG.MAX_DOORS,
+  flow_key: 40,
+  flow: 32,
   event: 48,
   stats: 8 * STAT_MAX,
-  globals: 16 + 8 * KG.HINT_SLOTS,
+  globals: 72 + 8 * KG.HINT_SLOTS,
 } as const;
 
 /** Field offsets, checked against offsetof() in the C oracle. */
 export const OFFSETS = {
-  port_info: { knock_doors: 0, protect_doors: 2 },
+  port_info: { knock_doors: 0, protect_doors: 2, flow_only_doors: 4 },
   step: { port: 0, proto: 2 },
   port_range: { first: 0, last: 2, proto: 4 },
   door: {
@@ -107,15 +138,22 @@ export const OFFSETS = {
     step_timeout_ns: 8,
     seq_timeout_ns: 16,
     open_for_ns: 24,
-    nsteps: 32,
-    nprotects: 33,
-    steps: 40,
-    protects: 40 + 4 * KG.MAX_STEPS,
-    name: 40 + 4 * KG.MAX_STEPS + 8 * KG.MAX_PROTECTS,
+    flow_idle_ns: 32,
+    nsteps: 40,
+    nprotects: 41,
+    steps: 48,
+    protects: 48 + 4 * KG.MAX_STEPS,
+    name: 48 + 4 * KG.MAX_STEPS + 8 * KG.MAX_PROTECTS,
   },
   allow_key: { prefixlen: 0, gen: 4, slot: 5, addr: 6 },
   door_progress: { start_ns: 0, last_ns: 8, epoch: 16, step: 20 },
   progress: { doors: 0, d: 8 },
+  first_knock: { at_ns: 0, epoch: 8 },
+  probation: { live: 0, spent: 2, d: 8 },
+  fk_block: { lock: 0, start: 8, bits: 24 },
+  penalty: { window_start_ns: 0, cooldown_until_ns: 8, failures: 16 },
+  flow_key: { src: 0, dst: 16, sport: 32, dport: 34, proto: 36 },
+  flow: { created_ns: 0, last_ns: 8, idle_ns: 16, slot: 24, flags: 25 },
   event: {
     ts_ns: 0,
     expires_ns: 8,
@@ -129,7 +167,18 @@ export const OFFSETS = {
     reason: 40,
     ifindex: 44,
   },
-  globals: { active_gen: 0, deny_tokens: 8, hint: 16 },
+  globals: {
+    active_gen: 0,
+    max_failures: 4,
+    deny_tokens: 8,
+    knock_tokens: 16,
+    failure_window_ns: 24,
+    cooldown_ns: 32,
+    fk_window_ns: 40,
+    fk_seed: 48,
+    fk_mask: 64,
+    hint: 72,
+  },
 } as const;
 
 // ---- kg_ports -------------------------------------------------------------------------
@@ -137,6 +186,7 @@ export const OFFSETS = {
 export interface PortInfo {
   knockDoors: number;
   protectDoors: number;
+  flowOnlyDoors: number;
 }
 
 /** Array maps store each value at a stride of its size rounded up to 8 (kernel array_map). */
@@ -149,6 +199,7 @@ export function portIndex(gen: number, proto: number, port: number): number {
 export function encodePortInfo(v: PortInfo, out = Buffer.alloc(SIZEOF.port_info), off = 0): Buffer {
   out.writeUInt16LE(v.knockDoors, off + OFFSETS.port_info.knock_doors);
   out.writeUInt16LE(v.protectDoors, off + OFFSETS.port_info.protect_doors);
+  out.writeUInt16LE(v.flowOnlyDoors, off + OFFSETS.port_info.flow_only_doors);
   return out;
 }
 
@@ -156,6 +207,7 @@ export function decodePortInfo(b: Buffer, off = 0): PortInfo {
   return {
     knockDoors: b.readUInt16LE(off + OFFSETS.port_info.knock_doors),
     protectDoors: b.readUInt16LE(off + OFFSETS.port_info.protect_doors),
+    flowOnlyDoors: b.readUInt16LE(off + OFFSETS.port_info.flow_only_doors),
   };
 }
 
@@ -176,6 +228,7 @@ export interface KDoor {
   stepTimeoutNs: bigint;
   seqTimeoutNs: bigint;
   openForNs: bigint;
+  flowIdleNs: bigint;
   steps: KStep[];
   protects: KPortRange[];
   name: string;
@@ -199,6 +252,7 @@ export function encodeDoor(d: KDoor): Buffer {
   b.writeBigUInt64LE(d.stepTimeoutNs, o.step_timeout_ns);
   b.writeBigUInt64LE(d.seqTimeoutNs, o.seq_timeout_ns);
   b.writeBigUInt64LE(d.openForNs, o.open_for_ns);
+  b.writeBigUInt64LE(d.flowIdleNs, o.flow_idle_ns);
   b.writeUInt8(d.steps.length, o.nsteps);
   b.writeUInt8(d.protects.length, o.nprotects);
   d.steps.forEach((s, i) => {
@@ -242,6 +296,7 @@ export function decodeDoor(b: Buffer): KDoor {
     stepTimeoutNs: b.readBigUInt64LE(o.step_timeout_ns),
     seqTimeoutNs: b.readBigUInt64LE(o.seq_timeout_ns),
     openForNs: b.readBigUInt64LE(o.open_for_ns),
+    flowIdleNs: b.readBigUInt64LE(o.flow_idle_ns),
     steps,
     protects,
     name: nameBytes.subarray(0, nul < 0 ? KG.NAME_LEN : nul).toString('utf8'),
@@ -307,6 +362,134 @@ export function decodeProgress(b: Buffer): KDoorProgress[] {
     });
   }
   return out;
+}
+
+// ---- kg_probation ---------------------------------------------------------------------
+
+export interface KFirstKnock {
+  slot: number;
+  atNs: bigint;
+  epoch: number;
+}
+
+export interface KProbation {
+  /** slots with a first knock not yet followed up */
+  live: KFirstKnock[];
+  /** mask of slots whose last first knock was followed up or reset */
+  spent: number;
+}
+
+export function decodeProbation(b: Buffer): KProbation {
+  const mask = b.readUInt16LE(OFFSETS.probation.live);
+  const live: KFirstKnock[] = [];
+  for (let slot = 0; slot < KG.MAX_DOORS; slot++) {
+    if ((mask & (1 << slot)) === 0) continue;
+    const at = OFFSETS.probation.d + slot * SIZEOF.first_knock;
+    live.push({
+      slot,
+      atNs: b.readBigUInt64LE(at + OFFSETS.first_knock.at_ns),
+      epoch: b.readUInt32LE(at + OFFSETS.first_knock.epoch),
+    });
+  }
+  return { live, spent: b.readUInt16LE(OFFSETS.probation.spent) };
+}
+
+// ---- kg_firsts ------------------------------------------------------------------------
+
+export interface KFirstsBlock {
+  /** window start (ns) of each half */
+  start: [bigint, bigint];
+  /** bits set in each half */
+  set: [number, number];
+}
+
+function popcount32(x: number): number {
+  let v = x >>> 0;
+  v -= (v >>> 1) & 0x55555555;
+  v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+  return (((v + (v >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+}
+
+export function decodeFirstsBlock(b: Buffer): KFirstsBlock {
+  const o = OFFSETS.fk_block;
+  const set: [number, number] = [0, 0];
+  for (let half = 0; half < 2; half++) {
+    for (let w = 0; w < KG.FK_WORDS; w++) set[half]! += popcount32(b.readUInt32LE(o.bits + (half * KG.FK_WORDS + w) * 4));
+  }
+  return { start: [b.readBigUInt64LE(o.start), b.readBigUInt64LE(o.start + 8)], set };
+}
+
+// ---- kg_penalty -----------------------------------------------------------------------
+
+export interface KPenalty {
+  windowStartNs: bigint;
+  cooldownUntilNs: bigint;
+  failures: number;
+}
+
+export function decodePenalty(b: Buffer): KPenalty {
+  const o = OFFSETS.penalty;
+  return {
+    windowStartNs: b.readBigUInt64LE(o.window_start_ns),
+    cooldownUntilNs: b.readBigUInt64LE(o.cooldown_until_ns),
+    failures: b.readUInt32LE(o.failures),
+  };
+}
+
+// ---- kg_flows -------------------------------------------------------------------------
+
+export interface KFlowKey {
+  src: Buffer;
+  dst: Buffer;
+  sport: number;
+  dport: number;
+  proto: number;
+}
+
+export interface KFlow {
+  createdNs: bigint;
+  lastNs: bigint;
+  idleNs: bigint;
+  slot: number;
+  flags: number;
+}
+
+export function encodeFlowKey(k: KFlowKey): Buffer {
+  const o = OFFSETS.flow_key;
+  const b = Buffer.alloc(SIZEOF.flow_key);
+  k.src.copy(b, o.src);
+  k.dst.copy(b, o.dst);
+  b.writeUInt16LE(k.sport, o.sport);
+  b.writeUInt16LE(k.dport, o.dport);
+  b.writeUInt8(k.proto, o.proto);
+  return b;
+}
+
+export function decodeFlowKey(b: Buffer): KFlowKey {
+  const o = OFFSETS.flow_key;
+  return {
+    src: Buffer.from(b.subarray(o.src, o.src + 16)),
+    dst: Buffer.from(b.subarray(o.dst, o.dst + 16)),
+    sport: b.readUInt16LE(o.sport),
+    dport: b.readUInt16LE(o.dport),
+    proto: b.readUInt8(o.proto),
+  };
+}
+
+export function decodeFlow(b: Buffer): KFlow {
+  const o = OFFSETS.flow;
+  return {
+    createdNs: b.readBigUInt64LE(o.created_ns),
+    lastNs: b.readBigUInt64LE(o.last_ns),
+    idleNs: b.readBigUInt64LE(o.idle_ns),
+    slot: b.readUInt8(o.slot),
+    flags: b.readUInt8(o.flags),
+  };
+}
+
+/** The idle limit a flow is held to: its door's flow_idle, or the linger once it is closing. */
+export function flowIdleLimitNs(f: KFlow): bigint {
+  return (f.flags & FLOW_FLAG.CLOSING) !== 0 && f.idleNs > KG.FLOW_LINGER_NS ? KG.FLOW_LINGER_NS : f.idleNs;
 }
 
 // ---- kg_grants ------------------------------------------------------------------------

@@ -41,7 +41,7 @@ export interface GenerationPlan {
 }
 
 function emptyDoor(epoch: number): KDoor {
-  return { flags: 0, epoch, stepTimeoutNs: 0n, seqTimeoutNs: 0n, openForNs: 0n, steps: [], protects: [], name: '' };
+  return { flags: 0, epoch, stepTimeoutNs: 0n, seqTimeoutNs: 0n, openForNs: 0n, flowIdleNs: 0n, steps: [], protects: [], name: '' };
 }
 
 export function allowKeyText(addr: Buffer, mappedPrefix: number): string {
@@ -107,11 +107,12 @@ export function planGeneration(previous: readonly SlotState[], doors: readonly D
     const isNew = prev === null || prev.name !== d.name;
     const rulesChanged = isNew || !sameKnockRules(prev, prevBySlot[slot]?.allow ?? null, d);
     const kdoor: KDoor = {
-      flags: DOOR_FLAG.ACTIVE | (d.allowFrom !== null ? DOOR_FLAG.ALLOW_LIST : 0),
+      flags: DOOR_FLAG.ACTIVE | (d.allowFrom !== null ? DOOR_FLAG.ALLOW_LIST : 0) | (d.scope === 'flow-only' ? DOOR_FLAG.FLOW_ONLY : 0),
       epoch: rulesChanged ? (prevEpoch + 1) >>> 0 : prevEpoch,
       stepTimeoutNs: BigInt(d.stepTimeoutMs) * NS_PER_MS,
       seqTimeoutNs: BigInt(d.sequenceTimeoutMs) * NS_PER_MS,
       openForNs: BigInt(d.openForMs) * NS_PER_MS,
+      flowIdleNs: BigInt(d.flowIdleMs) * NS_PER_MS,
       steps: d.sequence.map((s) => ({ port: s.port, proto: protoNumber(s.proto) })),
       protects: d.protects.map((r) => ({ first: r.first, last: r.last, proto: protoNumber(r.proto) })),
       name: d.name,
@@ -128,6 +129,7 @@ export function planGeneration(previous: readonly SlotState[], doors: readonly D
 
   const knock = new Uint16Array(KG.PROTOS * KG.PORTS);
   const protect = new Uint16Array(KG.PROTOS * KG.PORTS);
+  const flowOnly = new Uint16Array(KG.PROTOS * KG.PORTS);
   const allow: GenerationPlan['allow'] = [];
   for (const p of planned) {
     const bit = 1 << p.slot;
@@ -135,6 +137,7 @@ export function planGeneration(previous: readonly SlotState[], doors: readonly D
     for (const r of p.config.protects) {
       const base = protoNumber(r.proto) * KG.PORTS;
       for (let port = r.first; port <= r.last; port++) protect[base + port]! |= bit;
+      if (p.config.scope === 'flow-only') for (let port = r.first; port <= r.last; port++) flowOnly[base + port]! |= bit;
     }
     for (const key of allowOf(p.config) ?? []) {
       const [hex, prefix] = key.split('/');
@@ -145,7 +148,8 @@ export function planGeneration(previous: readonly SlotState[], doors: readonly D
   for (let i = 0; i < KG.PROTOS * KG.PORTS; i++) {
     const k = knock[i] ?? 0;
     const pr = protect[i] ?? 0;
-    if (k !== 0 || pr !== 0) encodePortInfo({ knockDoors: k, protectDoors: pr }, ports, i * PORT_STRIDE);
+    const fo = flowOnly[i] ?? 0;
+    if (k !== 0 || pr !== 0) encodePortInfo({ knockDoors: k, protectDoors: pr, flowOnlyDoors: fo }, ports, i * PORT_STRIDE);
   }
   return { doors: planned, slots, removedSlots, ports, allow };
 }

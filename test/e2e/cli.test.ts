@@ -111,14 +111,26 @@ kernelSuite('CLI on a live gate', () => {
       assert.match(bad.stderr, /protect/);
       assert.deepEqual((kgJson(lab, 'door', 'list') as { sequence: string[] }[])[0]?.sequence, NEW);
 
-      // grants lists the source; revoke cuts its new connections.
-      const grants = kgJson(lab, 'grants') as { source: string; door: string; expires_in_ms: number }[];
+      // grants lists the source, and the connection it opened as a flow; revoke cuts both.
+      const listed = kgJson(lab, 'grants') as {
+        grants: { source: string; door: string; expires_in_ms: number }[];
+        flows: { source: string; port: number; protocol: string; door: string; idle_ms: number }[];
+      };
+      const grants = listed.grants;
       assert.equal(grants.length, 1);
       assert.equal(grants[0]?.source, lab.env.addrB);
       assert.equal(grants[0]?.door, 'ssh');
       assert.ok((grants[0]?.expires_in_ms ?? 0) > 20_000);
+      assert.ok(listed.flows.length >= 1, `flows: ${JSON.stringify(listed.flows)}`);
+      assert.deepEqual(
+        [...new Set(listed.flows.map((f) => `${f.source} ${f.port}/${f.protocol} ${f.door}`))],
+        [`${lab.env.addrB} ${PORT}/tcp ssh`],
+      );
+      assert.match(kg(lab, 'grants').stdout, /FLOW FROM/);
       const rv = kg(lab, 'revoke', lab.env.addrB);
       assert.equal(rv.status, 0, rv.stderr);
+      assert.match(rv.stdout, /flows? cut/);
+      assert.deepEqual((kgJson(lab, 'grants') as { flows: unknown[] }).flows, [], 'revoke deletes the flows too');
       assert.equal(open(lab), false, 'revoke must cut new connections');
       assert.equal(kg(lab, 'revoke', lab.env.addrB).status, 1, 'nothing left to revoke');
 

@@ -8,8 +8,9 @@
  * - the XDP return value (XDP_PASS / XDP_DROP);
  * - exactly one verdict counter (the first VERDICTS entries of STAT_NAMES) moved, by 1, and it
  *   is the expected one; every other counter moved by exactly row.counters[name] (default 0);
- * - the map change: kg_progress and kg_grants are byte-identical before and after except for
- *   the sources the row names, whose state must then be exactly what the row says;
+ * - the map change: kg_progress, kg_probation, kg_penalty and kg_grants are byte-identical
+ *   before and after, and kg_flows identical but for the clock of a flow's last packet, except
+ *   for the sources the row names, whose state must then be exactly what the row says;
  * - the events: exactly the expected ones (any order), each from the frame's source with the
  *   ingress ifindex of the run, STEP/RESET/GRANT stamped inside the run's time window, DENY
  *   with ts 0, GRANT with expires = ts + the door's open_for and equal to the grant map's value.
@@ -20,15 +21,23 @@ import { pino } from 'pino';
 import { RingBufferReader, progTestRun } from '../../src/bpf/index.js';
 import { parseConfigText, type DoorConfig } from '../../src/config/index.js';
 import { describeEvent, type GateEvent } from '../../src/kernel/events.js';
-import { Gate, monoNowNs } from '../../src/kernel/gate.js';
+import { Gate, monoNowNs, type BruteForce } from '../../src/kernel/gate.js';
 import {
   EVENT,
+  KG,
   MAP,
+  OFFSETS,
   STAT_NAMES,
   VERDICTS,
   decodeEvent,
+  decodeFlow,
+  decodeFlowKey,
   decodeGrant,
+  decodePenalty,
+  decodeProbation,
   decodeProgress,
+  flowIdleLimitNs,
+  protoName,
   type KDoor,
   type KEvent,
   type StatName,
@@ -50,17 +59,27 @@ export type VerdictName =
   | 'pass_unrelated'
   | 'pass_fragment'
   | 'pass_granted'
+  | 'pass_flow'
   | 'drop_no_grant'
   | 'drop_expired'
   | 'drop_knock'
-  | 'drop_malformed';
+  | 'drop_malformed'
+  | 'drop_no_flow';
 
-/** kg_progress / kg_grants expectations for the sources a row touches (addresses as text). */
+/** Expectations for the sources a row touches (addresses as text). */
 export interface MapChange {
-  /** source -> its whole kg_progress entry as {door name: steps done}; {} = no entry */
+  /**
+   * source -> its live progress on every door as {door name: steps done}, step 1 from
+   * kg_probation and more from kg_progress; {} = none. Naming a source lets both its entries
+   * change (a first-knock record left "spent" included).
+   */
   progress?: Record<string, Record<string, number>>;
   /** source -> the doors it holds a live grant for, exactly; [] = none */
   grants?: Record<string, string[]>;
+  /** source -> its live flows as "PORT/PROTO" (one per flow, sorted); [] = none */
+  flows?: Record<string, string[]>;
+  /** source -> its kg_penalty entry: failures in the window and whether it is in cooldown */
+  penalty?: Record<string, { failures: number; cooldown: boolean }>;
 }
 export const NO_MAP_UPDATE = 'no map update' as const;
 export type MapExpect = typeof NO_MAP_UPDATE | MapChange;
@@ -137,8 +156,16 @@ export interface HarnessOptions {
   yaml?: string;
   doors?: DoorConfig[];
   denyTokens?: number;
+  /** first-knock, step-1 reset and cooldown event budget (default: plenty) */
+  knockTokens?: number;
   sources?: number;
+  flows?: number;
+  firstKnockFilterBytes?: number;
+  /** default: off (maxFailures 0) */
+  bruteForce?: BruteForce;
 }
+
+const HARNESS_FILTER_BYTES = 1024 * 1024;
 
 export class GateHarness {
   private reader: RingBufferReader | null = null;
@@ -149,9 +176,20 @@ export class GateHarness {
   private constructor(
     public gate: Gate,
     readonly pinPath: string,
-    private readonly sources: number,
+    private readonly opts: HarnessOptions,
   ) {
     this.startReader();
+  }
+
+  private static openGate(pinPath: string, opts: HarnessOptions): Gate {
+    return Gate.open({
+      pinPath,
+      sources: opts.sources ?? 1024,
+      flows: opts.flows ?? 1024,
+      firstKnockFilterBytes: opts.firstKnockFilterBytes ?? HARNESS_FILTER_BYTES,
+      eventRingBytes: 64 * 1024,
+      logger: silentLogger,
+    });
   }
 
   /**
@@ -160,12 +198,13 @@ export class GateHarness {
    */
   static async with(opts: HarnessOptions, fn: (h: GateHarness) => Promise<void> | void): Promise<void> {
     await withPinDir(async (dir) => {
-      const sources = opts.sources ?? 1024;
       const pinPath = `${dir}/gate`;
-      const gate = Gate.open({ pinPath, sources, eventRingBytes: 64 * 1024, logger: silentLogger });
-      const h = new GateHarness(gate, pinPath, sources);
+      const gate = GateHarness.openGate(pinPath, opts);
+      const h = new GateHarness(gate, pinPath, opts);
       try {
         h.gate.setDenyTokens(opts.denyTokens ?? 0);
+        h.gate.setKnockTokens(opts.knockTokens ?? 1_000_000_000);
+        h.gate.setBruteForce(opts.bruteForce ?? { maxFailures: 0, failureWindowMs: 60_000, cooldownMs: 300_000 });
         if (opts.yaml !== undefined) h.apply(opts.yaml);
         else if (opts.doors !== undefined) h.gate.applyDoors(opts.doors);
         await fn(h);
@@ -186,7 +225,7 @@ export class GateHarness {
     this.assertNoLeftoverEvents('before reopen');
     this.stopReader();
     this.gate.close();
-    this.gate = Gate.open({ pinPath: this.pinPath, sources: this.sources, eventRingBytes: 64 * 1024, logger: silentLogger });
+    this.gate = GateHarness.openGate(this.pinPath, this.opts);
     this.startReader();
     return this.gate;
   }
@@ -245,19 +284,56 @@ export class GateHarness {
     });
   }
 
-  /** Raw contents of kg_progress and kg_grants (hex key -> value). */
-  snapshot(): { progress: Map<string, Buffer>; grants: Map<string, Buffer> } {
-    const read = (name: typeof MAP.PROGRESS | typeof MAP.GRANTS): Map<string, Buffer> =>
+  /**
+   * Raw contents of the per-source maps (hex source -> value) and of kg_flows (hex source ->
+   * its flows' keys and values, last_ns zeroed: the clock of the last packet is not a change).
+   */
+  snapshot(): Record<'progress' | 'probation' | 'penalty' | 'grants' | 'flows', Map<string, Buffer>> {
+    type PerSource = typeof MAP.PROGRESS | typeof MAP.PROBATION | typeof MAP.PENALTY | typeof MAP.GRANTS;
+    const read = (name: PerSource): Map<string, Buffer> =>
       new Map([...this.gate.map(name).entries()].map(([k, v]) => [k.toString('hex'), Buffer.from(v)]));
-    return { progress: read(MAP.PROGRESS), grants: read(MAP.GRANTS) };
+    const flows = new Map<string, Buffer[]>();
+    for (const [k, v] of this.gate.map(MAP.FLOWS).entries()) {
+      const src = decodeFlowKey(k).src.toString('hex');
+      const value = Buffer.from(v);
+      value.fill(0, OFFSETS.flow.last_ns, OFFSETS.flow.last_ns + 8);
+      flows.set(src, [...(flows.get(src) ?? []), Buffer.concat([k, value])]);
+    }
+    const flat = new Map([...flows].map(([src, list]) => [src, Buffer.concat(list.sort(Buffer.compare))]));
+    return { progress: read(MAP.PROGRESS), probation: read(MAP.PROBATION), penalty: read(MAP.PENALTY), grants: read(MAP.GRANTS), flows: flat };
   }
 
-  /** {door name: steps} of a source's kg_progress entry ({} if none). */
+  /** {door name: steps} of a source's live progress: step 1 (kg_probation) and more (kg_progress). */
   progressOf(src: string): Record<string, number> {
-    const v = this.gate.map(MAP.PROGRESS).lookup(addrKey(src));
-    if (v === null) return {};
     const doors = this.doorsBySlot();
-    return Object.fromEntries(decodeProgress(v).map((p) => [doors.get(p.slot)?.name ?? `slot${p.slot}`, p.step]));
+    const out: Record<string, number> = {};
+    const pr = this.gate.map(MAP.PROBATION).lookup(addrKey(src));
+    for (const f of pr ? decodeProbation(pr).live : []) out[doors.get(f.slot)?.name ?? `slot${f.slot}`] = 1;
+    const v = this.gate.map(MAP.PROGRESS).lookup(addrKey(src));
+    for (const p of v ? decodeProgress(v) : []) out[doors.get(p.slot)?.name ?? `slot${p.slot}`] = p.step;
+    return out;
+  }
+
+  /** A source's live flows as "PORT/PROTO", sorted. */
+  flowsOf(src: string, nowNs = monoNowNs()): string[] {
+    const key = addrKey(src);
+    const out: string[] = [];
+    for (const [k, v] of this.gate.map(MAP.FLOWS).entries()) {
+      const fk = decodeFlowKey(k);
+      if (!fk.src.equals(key)) continue;
+      const f = decodeFlow(v);
+      if (nowNs - f.lastNs > flowIdleLimitNs(f)) continue;
+      out.push(`${fk.dport}/${protoName(fk.proto)}`);
+    }
+    return out.sort();
+  }
+
+  /** A source's kg_penalty entry (failures, cooldown), or null. */
+  penaltyOf(src: string, nowNs = monoNowNs()): { failures: number; cooldown: boolean } | null {
+    const v = this.gate.map(MAP.PENALTY).lookup(addrKey(src));
+    if (v === null) return null;
+    const p = decodePenalty(v);
+    return { failures: p.failures, cooldown: p.cooldownUntilNs > nowNs };
   }
 
   /** Door names a source holds a live grant for. */
@@ -270,6 +346,27 @@ export class GateHarness {
       if (exp > nowNs) out.push(doors.get(slot)?.name ?? `slot${slot}`);
     });
     return out.sort();
+  }
+
+  /**
+   * Sets every bit of the first-knock filter's current window: every (source, door) then looks
+   * as if it had made a first knock, as under an overwhelming flood. For tests of what still
+   * holds when the filter answers yes to everyone.
+   */
+  saturateFilter(nowNs = monoNowNs()): void {
+    const m = this.gate.map(MAP.FIRSTS);
+    const w = this.gate.filterWindowNs();
+    assert.ok(w > 0n, 'the filter has a window once doors are applied');
+    const half = Number((nowNs / w) & 1n);
+    const start = nowNs - (nowNs % w);
+    const key = Buffer.alloc(4);
+    for (let i = 0; i < m.maxEntries; i++) {
+      key.writeUInt32LE(i);
+      const v = m.lookup(key) ?? Buffer.alloc(m.valueSize);
+      v.writeBigUInt64LE(start, OFFSETS.fk_block.start + 8 * half);
+      v.fill(0xff, OFFSETS.fk_block.bits + half * KG.FK_WORDS * 4, OFFSETS.fk_block.bits + (half + 1) * KG.FK_WORDS * 4);
+      m.update(key, v);
+    }
   }
 
   /** One test run, verdict only (for scans). */
@@ -347,16 +444,22 @@ export class GateHarness {
     // maps
     const change: MapChange = row.map === NO_MAP_UPDATE ? {} : row.map;
     const check = (
-      which: 'progress' | 'grants',
+      which: 'progress' | 'probation' | 'penalty' | 'grants' | 'flows',
       before: Map<string, Buffer>,
       after: Map<string, Buffer>,
       listed: Record<string, unknown> | undefined,
     ): void => {
       const named = new Set(Object.keys(listed ?? {}).map(key));
+      // BPF's LRU maps start evicting before they are quite full (once the global free list
+      // runs low): in a map more than half full, an insert for a named source may push out
+      // another source's entry. Only that: nothing of an unnamed source may change or appear.
+      const max = this.gate.map(which === 'progress' ? MAP.PROGRESS : which === 'probation' ? MAP.PROBATION : which === 'penalty' ? MAP.PENALTY : which === 'grants' ? MAP.GRANTS : MAP.FLOWS).maxEntries;
+      const mayEvict = which !== 'flows' && before.size > max / 2;
       for (const k of new Set([...before.keys(), ...after.keys()])) {
         if (named.has(k)) continue;
         const b = before.get(k);
         const a = after.get(k);
+        if (mayEvict && b !== undefined && a === undefined) continue;
         assert.ok(
           (b === undefined && a === undefined) || (b !== undefined && a !== undefined && b.equals(a)),
           `${label}: kg_${which} entry of ${formatAddress(Buffer.from(k, 'hex'))} changed (${b ? 'present' : 'absent'} -> ${a ? 'present' : 'absent'})`,
@@ -364,7 +467,10 @@ export class GateHarness {
       }
     };
     check('progress', maps0.progress, maps1.progress, change.progress);
+    check('probation', maps0.probation, maps1.probation, change.progress);
+    check('penalty', maps0.penalty, maps1.penalty, change.penalty);
     check('grants', maps0.grants, maps1.grants, change.grants);
+    check('flows', maps0.flows, maps1.flows, change.flows);
     for (const [a, want] of Object.entries(change.progress ?? {})) {
       assert.deepEqual(this.progressOf(a), want, `${label}: kg_progress of ${a}`);
       const v = this.gate.map(MAP.PROGRESS).lookup(addrKey(a));
@@ -375,9 +481,98 @@ export class GateHarness {
         assert.ok(p.startNs <= p.lastNs && p.lastNs <= t1, `${label}: progress times of ${a} on ${door.name}`);
       }
     }
+    for (const [a, want] of Object.entries(change.progress ?? {})) {
+      const v = this.gate.map(MAP.PROBATION).lookup(addrKey(a));
+      for (const f of v ? decodeProbation(v).live : []) {
+        const door = doors.get(f.slot);
+        assert.ok(door, `${label}: first knock of ${a} on an empty slot ${f.slot}`);
+        assert.equal(f.epoch, door.epoch, `${label}: first knock of ${a} on ${door.name} carries the door's epoch`);
+        assert.ok(f.atNs <= t1, `${label}: first knock time of ${a} on ${door.name}`);
+      }
+      void want;
+    }
     for (const [a, want] of Object.entries(change.grants ?? {})) {
       assert.deepEqual(this.grantsOf(a), [...want].sort(), `${label}: live grants of ${a}`);
     }
+    for (const [a, want] of Object.entries(change.flows ?? {})) {
+      assert.deepEqual(this.flowsOf(a), [...want].sort(), `${label}: live flows of ${a}`);
+    }
+    for (const [a, want] of Object.entries(change.penalty ?? {})) {
+      assert.deepEqual(this.penaltyOf(a), want, `${label}: kg_penalty of ${a}`);
+    }
+  }
+}
+
+// ---- flows: rows for packets that open one or travel on one ---------------------------------
+
+/**
+ * Keeps the flows a table opens, so that rows can state each source's flows exactly: every
+ * `opens` row is a new connection (a SYN, or a UDP datagram, from a source port never used
+ * before), every `on` row a packet on the flow that `opens` made last for that source, port and
+ * protocol.
+ */
+export class FlowBook {
+  private readonly open = new Map<string, string[]>();
+  private readonly last = new Map<string, number>();
+  private next = 41000;
+
+  /** A fresh source port. */
+  port(): number {
+    return this.next++;
+  }
+
+  /** The source port of the flow `opens` made last for (src, port, proto). */
+  sportOf(src: string, port: number, proto: 'tcp' | 'udp' = 'tcp'): number {
+    const sport = this.last.get(`${src}|${port}/${proto}`);
+    if (sport === undefined) throw new Error(`no flow was opened from ${src} to ${port}/${proto}`);
+    return sport;
+  }
+
+  /** The flows the book holds for src, as rows state them. */
+  of(src: string): string[] {
+    return [...(this.open.get(src) ?? [])];
+  }
+
+  /**
+   * The rows written after this call expect the source's flows (those `which` picks, default
+   * all) gone: revoked, their door removed, idle. Rows are built before the table runs, so this
+   * acts where the table is written; it returns `entry` to sit in its place.
+   */
+  gone<E extends Entry>(src: string, entry: E, which?: (flow: string) => boolean): E {
+    const keep = (this.open.get(src) ?? []).filter((f) => which !== undefined && !which(f));
+    this.open.set(src, keep);
+    return entry;
+  }
+
+  /** A packet from a new source port that a live grant lets in: pass_granted, one more flow. */
+  opens(description: string, src: string, port: number, build: (sport: number) => Buffer, proto: 'tcp' | 'udp' = 'tcp', more: Partial<Row> = {}): Row {
+    const sport = this.port();
+    this.last.set(`${src}|${port}/${proto}`, sport);
+    const list = [...this.of(src), `${port}/${proto}`].sort();
+    this.open.set(src, list);
+    return {
+      description,
+      frame: build(sport),
+      verdict: XDP_PASS,
+      counter: 'pass_granted',
+      map: { flows: { [src]: list }, ...((more.map as MapChange | undefined) ?? {}) },
+      events: NO_EVENT,
+      counters: { flow_new: 1 },
+      ...Object.fromEntries(Object.entries(more).filter(([k]) => k !== 'map')),
+    };
+  }
+
+  /** A packet on the last flow opened for (src, port, proto): pass_flow. */
+  on(description: string, src: string, port: number, build: (sport: number) => Buffer, proto: 'tcp' | 'udp' = 'tcp', more: Partial<Row> = {}): Row {
+    return {
+      description,
+      frame: build(this.sportOf(src, port, proto)),
+      verdict: XDP_PASS,
+      counter: 'pass_flow',
+      map: { flows: { [src]: this.of(src) } },
+      events: NO_EVENT,
+      ...more,
+    };
   }
 }
 
@@ -411,11 +606,13 @@ export const ev = {
     protocol: Proto = 'tcp',
   ): EventExpect => ({ event: 'reset', door, step, reason, port, protocol }),
   grant: (door: string, port: number, protocol: Proto = 'tcp'): EventExpect => ({ event: 'grant', door, port, protocol }),
-  deny: (doors: string, reason: 'no_grant' | 'expired', port: number, protocol: Proto = 'tcp'): EventExpect => ({
+  deny: (doors: string, reason: 'no_grant' | 'expired' | 'no_flow', port: number, protocol: Proto = 'tcp'): EventExpect => ({
     event: 'deny',
     door: doors,
     reason,
     port,
     protocol,
   }),
+  cooldown: (failures: number, port: number, protocol: Proto = 'tcp'): EventExpect => ({ event: 'cooldown', door: '*', failures, port, protocol }),
+  consume: (door: string, port: number, protocol: Proto = 'tcp'): EventExpect => ({ event: 'consume', door, port, protocol }),
 };

@@ -92,8 +92,8 @@ export function randomSuffix(bytes = 4): string {
 }
 
 /** Run a command (argument vector, no shell), bounded in time; throws with its stderr on failure. */
-export function run(cmd: string, args: readonly string[], timeoutMs = 10_000): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs });
+export function run(cmd: string, args: readonly string[], timeoutMs = 10_000, input?: string): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs, ...(input !== undefined ? { input } : {}) });
   if (r.error) throw new Error(`${cmd} ${args.join(' ')}: ${r.error.message}`);
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${r.status ?? r.signal}: ${r.stderr.trim()}`);
   return r.stdout;

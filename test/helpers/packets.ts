@@ -457,6 +457,16 @@ export function tcpSegment(addrs: AddrPair, dport: number, flags: number): Buffe
   return buildFrame({ ...ipSpec(addrs), l4: { proto: 'tcp', dport, flags } });
 }
 
+/** A TCP segment from a given source port (a connection of its own). */
+export function tcpFrom(addrs: AddrPair, sport: number, dport: number, flags: number = TCP_FLAGS.SYN): Buffer {
+  return buildFrame({ ...ipSpec(addrs), l4: { proto: 'tcp', sport, dport, flags } });
+}
+
+/** A UDP datagram from a given source port. */
+export function udpFrom(addrs: AddrPair, sport: number, dport: number, payload: Buffer = Buffer.from('data')): Buffer {
+  return buildFrame({ ...ipSpec(addrs), l4: { proto: 'udp', sport, dport, payload } });
+}
+
 /** A UDP datagram (always a knock candidate). */
 export function udpDatagram(addrs: AddrPair, dport: number, payload: Buffer = Buffer.alloc(0)): Buffer {
   return buildFrame({ ...ipSpec(addrs), l4: { proto: 'udp', dport, payload } });

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { kernelSuite } from '../helpers/kernel.js';
 import {
+  FlowBook,
   GateHarness,
   NO_EVENT,
   NO_MAP_UPDATE,
@@ -21,7 +22,7 @@ import {
   type Entry,
   type Row,
 } from '../helpers/gate.js';
-import { ETH_P_ARP, IPPROTO, TCP_FLAGS, addrKey, buildFrame, tcpSegment, tcpSyn, udpDatagram } from '../helpers/packets.js';
+import { ETH_P_ARP, IPPROTO, TCP_FLAGS, addrKey, buildFrame, tcpFrom, tcpSegment, tcpSyn, udpDatagram, udpFrom } from '../helpers/packets.js';
 
 const syn = (src: string, port: number): Buffer => tcpSyn(to(src), port);
 const seg = (src: string, port: number, flags: number): Buffer => tcpSegment(to(src), port, flags);
@@ -63,14 +64,12 @@ const deniedQuietly = (description: string, frame: Buffer, counter: 'drop_no_gra
   counters: { deny_suppressed: 1 },
 });
 
-const granted = (description: string, frame: Buffer): Row => ({
-  description,
-  frame,
-  verdict: XDP_PASS,
-  counter: 'pass_granted',
-  map: NO_MAP_UPDATE,
-  events: NO_EVENT,
-});
+/**
+ * A new connection (a SYN from a fresh source port) or a new UDP flow that the source's grant
+ * lets in: it opens a flow (see FlowBook).
+ */
+const granted = (b: FlowBook, description: string, src: string, port: number, proto: 'tcp' | 'udp' = 'tcp'): Row =>
+  b.opens(description, src, port, (sport) => (proto === 'tcp' ? tcpFrom(to(src), sport, port) : udpFrom(to(src), sport, port)), proto);
 
 const BASE = config(`
   ssh:
@@ -137,12 +136,12 @@ kernelSuite('XDP: a protected port from a source without a grant', () => {
           counters: { deny_event: 1 },
         },
         {
-          description: 'IPv6 ACK to 22/tcp (any TCP flags), 2 tokens',
+          description: 'IPv6 ACK to 22/tcp (TCP without SYN: no flow), 2 tokens',
           frame: seg(V6, 22, TCP_FLAGS.ACK),
           verdict: XDP_DROP,
-          counter: 'drop_no_grant',
+          counter: 'drop_no_flow',
           map: NO_MAP_UPDATE,
-          events: [ev.deny('ssh', 'no_grant', 22)],
+          events: [ev.deny('ssh', 'no_flow', 22)],
           counters: { deny_event: 1 },
         },
         {
@@ -177,7 +176,7 @@ kernelSuite('XDP: a protected port from a source without a grant', () => {
 });
 
 /** The ssh knock from `src`, then what the grant opens (for src only, and only ssh's ports). */
-function fullKnock(src: string, other: string): Entry[] {
+function fullKnock(src: string, other: string, b = new FlowBook()): Entry[] {
   return [
     {
       description: `${src}: 7000/tcp, step 1 of ssh, the knock itself dropped`,
@@ -207,8 +206,17 @@ function fullKnock(src: string, other: string): Entry[] {
       events: [ev.grant('ssh', 9000)],
       counters: { grant: 1 },
     },
-    granted(`${src}: SYN to 22/tcp passes`, syn(src, 22)),
-    granted(`${src}: ACK to 22/tcp passes (any flags on a protected port)`, seg(src, 22, TCP_FLAGS.ACK)),
+    granted(b, `${src}: SYN to 22/tcp passes, and opens a flow`, src, 22),
+    b.on(`${src}: ACK on that connection passes (its flow)`, src, 22, (sport) => tcpFrom(to(src), sport, 22, TCP_FLAGS.ACK)),
+    {
+      description: `${src}: ACK to 22/tcp from a port with no flow: dropped (a grant opens connections, it does not let segments in)`,
+      frame: tcpFrom(to(src), 1234, 22, TCP_FLAGS.ACK),
+      verdict: XDP_DROP,
+      counter: 'drop_no_flow',
+      map: NO_MAP_UPDATE,
+      events: NO_EVENT,
+      counters: { deny_suppressed: 1 },
+    },
     deniedQuietly(`${other}: SYN to 22/tcp from another source still drops`, syn(other, 22)),
     knockPortNoop(`${src}: 9000/tcp again after the grant: dropped, nothing changes`, syn(src, 9000)),
     deniedQuietly(`${src}: 2222/tcp belongs to door mixed: drop_expired (a grant entry, none for mixed)`, syn(src, 2222), 'drop_expired'),
@@ -248,6 +256,7 @@ kernelSuite('XDP: the full knock', () => {
   });
 
   it('mixed TCP/UDP steps: the protocol is part of the step', async () => {
+    const b = new FlowBook();
     const S = '198.18.1.20';
     await GateHarness.with({ yaml: BASE }, async (h) => {
       await h.table([
@@ -325,15 +334,16 @@ kernelSuite('XDP: the full knock', () => {
           events: [ev.grant('mixed', 7300)],
           counters: { grant: 1 },
         },
-        granted('2222/tcp passes', syn(S, 2222)),
-        granted('5353/udp passes', udp(S, 5353)),
-        granted('6003/udp passes', udp(S, 6003)),
+        granted(b, '2222/tcp passes', S, 2222),
+        granted(b, '5353/udp passes', S, 5353, 'udp'),
+        granted(b, '6003/udp passes', S, 6003, 'udp'),
         deniedQuietly('22/tcp is door ssh’s: drop_expired', syn(S, 22), 'drop_expired'),
       ]);
     });
   });
 
   it('a 16-step sequence (the maximum), alternating TCP and UDP', async () => {
+    const b = new FlowBook();
     const steps = Array.from({ length: 16 }, (_, i) => ({ port: 10001 + i * 37, proto: i % 2 === 0 ? ('tcp' as const) : ('udp' as const) }));
     const yaml = config(`
   long:
@@ -357,7 +367,7 @@ kernelSuite('XDP: the full knock', () => {
           };
         });
         rows.splice(8, 0, deniedQuietly(`${S}: 2022/tcp halfway: still closed`, syn(S, 2022)));
-        await h.table([...rows, granted(`${S}: 2022/tcp passes`, syn(S, 2022))]);
+        await h.table([...rows, granted(b, `${S}: 2022/tcp passes`, S, 2022)]);
       });
     }
   });
@@ -365,11 +375,13 @@ kernelSuite('XDP: the full knock', () => {
 
 kernelSuite('XDP: grant expiry', () => {
   it('open_for 300ms: passes, then after 700ms drops with drop_expired and a DENY (expired)', async () => {
+    const b = new FlowBook();
     const yaml = config(`
   brief:
     sequence: [7400/udp, 7500/tcp]
     protects: [3000-3010/tcp]
     open_for: 300ms
+    flow_idle: 300ms
 `);
     for (const S of ['198.18.1.40', '2001:db8:1::40']) {
       await GateHarness.with({ yaml, denyTokens: 1 }, async (h) => {
@@ -392,10 +404,10 @@ kernelSuite('XDP: grant expiry', () => {
             events: [ev.grant('brief', 7500)],
             counters: { grant: 1 },
           },
-          granted(`${S}: 3005/tcp passes`, syn(S, 3005)),
-          { pause: 700, why: 'past open_for (300ms) with a 2x margin' },
+          granted(b, `${S}: 3005/tcp passes`, S, 3005),
+          { pause: 700, why: 'past open_for (300ms) and the flow’s flow_idle (300ms) with a 2x margin' },
           {
-            description: `${S}: 3005/tcp after expiry: drop_expired, DENY reason expired`,
+            description: `${S}: a new connection to 3005/tcp after expiry: drop_expired, DENY reason expired`,
             frame: syn(S, 3005),
             verdict: XDP_DROP,
             counter: 'drop_expired',
@@ -403,15 +415,23 @@ kernelSuite('XDP: grant expiry', () => {
             events: [ev.deny('brief', 'expired', 3005)],
             counters: { deny_event: 1 },
           },
-          deniedQuietly(`${S}: 3010/tcp after expiry, no token left`, seg(S, 3010, TCP_FLAGS.ACK), 'drop_expired'),
           {
-            action: 'the expired grant is not listed; a sweep removes its entry',
+            description: `${S}: ACK to 3010/tcp after expiry, no token left: no flow`,
+            frame: seg(S, 3010, TCP_FLAGS.ACK),
+            verdict: XDP_DROP,
+            counter: 'drop_no_flow',
+            map: NO_MAP_UPDATE,
+            events: NO_EVENT,
+            counters: { deny_suppressed: 1 },
+          },
+          {
+            action: 'the expired grant is not listed; its flow is idle past flow_idle, so a sweep removes the grant entry',
             run: (g) => {
               assert.deepEqual(g.gate.grants(), []);
               assert.equal(g.gate.sweepExpiredGrants(), 1);
             },
           },
-          deniedQuietly(`${S}: 3005/tcp after the sweep: drop_no_grant`, syn(S, 3005)),
+          deniedQuietly(`${S}: a new connection to 3005/tcp after the sweep: drop_no_grant`, syn(S, 3005)),
         ]);
       });
     }
@@ -420,6 +440,7 @@ kernelSuite('XDP: grant expiry', () => {
 
 kernelSuite('XDP: resets and retransmissions', () => {
   it('wrong ports reset (and may restart), the last accepted knock repeated is ignored', async () => {
+    const b = new FlowBook();
     const S = '198.18.1.50';
     const step = (port: number, n: number, proto: 'tcp' | 'udp' = 'tcp'): Row => ({
       description: `${port}/${proto}: step ${n}`,
@@ -519,7 +540,7 @@ kernelSuite('XDP: resets and retransmissions', () => {
           events: [ev.grant('ssh', 9000)],
           counters: { grant: 1 },
         },
-        granted('22/tcp passes', syn(S, 22)),
+        granted(b, '22/tcp passes', S, 22),
       ]);
     });
   });
@@ -622,6 +643,7 @@ kernelSuite('XDP: resets and retransmissions', () => {
 
 kernelSuite('XDP: allow_from', () => {
   it('a source outside allow_from cannot start the door (not_allowed); IPv4 and IPv6 sources inside can', async () => {
+    const b = new FlowBook();
     const yaml = config(`
   guarded:
     sequence: [7900/tcp, 7950/udp]
@@ -660,7 +682,7 @@ kernelSuite('XDP: allow_from', () => {
         events: [ev.grant('guarded', 7950, 'udp')],
         counters: { grant: 1 },
       },
-      granted(`${src}: 8443/tcp passes`, syn(src, 8443)),
+      granted(b, `${src}: 8443/tcp passes`, src, 8443),
     ];
     await GateHarness.with({ yaml }, async (h) => {
       await h.table([
@@ -683,6 +705,7 @@ kernelSuite('XDP: allow_from', () => {
 
 kernelSuite('XDP: doors that share ports', () => {
   it('two doors protecting one port, sharing a first step: either grant opens it; one door’s right knock is the other’s wrong one', async () => {
+    const b = new FlowBook();
     const yaml = config(`
   alpha:
     sequence: [7001/tcp, 7005/tcp]
@@ -724,7 +747,7 @@ kernelSuite('XDP: doors that share ports', () => {
           events: [ev.grant('alpha', 7005), ev.reset('beta', 1, 'wrong_port', 7005)],
           counters: { grant: 1, reset_wrong_port: 1 },
         },
-        granted(`${A}: 22/tcp passes (alpha)`, syn(A, 22)),
+        granted(b, `${A}: 22/tcp passes (alpha)`, A, 22),
         deniedQuietly(`${A}: 2200/tcp is beta’s only: drop_expired`, syn(A, 2200), 'drop_expired'),
         both(B),
         {
@@ -754,8 +777,8 @@ kernelSuite('XDP: doors that share ports', () => {
           events: [ev.grant('beta', 7004)],
           counters: { grant: 1 },
         },
-        granted(`${B}: 22/tcp passes (beta)`, syn(B, 22)),
-        granted(`${B}: 2200/tcp passes (beta)`, syn(B, 2200)),
+        granted(b, `${B}: 22/tcp passes (beta)`, B, 22),
+        granted(b, `${B}: 2200/tcp passes (beta)`, B, 2200),
         both(A),
         {
           description: `${A}: 7003/udp: beta step 2 (alpha resets); A keeps its alpha grant`,
@@ -775,7 +798,7 @@ kernelSuite('XDP: doors that share ports', () => {
           events: [ev.grant('beta', 7004)],
           counters: { grant: 1 },
         },
-        granted(`${A}: 2200/tcp passes now`, syn(A, 2200)),
+        granted(b, `${A}: 2200/tcp passes now`, A, 2200),
         deniedQuietly(`${C}: 22/tcp still closed for anyone else`, syn(C, 22)),
       ]);
       assert.equal(h.stats().retransmit, 1n);
@@ -785,6 +808,7 @@ kernelSuite('XDP: doors that share ports', () => {
 
 kernelSuite('XDP: edge cases of the state machine', () => {
   it('a one-step door grants at once (no progress entry); a repeated non-adjacent step advances, the same step twice in a row is a retransmission', async () => {
+    const b = new FlowBook();
     const yaml = config(`
   one:
     sequence: [7777/udp]
@@ -806,7 +830,7 @@ kernelSuite('XDP: edge cases of the state machine', () => {
           events: [ev.grant('one', 7777, 'udp')],
           counters: { grant: 1 },
         },
-        granted(`${S}: 2777/tcp passes`, syn(S, 2777)),
+        granted(b, `${S}: 2777/tcp passes`, S, 2777),
         {
           description: `${S6}: 7000/tcp: rep step 1`,
           frame: syn(S6, 7000),
@@ -888,13 +912,14 @@ kernelSuite('XDP: edge cases of the state machine', () => {
           events: [ev.grant('rep', 9000)],
           counters: { grant: 1 },
         },
-        granted(`${S6}: 22/tcp passes`, syn(S6, 22)),
-        granted(`${S6}: 2777/tcp passes`, syn(S6, 2777)),
+        granted(b, `${S6}: 22/tcp passes`, S6, 22),
+        granted(b, `${S6}: 2777/tcp passes`, S6, 2777),
       ]);
     });
   });
 
   it('grants set and revoked by hand (Gate.grant / Gate.revoke) are honoured; knocking again renews a grant', async () => {
+    const b = new FlowBook();
     const S = '198.18.12.11';
     const S6 = '2001:db8:12::11';
     let expiry = 0n;
@@ -912,34 +937,50 @@ kernelSuite('XDP: edge cases of the state machine', () => {
       await h.table([
         deniedQuietly(`${S}: 22/tcp before`, syn(S, 22)),
         { action: `grant ${S} on ssh for 60s by hand`, run: (g) => void g.gate.grant(addrKey(S), g.slotOf('ssh'), 60_000_000_000n) },
-        granted(`${S}: 22/tcp passes`, syn(S, 22)),
+        granted(b, `${S}: 22/tcp passes`, S, 22),
         deniedQuietly(`${S}: 2222/tcp (mixed) does not`, syn(S, 2222), 'drop_expired'),
         { action: `grant ${S6} on mixed by hand`, run: (g) => void g.gate.grant(addrKey(S6), g.slotOf('mixed'), 60_000_000_000n) },
-        granted(`${S6}: 2222/tcp passes`, syn(S6, 2222)),
-        granted(`${S6}: 6010/udp passes`, udp(S6, 6010)),
-        {
-          action: `revoke ${S}`,
-          run: (g) => assert.deepEqual(g.gate.revoke(addrKey(S)), [g.slotOf('ssh')]),
-        },
+        granted(b, `${S6}: 2222/tcp passes`, S6, 2222),
+        granted(b, `${S6}: 6010/udp passes`, S6, 6010, 'udp'),
+        b.gone(S, {
+          action: `revoke ${S}: its grant and the flow it opened are cut`,
+          run: (g) => {
+            assert.deepEqual(g.gate.revoke(addrKey(S)), { slots: [g.slotOf('ssh')], flows: 1 });
+            assert.deepEqual(g.flowsOf(S), []);
+          },
+        }),
         deniedQuietly(`${S}: 22/tcp after the revoke`, syn(S, 22)),
-        { action: `revoke ${S6} on ssh only: nothing to cut`, run: (g) => assert.deepEqual(g.gate.revoke(addrKey(S6), [g.slotOf('ssh')]), []) },
-        granted(`${S6}: 2222/tcp still passes`, syn(S6, 2222)),
+        {
+          description: `${S}: ACK on the revoked connection: no flow`,
+          frame: tcpFrom(to(S), b.sportOf(S, 22), 22, TCP_FLAGS.ACK),
+          verdict: XDP_DROP,
+          counter: 'drop_no_flow',
+          map: NO_MAP_UPDATE,
+          events: NO_EVENT,
+          counters: { deny_suppressed: 1 },
+        },
+        {
+          action: `revoke ${S6} on ssh only: nothing to cut (its flows are door mixed’s)`,
+          run: (g) => assert.deepEqual(g.gate.revoke(addrKey(S6), [g.slotOf('ssh')]), { slots: [], flows: 0 }),
+        },
+        granted(b, `${S6}: 2222/tcp still passes`, S6, 2222),
         { action: `a 1ns grant for ${S} (expired at once)`, run: (g) => void g.gate.grant(addrKey(S), g.slotOf('ssh'), 1n) },
         deniedQuietly(`${S}: 22/tcp with an expired grant: drop_expired`, syn(S, 22), 'drop_expired'),
         ...sshKnock(S),
-        granted(`${S}: 22/tcp passes after the knock`, syn(S, 22)),
+        granted(b, `${S}: 22/tcp passes after the knock`, S, 22),
         { action: 'remember the expiry', run: (g) => void (expiry = g.gate.grants().find((x) => x.addr.equals(addrKey(S)))?.expiresNs ?? 0n) },
         ...sshKnock(S),
         {
           action: 'knocking again renewed the grant (the GRANT row checked expires = ts + open_for)',
           run: (g) => assert.ok((g.gate.grants().find((x) => x.addr.equals(addrKey(S)))?.expiresNs ?? 0n) > expiry),
         },
-        granted(`${S}: 22/tcp passes`, syn(S, 22)),
+        granted(b, `${S}: 22/tcp passes`, S, 22),
       ]);
     });
   });
 
   it('16 doors (every slot): the last slot works, and a DENY names every door protecting the port', async () => {
+    const b = new FlowBook();
     const doors = Array.from({ length: 16 }, (_, i) => `  d${i}:\n    sequence: [${20000 + i * 10}/tcp, ${20005 + i * 10}/udp]\n    protects: [22/tcp, ${30000 + i}/tcp]\n`).join('');
     const S = '198.18.12.21';
     await GateHarness.with({ yaml: config(`\n${doors}`), denyTokens: 1 }, async (h) => {
@@ -972,8 +1013,8 @@ kernelSuite('XDP: edge cases of the state machine', () => {
           events: [ev.grant('d15', 20155, 'udp')],
           counters: { grant: 1 },
         },
-        granted(`${S}: 22/tcp passes`, syn(S, 22)),
-        granted(`${S}: 30015/tcp passes`, syn(S, 30015)),
+        granted(b, `${S}: 22/tcp passes`, S, 22),
+        granted(b, `${S}: 30015/tcp passes`, S, 30015),
         deniedQuietly(`${S}: 30014/tcp (d14’s) does not`, syn(S, 30014), 'drop_expired'),
         {
           description: `${S}: 20000/tcp: d0 step 1 (slot 0 and slot 15 in one entry's history)`,
@@ -993,7 +1034,7 @@ kernelSuite('XDP: edge cases of the state machine', () => {
           events: [ev.grant('d0', 20005, 'udp')],
           counters: { grant: 1 },
         },
-        granted(`${S}: 30000/tcp passes`, syn(S, 30000)),
+        granted(b, `${S}: 30000/tcp passes`, S, 30000),
       ]);
     });
   });

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { kernelSuite } from '../helpers/kernel.js';
 import {
+  FlowBook,
   GateHarness,
   NO_EVENT,
   NO_MAP_UPDATE,
@@ -93,14 +94,10 @@ const noGrant = (description: string, f: Buffer): Row => ({
   events: NO_EVENT,
   counters: { deny_suppressed: 1 },
 });
-const granted = (description: string, f: Buffer): Row => ({
-  description,
-  frame: f,
-  verdict: XDP_PASS,
-  counter: 'pass_granted',
-  map: NO_MAP_UPDATE,
-  events: NO_EVENT,
-});
+/** Flows opened by the granted sources' SYNs, one book for the file (sources differ per test). */
+const book = new FlowBook();
+/** A SYN from a fresh source port (built by `build`) that the source's grant lets in: a new flow. */
+const granted = (description: string, src: string, build: (sport: number) => Buffer): Row => book.opens(description, src, 22, build);
 const passes = (description: string, f: Buffer, counter: Row['counter']): Row => ({
   description,
   frame: f,
@@ -162,9 +159,9 @@ kernelSuite('XDP: VLAN tags', () => {
         malformed('three tags, ARP: malformed (the tag limit comes before the EtherType)', buildFrame({ vlans: [AD(1), Q(2), Q(3)], etherType: ETH_P_ARP, payload: Buffer.alloc(28) })),
         passes('QinQ, ARP: non-IP', buildFrame({ vlans: [AD(1), Q(2)], etherType: ETH_P_ARP, payload: Buffer.alloc(28) }), 'pass_non_ip'),
         sshStep('two 802.1Q tags, IPv4 SYN 9000: GRANT', S, 3, frame(S, tcp(9000), { vlans: [Q(10), Q(11)] })),
-        granted('QinQ, IPv4 SYN 22 from the granted source: passes', frame(S, tcp(22), { vlans: [AD(100), Q(10)] })),
-        granted('802.1Q, IPv4 ACK 22: passes', frame(S, tcp(22, { flags: TCP_FLAGS.ACK }), { vlans: [Q(99)] })),
-        granted('untagged, IPv4 SYN 22: passes (grants are per source)', frame(S, tcp(22))),
+        granted('QinQ, IPv4 SYN 22 from the granted source: passes', S, (sport) => frame(S, tcp(22, { sport }), { vlans: [AD(100), Q(10)] })),
+        book.on('802.1Q, IPv4 ACK 22 on that connection: passes (its flow)', S, 22, (sport) => frame(S, tcp(22, { sport, flags: TCP_FLAGS.ACK }), { vlans: [Q(99)] })),
+        granted('untagged, IPv4 SYN 22: passes (grants are per source)', S, (sport) => frame(S, tcp(22, { sport }))),
         malformed('three tags, IPv4 SYN 22 from the granted source: still malformed', frame(S, tcp(22), { vlans: [Q(1), Q(2), Q(3)] })),
         noGrant('QinQ, IPv4 SYN 22 from another source: dropped', frame(O, tcp(22), { vlans: [AD(100), Q(10)] })),
         sshStep('802.1Q, IPv6 SYN 7000: step 1', S6, 1, frame(S6, tcp(7000), { vlans: [Q(10)] })),
@@ -172,7 +169,7 @@ kernelSuite('XDP: VLAN tags', () => {
         sshStep('one 802.1ad tag, IPv6 SYN 8000: step 2', S6, 2, frame(S6, tcp(8000), { vlans: [AD(7)] })),
         malformed('three tags, IPv6 SYN 9000: malformed, no grant', frame(S6, tcp(9000), { vlans: [AD(7), Q(8), Q(9)] })),
         sshStep('QinQ, IPv6 SYN 9000: GRANT', S6, 3, frame(S6, tcp(9000), { vlans: [AD(100), Q(10)] })),
-        granted('QinQ, IPv6 SYN 22: passes', frame(S6, tcp(22), { vlans: [AD(100), Q(10)] })),
+        granted('QinQ, IPv6 SYN 22: passes', S6, (sport) => frame(S6, tcp(22, { sport }), { vlans: [AD(100), Q(10)] })),
         noGrant('802.1Q, IPv6 UDP 5000/udp: dropped (ssh’s grant does not cover dns’s port)', frame(S6, udpL4(5000), { vlans: [Q(10)] })),
       ].map((r) => (r.description.includes('dns’s port') ? { ...r, counter: 'drop_expired' as const } : r)));
     });
@@ -209,7 +206,7 @@ kernelSuite('XDP: IPv4 headers', () => {
         noGrant('Ethernet padding after a short datagram: SYN 22 padded to 128 bytes, a normal drop', frame(S, tcp(22), { padTo: 128 })),
         passes('UDP 53 padded to the Ethernet minimum (from another source, with no progress): passes', frame('198.18.7.2', udpL4(53, { payload: Buffer.alloc(0) }), { padTo: 60 }), 'pass_unrelated'),
         sshStep('IHL 7, SYN 9000: GRANT', S, 3, frame(S, tcp(9000), { v4: { options: nops8 } })),
-        granted('IHL 15, SYN 22 from the granted source: passes', frame(S, tcp(22), { v4: { options: nops40 } })),
+        granted('IHL 15, SYN 22 from the granted source: passes', S, (sport) => frame(S, tcp(22, { sport }), { v4: { options: nops40 } })),
         malformed('IHL 4, SYN 22 from the granted source: still malformed', frame(S, tcp(22), { v4: { ihl: 4 } })),
       ]);
     });
@@ -251,7 +248,7 @@ kernelSuite('XDP: IPv6 extension headers', () => {
         malformed('payload length 0 (a jumbogram), SYN 22', frame(S, tcp(22), { v6: { payloadLength: 0 } })),
         malformed('payload length 16: TCP header not complete within it, SYN 9000', frame(S, tcp(9000), { v6: { payloadLength: 16 } })),
         sshStep('AH, SYN 9000: GRANT', S, 3, frame(S, tcp(9000), exts(AH))),
-        granted('8 extension headers, SYN 22 from the granted source: passes', frame(S, tcp(22), exts(...eight))),
+        granted('8 extension headers, SYN 22 from the granted source: passes', S, (sport) => frame(S, tcp(22, { sport }), exts(...eight))),
         malformed('9 extension headers, SYN 22 from the granted source: malformed', frame(S, tcp(22), exts(...nine))),
         noGrant('hop-by-hop + dest options + routing, SYN 22 from another source: dropped', frame(O, tcp(22), exts(HBH, DST, RT))),
       ]);
@@ -294,7 +291,7 @@ function fragmentRows(S: string, O: string): Entry[] {
     knockNoop('midway: first fragment to the next step 8000: dropped, progress stays at 1', first(tcp(8000))),
     sshStep('8000 whole: step 2', S, 2, frame(S, tcp(8000))),
     sshStep('9000 whole: GRANT', S, 3, frame(S, tcp(9000))),
-    granted('granted: first fragment to 22: passes', first(tcp(22))),
+    granted('granted: first fragment to 22 (a SYN with a whole TCP header): passes, opens a flow', S, (sport) => first(tcp(22, { sport }))),
     passes('granted: non-first fragment: pass_fragment', later(8, true, TCP, tcpLookingBytes(22)), 'pass_fragment'),
     malformed('granted: tiny first fragment to 22: still malformed', first(tcp(22, { truncateTo: 8 }))),
     noGrant(`${O}: first fragment to 22 from another source: dropped`, frame(O, tcp(22), v6 ? { v6: { extensions: [{ type: 'fragment', offset: 0, more: true }] } } : { v4: { moreFragments: true } })),

@@ -39,14 +39,17 @@ test('the minimal config loads with every default', () => {
     stepTimeoutMs: 5000,
     sequenceTimeoutMs: 15000,
     openForMs: 30000,
+    flowIdleMs: 600_000,
+    scope: 'source',
   };
   assert.deepEqual(parseFixture('good-minimal.yaml'), {
     file: 'good-minimal.yaml',
     interfaces: [{ name: 'eth0', mode: 'auto' }],
     pinPath: '/sys/fs/bpf/knockgate',
     keep: false,
-    log: { level: 'info', denialsPerSecond: 20 },
-    limits: { sources: 65536, eventRingBytes: 262144 },
+    log: { level: 'info', denialsPerSecond: 20, knockEventsPerSecond: 100 },
+    limits: { sources: 65536, flows: 65536, eventRingBytes: 262144, firstKnockFilterBytes: 8 * 1024 * 1024 },
+    bruteForce: { maxFailures: 5, failureWindowMs: 60_000, cooldownMs: 300_000 },
     doors: [ssh],
     warnings: [],
   } satisfies GateConfig);
@@ -62,8 +65,9 @@ test('a config with every key loads to the exact model', () => {
     ],
     pinPath: '/sys/fs/bpf/kg-test',
     keep: true,
-    log: { level: 'debug', denialsPerSecond: 0 },
-    limits: { sources: 1024, eventRingBytes: 1048576 },
+    log: { level: 'debug', denialsPerSecond: 0, knockEventsPerSecond: 5 },
+    limits: { sources: 1024, flows: 2048, eventRingBytes: 1048576, firstKnockFilterBytes: 1024 * 1024 },
+    bruteForce: { maxFailures: 3, failureWindowMs: 120_000, cooldownMs: 3_600_000 },
     doors: [
       {
         name: 'ssh',
@@ -78,6 +82,8 @@ test('a config with every key loads to the exact model', () => {
         stepTimeoutMs: 500,
         sequenceTimeoutMs: 60_000,
         openForMs: 86_400_000,
+        flowIdleMs: 7_200_000,
+        scope: 'flow-only',
       },
       {
         name: 'web-admin_2',
@@ -87,6 +93,8 @@ test('a config with every key loads to the exact model', () => {
         stepTimeoutMs: 2000,
         sequenceTimeoutMs: 2000,
         openForMs: 5_400_000,
+        flowIdleMs: 1_800_000,
+        scope: 'source',
       },
       {
         name: '42',
@@ -96,10 +104,12 @@ test('a config with every key loads to the exact model', () => {
         stepTimeoutMs: 2000,
         sequenceTimeoutMs: 60_000,
         openForMs: 5_400_000,
+        flowIdleMs: 1_800_000,
+        scope: 'source',
       },
     ],
     warnings: [
-      { file: 'good-full.yaml', line: 36, col: 15, path: 'doors.42.sequence', message: 'a one-step sequence is opened by any scan of that port' },
+      { file: 'good-full.yaml', line: 46, col: 15, path: 'doors.42.sequence', message: 'a one-step sequence is opened by any scan of that port' },
     ],
   } satisfies GateConfig);
 });
@@ -112,16 +122,21 @@ test('the example config is valid and matches the embedded defaults', async () =
   assert.equal(config.keep, DEFAULTS.keep);
   assert.deepEqual(config.log, DEFAULTS.log);
   assert.deepEqual(config.limits, DEFAULTS.limits);
+  assert.deepEqual(config.bruteForce, DEFAULTS.bruteForce);
   const ssh = config.doors.find((d) => d.name === 'ssh');
   assert.ok(ssh);
   assert.equal(ssh.stepTimeoutMs, DEFAULTS.stepTimeoutMs);
   assert.equal(ssh.sequenceTimeoutMs, DEFAULTS.sequenceTimeoutMs);
   assert.equal(ssh.openForMs, DEFAULTS.openForMs);
+  assert.equal(ssh.flowIdleMs, DEFAULTS.flowIdleMs);
+  assert.equal(ssh.scope, DEFAULTS.scope);
   assert.deepEqual(config.interfaces, [{ name: 'eth0', mode: 'auto' }, { name: 'eth1', mode: 'generic' }]);
   // Every key the loader knows appears in the example.
   const text = readFileSync(examplePath, 'utf8');
-  for (const key of ['interfaces', 'xdp_mode', 'pin_path', 'keep', 'log', 'level', 'denials_per_second', 'limits', 'sources', 'event_ring',
-    'defaults', 'step_timeout', 'sequence_timeout', 'open_for', 'doors', 'sequence', 'protects', 'allow_from', 'name']) {
+  for (const key of ['interfaces', 'xdp_mode', 'pin_path', 'keep', 'log', 'level', 'denials_per_second', 'knock_events_per_second',
+    'limits', 'sources', 'flows', 'event_ring', 'first_knock_filter', 'brute_force', 'max_failures', 'failure_window', 'cooldown',
+    'defaults', 'step_timeout', 'sequence_timeout', 'open_for', 'flow_idle', 'doors', 'sequence', 'protects', 'allow_from', 'scope',
+    'name']) {
     assert.match(text, new RegExp(`^\\s*(- )?${key}:`, 'm'), key);
   }
 });
@@ -168,7 +183,7 @@ const BAD: Record<string, string[]> = {
   'bad-unknown-key.yaml': [
     'bad-unknown-key.yaml:1:1: interface: unknown key "interface": did you mean "interfaces"?',
     'bad-unknown-key.yaml:6:5: doors.ssh.step_timout: unknown key "step_timout": did you mean "step_timeout"?',
-    'bad-unknown-key.yaml:7:5: doors.ssh.colour: unknown key "colour": expected sequence, protects, allow_from, step_timeout, sequence_timeout or open_for',
+    'bad-unknown-key.yaml:7:5: doors.ssh.colour: unknown key "colour": expected sequence, protects, allow_from, scope, step_timeout, sequence_timeout, open_for or flow_idle',
   ],
   'bad-duration.yaml': [
     'bad-duration.yaml:3:17: defaults.step_timeout: "5 seconds" is not a duration: write a number and a unit, e.g. 500ms, 5s, 2m, 1h30m',
@@ -242,6 +257,18 @@ const BAD: Record<string, string[]> = {
     'bad-door-name.yaml:3:3: doors["my door"]: "my door" is not a door name: use letters, digits, "_" and "-", starting with a letter or digit',
     'bad-door-name.yaml:6:3: doors._ssh: "_ssh" is not a door name: use letters, digits, "_" and "-", starting with a letter or digit',
     'bad-door-name.yaml:9:3: doors.a-door-name-that-is-far-too-long-x: "a-door-name-that-is-far-too-long-x" is not a door name: it is 34 characters long; at most 31',
+  ],
+  'bad-hardening.yaml': [
+    'bad-hardening.yaml:3:28: log.knock_events_per_second: -1 is out of range: 0..100000',
+    'bad-hardening.yaml:5:10: limits.flows: 10 is out of range: 64..16777216',
+    'bad-hardening.yaml:6:23: limits.first_knock_filter: 3MiB is not a power of two: try 2MiB or 4MiB',
+    'bad-hardening.yaml:8:17: brute_force.max_failures: 1001 is out of range: 0..1000',
+    'bad-hardening.yaml:9:19: brute_force.failure_window: 60 has no unit: write 60s for seconds or 60ms for milliseconds (units: ms, s, m, h)',
+    'bad-hardening.yaml:10:13: brute_force.cooldown: 0s is too short: a duration must be more than 0',
+    'bad-hardening.yaml:11:3: brute_force.max_fails: unknown key "max_fails": expected max_failures, failure_window or cooldown',
+    'bad-hardening.yaml:13:14: defaults.flow_idle: 25h is too long: at most 24h',
+    'bad-hardening.yaml:18:12: doors.ssh.scope: "flowonly" is not a grant scope: did you mean "flow-only"?',
+    'bad-hardening.yaml:19:5: doors.ssh.flow_idle: has no value: remove the key to use the default (10m)',
   ],
   'bad-types.yaml': [
     'bad-types.yaml:1:13: interfaces: expected a list, e.g. [eth0], found the string "eth0"',

@@ -8,9 +8,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  COOLDOWN_DOOR,
   DENY_REASON,
   DOOR_FLAG,
   EVENT,
+  FLOW_FLAG,
   KG,
   MAP,
   OFFSETS,
@@ -24,10 +26,16 @@ import {
   decodeAllowKey,
   decodeDoor,
   decodeEvent,
+  decodeFirstsBlock,
+  decodeFlow,
+  decodeFlowKey,
   decodeGrant,
+  decodePenalty,
   decodePortInfo,
+  decodeProbation,
   decodeProgress,
   encodeAllowKey,
+  encodeFlowKey,
   encodeDoor,
   encodeGrant,
   encodePortInfo,
@@ -39,25 +47,41 @@ import {
 const repo = new URL('../../../', import.meta.url).pathname;
 
 const fields: Record<string, readonly string[]> = {
-  kg_port_info: ['knock_doors', 'protect_doors'],
+  kg_port_info: ['knock_doors', 'protect_doors', 'flow_only_doors'],
   kg_step: ['port', 'proto'],
   kg_port_range: ['first', 'last', 'proto'],
-  kg_door: ['flags', 'epoch', 'step_timeout_ns', 'seq_timeout_ns', 'open_for_ns', 'nsteps', 'nprotects', 'steps', 'protects', 'name'],
+  kg_door: ['flags', 'epoch', 'step_timeout_ns', 'seq_timeout_ns', 'open_for_ns', 'flow_idle_ns', 'nsteps', 'nprotects', 'steps', 'protects', 'name'],
   kg_allow_key: ['prefixlen', 'gen', 'slot', 'addr'],
   kg_door_progress: ['start_ns', 'last_ns', 'epoch', 'step'],
   kg_progress: ['doors', 'd'],
+  kg_first_knock: ['at_ns', 'epoch'],
+  kg_probation: ['live', 'spent', 'd'],
+  kg_fk_block: ['lock', 'start', 'bits'],
+  kg_penalty: ['window_start_ns', 'cooldown_until_ns', 'failures'],
+  kg_flow_key: ['src', 'dst', 'sport', 'dport', 'proto'],
+  kg_flow: ['created_ns', 'last_ns', 'idle_ns', 'slot', 'flags'],
   kg_event: ['ts_ns', 'expires_ns', 'addr', 'port', 'doors', 'proto', 'type', 'door', 'step', 'reason', 'ifindex'],
-  kg_globals: ['active_gen', 'deny_tokens', 'hint'],
+  kg_globals: ['active_gen', 'max_failures', 'deny_tokens', 'knock_tokens', 'failure_window_ns', 'cooldown_ns', 'fk_window_ns', 'fk_seed', 'fk_mask', 'hint'],
 };
-const sized = ['kg_port_info', 'kg_step', 'kg_port_range', 'kg_door', 'kg_allow_key', 'kg_addr', 'kg_door_progress', 'kg_progress', 'kg_grant', 'kg_event', 'kg_stats', 'kg_globals'];
+const sized = [
+  'kg_port_info', 'kg_step', 'kg_port_range', 'kg_door', 'kg_allow_key', 'kg_addr', 'kg_door_progress', 'kg_progress',
+  'kg_first_knock', 'kg_probation', 'kg_fk_block', 'kg_penalty', 'kg_grant', 'kg_flow_key', 'kg_flow', 'kg_event', 'kg_stats',
+  'kg_globals',
+];
 const constants = [
   'KG_MAX_DOORS', 'KG_MAX_STEPS', 'KG_MAX_PROTECTS', 'KG_NAME_LEN', 'KG_GENS', 'KG_PROTOS', 'KG_PORTS', 'KG_PORT_SLOTS',
-  'KG_DOOR_SLOTS', 'KG_HINT_SLOTS', 'KG_MAX_VLAN_TAGS', 'KG_MAX_EXT_HDRS', 'KG_DEFAULT_SOURCES', 'KG_DEFAULT_RING_BYTES',
-  'KG_PROTO_TCP', 'KG_PROTO_UDP', 'KG_DOOR_ACTIVE', 'KG_DOOR_ALLOW_LIST', 'KG_EV_STEP', 'KG_EV_RESET', 'KG_EV_GRANT',
-  'KG_EV_DENY', 'KG_RESET_NONE', 'KG_RESET_WRONG_PORT', 'KG_RESET_STEP_TIMEOUT', 'KG_RESET_SEQ_TIMEOUT',
-  'KG_DENY_NO_GRANT', 'KG_DENY_EXPIRED', 'KG_VERDICTS', 'KG_STAT_MAX',
+  'KG_DOOR_SLOTS', 'KG_HINT_SLOTS', 'KG_MAX_VLAN_TAGS', 'KG_MAX_EXT_HDRS', 'KG_DEFAULT_SOURCES', 'KG_DEFAULT_FLOWS',
+  'KG_DEFAULT_RING_BYTES', 'KG_FK_WORDS', 'KG_FK_BITS', 'KG_FK_HASHES', 'KG_FK_BLOCK_BYTES', 'KG_DEFAULT_FK_BLOCKS',
+  'KG_FLOW_LINGER_NS',
+  'KG_PROTO_TCP', 'KG_PROTO_UDP', 'KG_DOOR_ACTIVE', 'KG_DOOR_ALLOW_LIST', 'KG_DOOR_FLOW_ONLY', 'KG_FLOW_ESTABLISHED',
+  'KG_FLOW_CLOSING', 'KG_EV_STEP', 'KG_EV_RESET', 'KG_EV_GRANT', 'KG_EV_DENY', 'KG_EV_COOLDOWN', 'KG_EV_CONSUMED',
+  'KG_RESET_NONE', 'KG_RESET_WRONG_PORT', 'KG_RESET_STEP_TIMEOUT', 'KG_RESET_SEQ_TIMEOUT',
+  'KG_DENY_NO_GRANT', 'KG_DENY_EXPIRED', 'KG_DENY_NO_FLOW', 'KG_VERDICTS', 'KG_STAT_MAX',
 ];
-const strings = ['KG_MAP_PORTS', 'KG_MAP_DOORS', 'KG_MAP_ALLOW', 'KG_MAP_PROGRESS', 'KG_MAP_GRANTS', 'KG_MAP_EVENTS', 'KG_MAP_STATS', 'KG_MAP_GLOBALS', 'KG_PROG_NAME'];
+const strings = [
+  'KG_MAP_PORTS', 'KG_MAP_DOORS', 'KG_MAP_ALLOW', 'KG_MAP_PROGRESS', 'KG_MAP_PROBATION', 'KG_MAP_FIRSTS', 'KG_MAP_PENALTY',
+  'KG_MAP_GRANTS', 'KG_MAP_FLOWS', 'KG_MAP_EVENTS', 'KG_MAP_STATS', 'KG_MAP_GLOBALS', 'KG_PROG_NAME',
+];
 
 interface Oracle {
   size: Record<string, number>;
@@ -124,21 +148,34 @@ test('constants and names match knock.h', () => {
     KG_MAX_VLAN_TAGS: KG.MAX_VLAN_TAGS,
     KG_MAX_EXT_HDRS: KG.MAX_EXT_HDRS,
     KG_DEFAULT_SOURCES: KG.DEFAULT_SOURCES,
+    KG_DEFAULT_FLOWS: KG.DEFAULT_FLOWS,
     KG_DEFAULT_RING_BYTES: KG.DEFAULT_RING_BYTES,
+    KG_FK_WORDS: KG.FK_WORDS,
+    KG_FK_BITS: KG.FK_BITS,
+    KG_FK_HASHES: KG.FK_HASHES,
+    KG_FK_BLOCK_BYTES: KG.FK_BLOCK_BYTES,
+    KG_DEFAULT_FK_BLOCKS: KG.DEFAULT_FK_BLOCKS,
+    KG_FLOW_LINGER_NS: Number(KG.FLOW_LINGER_NS),
     KG_PROTO_TCP: PROTO.TCP,
     KG_PROTO_UDP: PROTO.UDP,
     KG_DOOR_ACTIVE: DOOR_FLAG.ACTIVE,
     KG_DOOR_ALLOW_LIST: DOOR_FLAG.ALLOW_LIST,
+    KG_DOOR_FLOW_ONLY: DOOR_FLAG.FLOW_ONLY,
+    KG_FLOW_ESTABLISHED: FLOW_FLAG.ESTABLISHED,
+    KG_FLOW_CLOSING: FLOW_FLAG.CLOSING,
     KG_EV_STEP: EVENT.STEP,
     KG_EV_RESET: EVENT.RESET,
     KG_EV_GRANT: EVENT.GRANT,
     KG_EV_DENY: EVENT.DENY,
+    KG_EV_COOLDOWN: EVENT.COOLDOWN,
+    KG_EV_CONSUMED: EVENT.CONSUMED,
     KG_RESET_NONE: RESET_REASON.NONE,
     KG_RESET_WRONG_PORT: RESET_REASON.WRONG_PORT,
     KG_RESET_STEP_TIMEOUT: RESET_REASON.STEP_TIMEOUT,
     KG_RESET_SEQ_TIMEOUT: RESET_REASON.SEQ_TIMEOUT,
     KG_DENY_NO_GRANT: DENY_REASON.NO_GRANT,
     KG_DENY_EXPIRED: DENY_REASON.EXPIRED,
+    KG_DENY_NO_FLOW: DENY_REASON.NO_FLOW,
     KG_VERDICTS: VERDICTS,
     KG_STAT_MAX: STAT_MAX,
   };
@@ -149,7 +186,11 @@ test('constants and names match knock.h', () => {
       KG_MAP_DOORS: MAP.DOORS,
       KG_MAP_ALLOW: MAP.ALLOW,
       KG_MAP_PROGRESS: MAP.PROGRESS,
+      KG_MAP_PROBATION: MAP.PROBATION,
+      KG_MAP_FIRSTS: MAP.FIRSTS,
+      KG_MAP_PENALTY: MAP.PENALTY,
       KG_MAP_GRANTS: MAP.GRANTS,
+      KG_MAP_FLOWS: MAP.FLOWS,
       KG_MAP_EVENTS: MAP.EVENTS,
       KG_MAP_STATS: MAP.STATS,
       KG_MAP_GLOBALS: MAP.GLOBALS,
@@ -180,7 +221,7 @@ test('enum kg_stat order matches STAT_NAMES', () => {
 });
 
 test('codecs round-trip', () => {
-  const pi = { knockDoors: 0x8001, protectDoors: 0x0102 };
+  const pi = { knockDoors: 0x8001, protectDoors: 0x0102, flowOnlyDoors: 0x0100 };
   assert.deepEqual(decodePortInfo(encodePortInfo(pi)), pi);
   assert.equal(portIndex(1, PROTO.UDP, 65535), 262143);
 
@@ -190,6 +231,7 @@ test('codecs round-trip', () => {
     stepTimeoutNs: 5_000_000_000n,
     seqTimeoutNs: 15_000_000_000n,
     openForNs: 30_000_000_000n,
+    flowIdleNs: 600_000_000_000n,
     steps: [
       { port: 7000, proto: PROTO.TCP },
       { port: 8000, proto: PROTO.UDP },
@@ -238,9 +280,59 @@ test('progress, event and stats decoders read the right offsets', () => {
 
   const cpu0 = Buffer.alloc(SIZEOF.stats);
   const cpu1 = Buffer.alloc(SIZEOF.stats);
-  cpu0.writeBigUInt64LE(3n, 5 * 8);
-  cpu1.writeBigUInt64LE(4n, 5 * 8);
-  assert.equal(sumStats([cpu0, cpu1]).drop_no_grant, 7n);
+  const idx = STAT_NAMES.indexOf('drop_no_grant') * 8;
+  cpu0.writeBigUInt64LE(3n, idx);
+  cpu1.writeBigUInt64LE(4n, idx);
+  cpu1.writeBigUInt64LE(9n, (STAT_MAX - 1) * 8);
+  const sum = sumStats([cpu0, cpu1]);
+  assert.equal(sum.drop_no_grant, 7n);
+  assert.equal(sum.knock_suppressed, 9n);
+  assert.equal(COOLDOWN_DOOR, 0xff);
+});
+
+test('probation, filter block, penalty and flow codecs read the right offsets', () => {
+  const pr = Buffer.alloc(SIZEOF.probation);
+  pr.writeUInt16LE((1 << 3) | (1 << 15), OFFSETS.probation.live);
+  pr.writeUInt16LE(1 << 7, OFFSETS.probation.spent);
+  const at = OFFSETS.probation.d + 15 * SIZEOF.first_knock;
+  pr.writeBigUInt64LE(77n, at + OFFSETS.first_knock.at_ns);
+  pr.writeUInt32LE(5, at + OFFSETS.first_knock.epoch);
+  const dp = decodeProbation(pr);
+  assert.deepEqual(dp.live.map((f) => f.slot), [3, 15]);
+  assert.deepEqual(dp.live[1], { slot: 15, atNs: 77n, epoch: 5 });
+  assert.equal(dp.spent, 1 << 7);
+
+  const blk = Buffer.alloc(SIZEOF.fk_block);
+  blk.writeBigUInt64LE(1000n, OFFSETS.fk_block.start);
+  blk.writeBigUInt64LE(2000n, OFFSETS.fk_block.start + 8);
+  blk.writeUInt32LE(0xffffffff, OFFSETS.fk_block.bits); // half 0, word 0: 32 bits
+  blk.writeUInt32LE(0x11, OFFSETS.fk_block.bits + KG.FK_WORDS * 4); // half 1, word 0: 2 bits
+  blk.writeUInt32LE(0x80000000, OFFSETS.fk_block.bits + (2 * KG.FK_WORDS - 1) * 4); // half 1, last word
+  assert.deepEqual(decodeFirstsBlock(blk), { start: [1000n, 2000n], set: [32, 3] });
+
+  const pen = Buffer.alloc(SIZEOF.penalty);
+  pen.writeBigUInt64LE(1n, OFFSETS.penalty.window_start_ns);
+  pen.writeBigUInt64LE(2n, OFFSETS.penalty.cooldown_until_ns);
+  pen.writeUInt32LE(3, OFFSETS.penalty.failures);
+  assert.deepEqual(decodePenalty(pen), { windowStartNs: 1n, cooldownUntilNs: 2n, failures: 3 });
+
+  const key = {
+    src: Buffer.from('00000000000000000000ffffc6120002', 'hex'),
+    dst: Buffer.from('20010db8000000000000000000000001', 'hex'),
+    sport: 40000,
+    dport: 22,
+    proto: PROTO.UDP,
+  };
+  const enc = encodeFlowKey(key);
+  assert.equal(enc.length, SIZEOF.flow_key);
+  assert.deepEqual(decodeFlowKey(enc), key);
+  const f = Buffer.alloc(SIZEOF.flow);
+  f.writeBigUInt64LE(10n, OFFSETS.flow.created_ns);
+  f.writeBigUInt64LE(20n, OFFSETS.flow.last_ns);
+  f.writeBigUInt64LE(30n, OFFSETS.flow.idle_ns);
+  f.writeUInt8(9, OFFSETS.flow.slot);
+  f.writeUInt8(FLOW_FLAG.CLOSING, OFFSETS.flow.flags);
+  assert.deepEqual(decodeFlow(f), { createdNs: 10n, lastNs: 20n, idleNs: 30n, slot: 9, flags: FLOW_FLAG.CLOSING });
 });
 
 test('the compiled object\'s BTF has the same layout as the mirror', () => {

@@ -23,6 +23,7 @@ import {
   type EditResult,
   type NewDoor,
   type PortRange,
+  type Scope,
   type Step,
 } from '../../config/index.js';
 import { notifyDaemon } from '../../control.js';
@@ -30,7 +31,7 @@ import { doorConfigOf, doorJson, doorsAsConfigText } from '../../kernel/doors.js
 import type { Gate } from '../../kernel/gate.js';
 import { withGateLock } from '../../kernel/lock.js';
 import { CliError, EXIT } from '../exit.js';
-import { parseCidrListArg, parseDoorNameArg, parseDurationArg, parseProtectsArg, parseSequenceArg } from '../parsers.js';
+import { parseCidrListArg, parseDoorNameArg, parseDurationArg, parseProtectsArg, parseScopeArg, parseSequenceArg } from '../parsers.js';
 import { DEFAULT_CONFIG } from '../paths.js';
 import { openTarget, resolvePinPath, targetOptions, toJson, type TargetOptions } from '../target.js';
 
@@ -42,6 +43,8 @@ interface ChangeOptions extends TargetOptions {
   stepTimeout?: number;
   sequenceTimeout?: number;
   openFor?: number;
+  flowIdle?: number;
+  scope?: Scope;
   save?: boolean;
 }
 
@@ -55,6 +58,8 @@ function changesOf(o: ChangeOptions): DoorChanges {
   if (o.stepTimeout !== undefined) c.stepTimeoutMs = o.stepTimeout;
   if (o.sequenceTimeout !== undefined) c.sequenceTimeoutMs = o.sequenceTimeout;
   if (o.openFor !== undefined) c.openForMs = o.openFor;
+  if (o.flowIdle !== undefined) c.flowIdleMs = o.flowIdle;
+  if (o.scope !== undefined) c.scope = o.scope === 'source' ? null : o.scope;
   return c;
 }
 
@@ -76,6 +81,7 @@ function describe(d: DoorConfig): string {
   return (
     `${d.name}: ${d.sequence.map(formatStep).join(' ')} -> ${d.protects.map(formatRange).join(' ')}` +
     ` (step ${formatDuration(d.stepTimeoutMs)}, sequence ${formatDuration(d.sequenceTimeoutMs)}, open ${formatDuration(d.openForMs)}` +
+    `${d.scope === 'flow-only' ? ' for one flow' : ''}, flow idle ${formatDuration(d.flowIdleMs)}` +
     `${d.allowFrom ? `, from ${d.allowFrom.map((c) => c.text).join(' ')}` : ''})`
   );
 }
@@ -146,6 +152,8 @@ function withChangeOptions(cmd: Command): Command {
     .option('--step-timeout <duration>', 'longest gap between two knocks, e.g. 5s', parseDurationArg)
     .option('--sequence-timeout <duration>', 'longest time from first to last knock, e.g. 15s', parseDurationArg)
     .option('--open-for <duration>', 'how long a completed sequence opens the door, e.g. 30s', parseDurationArg)
+    .option('--flow-idle <duration>', 'how long a connection opened under a grant may stay idle, e.g. 10m', parseDurationArg)
+    .option('--scope <scope>', 'what a grant opens: source (the ports, to the address) or flow-only (one connection)', parseScopeArg)
     .option('--save', `also write the change into the config file (-c, default ${DEFAULT_CONFIG}), keeping its comments`);
 }
 
@@ -160,7 +168,7 @@ export function doorCommand(): Command {
       .action(async (name: string, opts: ChangeOptions) => {
         const changes = changesOf(opts);
         if (Object.keys(changes).length === 0) {
-          throw new CliError('door set: nothing to change: give --sequence, --protects, --allow-from, --any-source or a timeout', EXIT.USAGE);
+          throw new CliError('door set: nothing to change: give --sequence, --protects, --allow-from, --any-source, --scope or a timeout', EXIT.USAGE);
         }
         await applyEdit(opts, name, 'set', (text, fileName, file) => setDoorInText(text, name, changes, fileName, file));
       }),

@@ -6,12 +6,12 @@ import { doorJson } from '../../kernel/doors.js';
 import { monoNowNs } from '../../kernel/gate.js';
 import { STAT_NAMES, VERDICTS } from '../../kernel/layout.js';
 import { formatAddress } from '../../net/addr.js';
-import { grantRows } from './grants.js';
+import { flowRows, grantRows } from './grants.js';
 import { openTarget, resolvePinPath, targetOptions, toJson, type TargetOptions } from '../target.js';
 
 export function statusCommand(): Command {
   return targetOptions(new Command('status'))
-    .description('show interfaces and XDP mode, doors, counters, grants, sources in progress, lost events and map fill')
+    .description('show interfaces and XDP mode, doors, counters, grants, flows, sources in progress and in cooldown, lost events and map fill')
     .option('--json', 'JSON output')
     .addHelpText('after', '\nExample:\n  knockgate status\n  knockgate status --json | jq .counters\n')
     .action(async (opts: TargetOptions & { json?: boolean }) => {
@@ -22,6 +22,10 @@ export function statusCommand(): Command {
         const daemon = (await controlRequest(pinPath, { op: 'recent', limit: 1 }, 1000)) !== null;
         const stats = gate.stats();
         const progress = gate.progress(now).filter((p) => !p.stale);
+        const flows = flowRows(gate, now);
+        const cooldowns = gate.cooldowns(now);
+        const filter = gate.filterState(256, now);
+        const bf = gate.bruteForce();
         const status = {
           pin_path: pinPath,
           daemon_running: daemon,
@@ -31,9 +35,19 @@ export function statusCommand(): Command {
           verdicts: Object.fromEntries(STAT_NAMES.slice(0, VERDICTS).map((n) => [n, stats[n]])),
           counters: Object.fromEntries(STAT_NAMES.slice(VERDICTS).map((n) => [n, stats[n]])),
           grants: grantRows(gate, now),
+          flows: { count: flows.length, by_door: Object.fromEntries([...new Set(flows.map((f) => f.door))].map((d) => [d, flows.filter((f) => f.door === d).length])) },
           in_progress: progress.map((p) => ({ source: formatAddress(p.addr), door: p.door, step: p.step })),
+          brute_force: { max_failures: bf.maxFailures, failure_window_ms: bf.failureWindowMs, cooldown_ms: bf.cooldownMs },
+          in_cooldown: cooldowns.map((c) => ({ source: formatAddress(c.addr), left_ms: Number((c.untilNs - now) / 1_000_000n) })),
+          first_knock_filter: {
+            bytes: filter.bytes,
+            window_ms: Number(filter.windowNs / 1_000_000n),
+            fill: filter.fill,
+            false_positive_estimate: filter.falsePositive,
+          },
           events_lost: stats.event_lost,
           denials_suppressed: stats.deny_suppressed,
+          knock_events_suppressed: stats.knock_suppressed,
           maps: gate.mapFill(),
         };
         if (opts.json) {
@@ -49,6 +63,7 @@ export function statusCommand(): Command {
         for (const d of status.doors) {
           out.push(
             `  ${d.name.padEnd(16)} ${d.sequence.join(' ')} -> ${d.protects.join(' ')}  open ${formatDuration(d.open_for_ms)}` +
+              `${d.scope === 'flow-only' ? ' (one flow)' : ''}  idle ${formatDuration(d.flow_idle_ms)}` +
               `${d.allow_from ? `  from ${d.allow_from.join(' ')}` : ''}`,
           );
         }
@@ -58,9 +73,21 @@ export function statusCommand(): Command {
         for (const [k, v] of Object.entries(status.counters)) out.push(`  ${k.padEnd(20)} ${v}`);
         out.push(`grants: ${status.grants.length}`);
         for (const g of status.grants) out.push(`  ${g.source.padEnd(40)} ${g.door.padEnd(16)} ${formatDuration(Math.max(g.expires_in_ms, 1))} left`);
+        out.push(`flows: ${status.flows.count}${status.flows.count > 0 ? ` (${Object.entries(status.flows.by_door).map(([d, n]) => `${d} ${n}`).join(', ')}; knockgate grants lists them)` : ''}`);
         out.push(`sources in progress: ${status.in_progress.length}`);
         for (const p of status.in_progress.slice(0, 20)) out.push(`  ${p.source.padEnd(40)} ${p.door.padEnd(16)} step ${p.step}`);
-        out.push(`events lost: ${status.events_lost}; denial events suppressed: ${status.denials_suppressed}`);
+        out.push(
+          `brute-force limit: ${bf.maxFailures === 0 ? 'off' : `${bf.maxFailures} failures in ${formatDuration(bf.failureWindowMs)} -> cooldown ${formatDuration(bf.cooldownMs)}`}; ` +
+            `sources in cooldown: ${status.in_cooldown.length}`,
+        );
+        for (const c of status.in_cooldown.slice(0, 20)) out.push(`  ${c.source.padEnd(40)} ${formatDuration(Math.max(c.left_ms, 1))} left`);
+        out.push(
+          `first-knock filter: ${(filter.bytes / 1048576).toFixed(filter.bytes < 1048576 ? 2 : 0)} MiB, window ${formatDuration(Number(filter.windowNs / 1_000_000n))}, ` +
+            `${(100 * filter.fill).toFixed(2)}% of live bits set, est. false positives ${filter.falsePositive.toExponential(1)}`,
+        );
+        out.push(
+          `events lost: ${status.events_lost}; denial events suppressed: ${status.denials_suppressed}; knock events suppressed: ${status.knock_events_suppressed}`,
+        );
         out.push('maps:');
         for (const m of status.maps) out.push(`  ${m.map.padEnd(12)} ${m.entries}/${m.max} (${((100 * m.entries) / m.max).toFixed(1)}%)`);
         process.stdout.write(out.join('\n') + '\n');
