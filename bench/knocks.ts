@@ -251,8 +251,10 @@ export interface EvictionResult {
   /** distinct spoofed sources the first knocks come from */
   spoofedSources: number;
   run: KnockRun;
-  /** progress entries left after the attack / capacity */
+  /** progress entries (sources with two correct steps) left after the attack / capacity */
   progressFill: number;
+  /** first-knock records left after the attack / capacity */
+  probationFill: number;
   seconds: number;
 }
 
@@ -261,7 +263,17 @@ export async function runEviction(env: Env, p: KnockParams, log: (s: string) => 
   const capacity = env.bg.gate.map('kg_progress').maxEntries;
   const flood = { family: 6 as const, dport: PORTS.steps[0]!.port, range: capacity * 10 };
   const run = await runScenario(env, gateScenario(env, flood, pools(env, 2, p.cycles), 'knock_step'), p);
-  const fill = env.bg.gate.mapFill().find((m) => m.map === 'kg_progress');
+  const fills = env.bg.gate.mapFill();
+  const fill = fills.find((m) => m.map === 'kg_progress');
+  const prob = fills.find((m) => m.map === 'kg_probation');
   log(`  eviction: ${run.ok}/${run.cycles} cycles opened under first knocks from ${flood.range} sources (capacity ${capacity})`);
-  return { params: p, capacity, spoofedSources: flood.range, run, progressFill: fill ? fill.entries / fill.max : NaN, seconds: (Date.now() - t0) / 1000 };
+  return {
+    params: p,
+    capacity,
+    spoofedSources: flood.range,
+    run,
+    progressFill: fill ? fill.entries / fill.max : NaN,
+    probationFill: prob ? prob.entries / prob.max : NaN,
+    seconds: (Date.now() - t0) / 1000,
+  };
 }

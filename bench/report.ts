@@ -566,12 +566,11 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
     if (eviction) {
       const gc = eviction.run.gateCounters ?? {};
       s.push(
-        `During the eviction attack the gate accepted ${(gc.knock_step ?? 0).toLocaleString('en')} knock steps, ${(gc.map_full ?? 0).toLocaleString('en')} progress inserts failed, ` +
-          `and ${(gc.event_lost ?? 0).toLocaleString('en')} events found the ring full (no daemon drained it: with a daemon, every spoofed first knock is a STEP event it has to read). ` +
-          `kg_progress was ${f0(eviction.progressFill * 100)}% full afterwards. "flood Mpps handled" is spoofed first knocks per second here. ` +
-          `At that rate an untouched progress entry lives about ${f0((eviction.capacity / eviction.run.floodDropPps) * 1000)} ms (capacity / rate) before the LRU evicts it, ` +
-          `while a client's knocks are ${eviction.params.gapMs} ms + a few ms apart: an attacker ${f0(eviction.capacity / eviction.run.floodDropPps / 0.015)}x faster (or a limits.sources that much smaller) ` +
-          'would evict real clients between their knocks. This machine\'s generator, not the gate, sets the rate here.',
+        `During the eviction attack the gate accepted ${(gc.knock_step ?? 0).toLocaleString('en')} knock steps; ${(gc.step_from_filter ?? 0).toLocaleString('en')} second steps ` +
+          `came through on the first-knock filter alone (the flood had evicted those clients' exact first-knock records); ${(gc.map_full ?? 0).toLocaleString('en')} inserts failed. ` +
+          `First-knock events are budgeted (log.knock_events_per_second; no daemon here, no budget): ${(gc.knock_suppressed ?? 0).toLocaleString('en')} were counted, not emitted, ` +
+          `and ${(gc.event_lost ?? 0).toLocaleString('en')} events found the ring full. Afterwards kg_progress (sources with two correct steps, which first knocks never insert into) ` +
+          `was ${f0(eviction.progressFill * 100)}% full and kg_probation (first-knock records) ${f0(eviction.probationFill * 100)}%. "flood Mpps handled" is spoofed first knocks per second here.`,
         '',
       );
     }

@@ -59,6 +59,18 @@ doors:
         assert.equal(sample(samples, 'knockgate_map_entries', { map: 'kg_grants' }), 1);
         assert.equal(sample(samples, 'knockgate_map_fill_ratio', { map: 'kg_grants' }), 1 / 1024);
         assert.equal(sample(samples, 'knockgate_interface_attached', { interface: env.ifA }), 1);
+        // The connection made after the knock is a flow (closed, but lingering up to 10s).
+        assert.equal(sample(samples, 'knockgate_flows', { door: 'ssh' }), 1);
+        assert.equal(sample(samples, 'knockgate_flows', { door: 'web' }), 0);
+        assert.equal(sample(samples, 'knockgate_sources_in_cooldown'), 0);
+        assert.equal(sample(samples, 'knockgate_first_knock_filter', { value: 'bytes' }), 8 * 1024 * 1024);
+        assert.ok((sample(samples, 'knockgate_first_knock_filter', { value: 'false_positive_estimate' }) ?? 1) < 1e-6);
+        assert.equal(sample(samples, 'knockgate_map_capacity', { map: 'kg_flows' }), 65536);
+        assert.equal(sample(samples, 'knockgate_map_capacity', { map: 'kg_probation' }), 1024);
+        assert.equal(sample(samples, 'knockgate_map_entries', { map: 'kg_progress' }), 0, 'no source has two steps left midway');
+        assert.equal(sample(samples, 'knockgate_map_entries', { map: 'kg_flows' }), 1);
+        assert.equal(sample(samples, 'knockgate_packets_total', { verdict: 'pass_flow' }) !== undefined, true);
+        assert.equal(sample(samples, 'knockgate_kernel_events_total', { counter: 'flow_new' }), 1);
         assert.equal(sample(samples, 'knockgate_kernel_events_total', { counter: 'grant' }), 1);
         assert.equal(client(env.nsA, ['get', 'http://127.0.0.1:9477/other'])['status'], 404);
       } finally {

@@ -148,6 +148,7 @@ kernelSuite('eviction: first-knock floods against real clients (BPF_PROG_TEST_RU
       const clients = Array.from({ length: 100 }, (_, i) => (i % 2 === 0 ? `198.18.21.${i / 2 + 1}` : `2001:db8:21::${i.toString(16)}`));
       const before = h.stats();
       let f = 0;
+      const opened: string[] = [];
       for (const c of clients) {
         assert.equal(h.runFast(syn(c, 7000)), XDP_DROP);
         flood(h, 2 * SOURCES, f);
@@ -156,9 +157,10 @@ kernelSuite('eviction: first-knock floods against real clients (BPF_PROG_TEST_RU
         flood(h, 2 * SOURCES, f);
         f += 2 * SOURCES;
         assert.equal(h.runFast(syn(c, 9000)), XDP_DROP);
+        // checked at once: on a slow machine the first grants (30s) end before the last client knocks
+        if (h.grantsOf(c).includes('ssh')) opened.push(c);
       }
       const after = h.stats();
-      const opened = clients.filter((c) => h.grantsOf(c).includes('ssh'));
       assert.equal(opened.length, clients.length, `opened: ${opened.length} of ${clients.length}`);
       // 2 * limits.sources inserts churn most clients' exact records out: their second step
       // came from the filter (the LRU keeps a recently used entry a while longer, so not all).

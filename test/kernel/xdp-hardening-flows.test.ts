@@ -24,13 +24,13 @@ const YAML = config(`
   ssh:
     sequence: [7000/tcp, 8000/udp]
     protects: [22/tcp, 5353/udp]
-    open_for: 300ms
-    flow_idle: 5s
+    open_for: 1s
+    flow_idle: 10s
   quick:
     sequence: [7100/tcp, 8100/udp]
     protects: [3000/tcp, 3001/udp]
     open_for: 10s
-    flow_idle: 300ms
+    flow_idle: 1s
   once:
     sequence: [7200/tcp, 8200/udp]
     protects: [2222/tcp, 5000/udp]
@@ -40,6 +40,10 @@ const YAML = config(`
     sequence: [7300/tcp, 8300/udp]
     protects: [2222/tcp]
     open_for: 10s
+  long:
+    sequence: [7400/tcp, 8400/udp]
+    protects: [3100/tcp]
+    open_for: 1m
 `);
 
 /** The two knocks of a door (first step TCP, second UDP) from src: a GRANT. */
@@ -119,12 +123,12 @@ kernelSuite('flows: connections opened under a grant (BPF_PROG_TEST_RUN)', () =>
           b.on(`${S}: the same SYN again (a retransmission): passes on the flow`, S, 22, tcp(S, 22, SYN)),
           b.on(`${S}: the handshake's ACK: passes, the flow is established`, S, 22, tcp(S, 22, ACK)),
           {
-            action: 'the flow is established, idle limit flow_idle (5s)',
+            action: 'the flow is established, idle limit flow_idle (10s)',
             run: (g) => {
               const flags = flowFlags(g, S, b.sportOf(S, 22), 22); // one connection in this table: sportOf is it
               assert.equal(flags, FLOW_FLAG.ESTABLISHED);
               const [f] = g.gate.flows();
-              assert.equal(f?.idleNs, 5_000_000_000n);
+              assert.equal(f?.idleNs, 10_000_000_000n);
               assert.equal(f?.door, 'ssh');
             },
           },
@@ -133,7 +137,7 @@ kernelSuite('flows: connections opened under a grant (BPF_PROG_TEST_RUN)', () =>
           noFlow(`${O}: ACK to 22/tcp from another source: dropped`, tcpFrom(to(O), b.sportOf(S, 22), 22, ACK)),
           noFlow(`${S}: SYN|ACK to 22/tcp: not a SYN, no flow: dropped`, tcpFrom(to(S), 50002, 22, SYN | ACK)),
           noFlow(`${S}: RST to 22/tcp from a port with no flow: dropped`, tcpFrom(to(S), 50003, 22, RST)),
-          { pause: 700, why: 'past open_for (300ms) with a 2x margin' },
+          { pause: 2_500, why: 'past open_for (1s) with a 2x margin' },
           { action: 'the grant is over', run: (g) => assert.deepEqual(g.grantsOf(S), []) },
           b.on(`${S}: data on the established connection after the grant ended: passes`, S, 22, tcp(S, 22, PSH | ACK)),
           dropped(`${S}: a new connection (SYN from a new port) after the grant: drop_expired`, tcpFrom(to(S), 50004, 22, SYN), 'drop_expired'),
@@ -160,7 +164,7 @@ kernelSuite('flows: connections opened under a grant (BPF_PROG_TEST_RUN)', () =>
         b.on(`${S}: the last ACK of the close: passes (counted closing once)`, S, 3000, tcp(S, 3000, ACK)),
         b.opens(`${S}: connection 2 to 3000/tcp`, S, 3000, tcp(S, 3000, SYN)),
         b.on(`${S}: its RST: passes, closing`, S, 3000, tcp(S, 3000, RST), 'tcp', { counters: { flow_close: 1 } }),
-        { pause: 700, why: 'past quick’s flow_idle (300ms) with a 2x margin' },
+        { pause: 2_500, why: 'past quick’s flow_idle (1s) with a 2x margin' },
         b.gone(S, {
           description: `${S}: ACK on connection 2 after the idle limit: dropped, the flow deleted (flow_idle)`,
           frame: tcpFrom(to(S), b.sportOf(S, 3000), 3000, ACK),
@@ -237,7 +241,7 @@ kernelSuite('flows: connections opened under a grant (BPF_PROG_TEST_RUN)', () =>
         ...knock(S, 'ssh', 7000, 8000, ['ssh']),
         b.opens(`${S}: 5353/udp: a flow`, S, 5353, dgram, 'udp'),
         b.on(`${S}: the next datagram: on the flow`, S, 5353, dgram, 'udp'),
-        { pause: 700, why: 'past open_for (300ms) with a 2x margin' },
+        { pause: 2_500, why: 'past open_for (1s) with a 2x margin' },
         b.on(`${S}: a datagram on the flow after the grant: passes`, S, 5353, dgram, 'udp'),
         dropped(`${S}: a datagram from a new port after the grant: drop_expired`, udpFrom(to(S), 50000, 5353), 'drop_expired'),
         {
@@ -299,34 +303,34 @@ kernelSuite('flows: connections opened under a grant (BPF_PROG_TEST_RUN)', () =>
     const S = '198.18.46.1';
     const b = new FlowBook();
     const rows: Entry[] = [
-      ...knock(S, 'quick', 7100, 8100, ['quick']),
-      ...knock(S, 'shared', 7300, 8300, ['quick', 'shared']),
-      b.opens(`${S}: 3000/tcp: a flow of quick`, S, 3000, tcp(S, 3000, SYN)),
+      ...knock(S, 'long', 7400, 8400, ['long']),
+      ...knock(S, 'shared', 7300, 8300, ['long', 'shared']),
+      b.opens(`${S}: 3100/tcp: a flow of long`, S, 3100, tcp(S, 3100, SYN)),
       b.opens(`${S}: 2222/tcp: a flow of shared`, S, 2222, tcp(S, 2222, SYN)),
       b.gone(
         S,
         {
-          action: `revoke ${S} on door shared: its grant and its flow go, quick’s flow stays`,
+          action: `revoke ${S} on door shared: its grant and its flow go, long’s flow stays`,
           run: (g) => assert.deepEqual(g.gate.revoke(addrKey(S), [g.slotOf('shared')]), { slots: [g.slotOf('shared')], flows: 1 }),
         },
         (f) => f === '2222/tcp',
       ),
       noFlow(`${S}: ACK on the revoked connection: dropped`, tcpFrom(to(S), b.sportOf(S, 2222), 2222, ACK)),
-      b.on(`${S}: ACK on quick’s connection: passes`, S, 3000, tcp(S, 3000, ACK)),
+      b.on(`${S}: ACK on long’s connection: passes`, S, 3100, tcp(S, 3100, ACK)),
       {
-        action: 'door quick now protects 3002/tcp and door shared 3000/tcp: quick’s flow is not for port 3000 any more',
+        action: 'door long now protects 3102/tcp and door shared 3100/tcp: long’s flow is not for port 3100 any more',
         run: (g) =>
           g.apply(
-            YAML.replace('protects: [3000/tcp, 3001/udp]', 'protects: [3002/tcp, 3001/udp]').replace(
+            YAML.replace('protects: [3100/tcp]', 'protects: [3102/tcp]').replace(
               'protects: [2222/tcp]\n    open_for: 10s',
-              'protects: [2222/tcp, 3000/tcp]\n    open_for: 10s',
+              'protects: [2222/tcp, 3100/tcp]\n    open_for: 10s',
             ),
           ),
       },
-      noFlow(`${S}: ACK on the old quick connection to 3000: its door no longer protects 3000: dropped`, tcpFrom(to(S), b.sportOf(S, 3000), 3000, ACK)),
+      noFlow(`${S}: ACK on the old long connection to 3100: its door no longer protects 3100: dropped`, tcpFrom(to(S), b.sportOf(S, 3100), 3100, ACK)),
       b.gone(S, {
         action: `revoke ${S} on every door`,
-        run: (g) => assert.deepEqual(g.gate.revoke(addrKey(S)), { slots: [g.slotOf('quick')], flows: 1 }),
+        run: (g) => assert.deepEqual(g.gate.revoke(addrKey(S)), { slots: [g.slotOf('long')], flows: 1 }),
       }),
       { action: 'nothing left', run: (g) => assert.deepEqual([g.gate.grants(), g.gate.flows()], [[], []]) },
     ];
