@@ -261,13 +261,11 @@ kernelSuite('hardening, end to end in network namespaces', () => {
       const flood = await frames({ mode: 'chain', pin: lab.pin, frame: syn.toString('hex'), first: 0, range: 10_240, count: 30_000_000, pps: 200_000, seconds: 90 }, null, lab.procs);
       const r = client(env.nsB, ['cycles', env.addr6A, String(SSH), clients.join(','), ...SSH_STEPS], 120_000);
       await flood.stop(10_000);
-      const floodDone = flood.lines.find((l) => l['done'] === true);
       const after = verdicts(lab);
       const d = (k: string): number => (after[k] ?? 0) - (before[k] ?? 0);
       const failed = r['failed'] as unknown[];
       assert.ok(Number(r['ok']) >= 99, `${String(r['ok'])} of 100 real clients got in; failed: ${JSON.stringify(failed)}`);
-      assert.ok(Number(floodDone?.['frames'] ?? 0) >= 10 * 10_240, `the flood sent ${String(floodDone?.['frames'])} first knocks`);
-      assert.ok(d('knock_step') >= 10 * 10_240, `knock steps +${d('knock_step')}`);
+      assert.ok(d('knock_step') >= 10 * 10_240, `the flood's first knocks: knock steps +${d('knock_step')}`);
       assert.ok(d('step_from_filter') > 0, 'some clients got their second step through on the first-knock filter');
       const maps = kgJson(lab, 'status')['maps'] as { map: string; entries: number; max: number }[];
       const probation = maps.find((m) => m.map === 'kg_probation');
