@@ -133,11 +133,9 @@ static const union {
 #define KG_COOLDOWN_DOOR 0xff /* kg_event.door of a COOLDOWN: every door */
 
 /* What kg_door() reports back (a mask). */
-#define KG_R_NEW_PROGRESS (1U << 0)  /* it inserted the source's kg_progress entry */
-#define KG_R_NEW_PROBATION (1U << 1) /* it inserted the source's kg_probation entry */
-#define KG_R_RESET (1U << 2)         /* an exact record of progress was thrown away */
-#define KG_R_MOVED (1U << 3)         /* the knock counted: a step, a start, a grant, a retransmission */
-#define KG_R_TIDY (1U << 4)          /* it cleared a live bit: an entry may hold nothing any more */
+#define KG_R_RESET (1U << 0) /* an exact record of progress was thrown away */
+#define KG_R_MOVED (1U << 1) /* the knock counted: a step, a start, a grant, a retransmission */
+#define KG_R_TIDY (1U << 2)  /* it cleared a live bit: an entry may hold nothing any more */
 
 /*
  * What the knock state machine needs to know about a packet. Scalars only: it
@@ -416,28 +414,25 @@ static __always_inline void kg_grant(struct kg_stats *st, const struct kg_knock 
 
 /*
  * The second correct step on door d (first knock at start_ns): grant on a two-step door,
- * else step 2 in kg_progress (inserting the source's entry if p is NULL). Returns
- * KG_R_NEW_PROGRESS if it inserted one.
+ * else step 2 in kg_progress (inserting the source's entry if p is NULL).
  */
-static __always_inline __u32 kg_second(struct kg_stats *st, const struct kg_knock *k, const struct kg_addr *src,
-				       struct kg_progress *p, __u32 d, const struct kg_door *door, __u64 start_ns)
+static __always_inline void kg_second(struct kg_stats *st, const struct kg_knock *k, const struct kg_addr *src,
+				      struct kg_progress *p, __u32 d, const struct kg_door *door, __u64 start_ns)
 {
 	struct kg_door_progress *dp;
-	__u32 res = 0;
 
 	kg_hint_raise(k, k->now + door->step_timeout_ns);
 	if (door->nsteps == 2) {
 		kg_grant(st, k, src, d, door, 2);
-		return 0;
+		return;
 	}
 	if (!p) {
 		bpf_map_update_elem(&kg_progress, src, &kg_zero.progress, BPF_NOEXIST);
 		p = bpf_map_lookup_elem(&kg_progress, src); /* -EEXIST above: another CPU's entry */
 		if (!p) {
 			st->c[KG_C_MAP_FULL]++;
-			return 0;
+			return;
 		}
-		res = KG_R_NEW_PROGRESS;
 	}
 	dp = &p->d[d & (KG_MAX_DOORS - 1)];
 	dp->start_ns = start_ns;
@@ -447,22 +442,18 @@ static __always_inline __u32 kg_second(struct kg_stats *st, const struct kg_knoc
 	p->doors |= 1U << (d & (KG_MAX_DOORS - 1));
 	st->c[KG_C_STEP]++;
 	kg_emit(st, &k->pkt, KG_EV_STEP, d, 2, KG_RESET_NONE, 0, k->now, 0);
-	return res;
 }
 
-/* The source's kg_probation entry (inserted if pr is NULL); *flags gets KG_R_NEW_PROBATION then. */
+/* The source's kg_probation entry (inserted if pr is NULL). */
 static __always_inline struct kg_probation *kg_probation_of(struct kg_stats *st, const struct kg_addr *src,
-							    struct kg_probation *pr, __u32 *flags)
+							    struct kg_probation *pr)
 {
 	if (pr)
 		return pr;
 	bpf_map_update_elem(&kg_probation, src, &kg_zero.probation, BPF_NOEXIST);
-	pr = bpf_map_lookup_elem(&kg_probation, src);
-	if (!pr) {
+	pr = bpf_map_lookup_elem(&kg_probation, src); /* -EEXIST above: another CPU's entry */
+	if (!pr)
 		st->c[KG_C_MAP_FULL]++;
-		return NULL;
-	}
-	*flags |= KG_R_NEW_PROBATION;
 	return pr;
 }
 
@@ -554,7 +545,8 @@ __noinline int kg_door(struct kg_stats *st, const struct kg_knock *k, __u32 d)
 			} else if (kg_is_step(&door->steps[1], &k->pkt)) {
 				pr->live &= ~bit;
 				pr->spent |= bit;
-				return res | KG_R_MOVED | kg_second(st, k, &src, p, d, door, f->at_ns);
+				kg_second(st, k, &src, p, d, door, f->at_ns);
+				return res | KG_R_MOVED;
 			} else if (kg_is_step(&door->steps[0], &k->pkt)) {
 				st->c[KG_C_RETRANSMIT]++;
 				return KG_R_MOVED;
@@ -582,11 +574,11 @@ __noinline int kg_door(struct kg_stats *st, const struct kg_knock *k, __u32 d)
 				return res;
 			}
 			st->c[KG_C_STEP_FROM_FILTER]++;
-			res |= KG_R_MOVED | kg_second(st, k, &src, p, d, door, k->now);
-			pr = kg_probation_of(st, &src, pr, &res);
+			kg_second(st, k, &src, p, d, door, k->now);
+			pr = kg_probation_of(st, &src, pr);
 			if (pr)
 				pr->spent |= bit;
-			return res;
+			return res | KG_R_MOVED;
 		}
 	}
 
@@ -605,7 +597,7 @@ __noinline int kg_door(struct kg_stats *st, const struct kg_knock *k, __u32 d)
 	kg_fk_insert(k, d, door->epoch);
 	res |= KG_R_MOVED;
 	st->c[KG_C_STEP]++;
-	pr = kg_probation_of(st, &src, pr, &res);
+	pr = kg_probation_of(st, &src, pr);
 	if (pr) {
 		f = &pr->d[d];
 		f->at_ns = k->now;

@@ -66,7 +66,8 @@ export class Proc {
         resolve(l);
       };
       this.waiters.push({ pred, resolve: done });
-      this.child.once('exit', (code) => {
+      // 'close', not 'exit': a line printed just before exiting may still be in the pipe at 'exit'.
+      this.child.once('close', (code) => {
         clearTimeout(timer);
         reject(new Error(`process exited (${code}) while waiting for ${what}; stderr: ${this.stderr.join('').slice(-2000)}; last lines: ${this.raw.slice(-10).join('\n')}`));
       });

@@ -104,7 +104,9 @@ const floodEntry = (count: number, first = 0): Entry => ({
     const steps = Number(after.knock_step - before.knock_step);
     assert.equal(steps + Number(after.retransmit - before.retransmit), count, 'every spoofed first knock counted as a step (or a repeat of one)');
     assert.equal(Number(after.drop_knock - before.drop_knock), count);
-    assert.equal(Number(after.knock_suppressed - before.knock_suppressed), steps, 'their events were not emitted (no knock tokens)');
+    // (on a slow machine a record may also time out before its source knocks again: a reset, whose event is budgeted too)
+    const resets = Number(after.reset_step_timeout - before.reset_step_timeout);
+    assert.equal(Number(after.knock_suppressed - before.knock_suppressed), steps + resets, 'their events were not emitted (no knock tokens)');
   },
 });
 
