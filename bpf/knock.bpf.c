@@ -100,7 +100,24 @@ struct {
 	__uint(max_entries, KG_DEFAULT_FLOWS);
 } kg_flows SEC(".maps");
 
-/* struct kg_event records. Written by XDP, drained by the daemon. */
+/* Nonces of SPA knocks whose MAC verified. Written by XDP only (BPF_NOEXIST: each counts once). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct kg_nonce);
+	__type(value, __u64);
+	__uint(max_entries, KG_DEFAULT_NONCES);
+} kg_nonces SEC(".maps");
+
+/* (rotating door, window) whose sequence produced a grant. Written by XDP (BPF_NOEXIST),
+ * pruned by user space once the window is over. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct kg_spent_key);
+	__type(value, __u64);
+	__uint(max_entries, KG_SPENT_ENTRIES);
+} kg_spent SEC(".maps");
+
+/* struct kg_event records (and struct kg_signed_event). Written by XDP, drained by the daemon. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, KG_DEFAULT_RING_BYTES);
@@ -398,16 +415,292 @@ static __always_inline int kg_grant_set(struct kg_stats *st, const struct kg_add
 	return 0;
 }
 
-/* Sequence complete on a door: grant, counter, event. */
+/* ---- sequences of sequence and rotating doors ------------------------------------------- */
+
+/*
+ * A sequence door has one sequence (s = 0, steps[0..]); a rotating door two, one per window it
+ * accepts (s = 0, 1: steps[KG_ROT_STEPS * s..], live until valid_until_ns[s]). A progress record
+ * carries the epoch of the sequence it follows: for a rotating door the door's epoch mixed with
+ * the window number, so that a record cannot carry over to the next window's sequence.
+ */
+static __always_inline int kg_rotating(const struct kg_door *door)
+{
+	return door->type == KG_TYPE_ROTATING;
+}
+
+static __always_inline __u32 kg_seq_epoch(const struct kg_door *door, __u32 s)
+{
+	if (!kg_rotating(door))
+		return door->epoch;
+	return door->epoch + (__u32)door->win[s & 1] * 2654435761u;
+}
+
+static __always_inline int kg_seq_live(const struct kg_door *door, __u32 s, __u64 now)
+{
+	if (!kg_rotating(door))
+		return s == 0;
+	return now <= door->valid_until_ns[s & 1];
+}
+
+static __always_inline __u32 kg_seq_base(const struct kg_door *door, __u32 s)
+{
+	return kg_rotating(door) ? (s & 1) * KG_ROT_STEPS : 0;
+}
+
+/* The sequence a record of this epoch follows, or -1 if it is stale. */
+static __always_inline int kg_seq_of(const struct kg_door *door, __u32 epoch, __u64 now)
+{
+	if (kg_seq_live(door, 0, now) && epoch == kg_seq_epoch(door, 0))
+		return 0;
+	if (kg_rotating(door) && kg_seq_live(door, 1, now) && epoch == kg_seq_epoch(door, 1))
+		return 1;
+	return -1;
+}
+
+/* Step i of sequence s. */
+static __always_inline const struct kg_step *kg_seq_step(const struct kg_door *door, __u32 s, __u32 i)
+{
+	return &door->steps[(kg_seq_base(door, s) + i) & (KG_MAX_STEPS - 1)];
+}
+
+/*
+ * A rotating door's window may produce one grant: the first completion marks it spent
+ * (an atomic insert), any later one is refused. Returns 0 if the grant may go ahead.
+ */
+static __always_inline int kg_spend(struct kg_stats *st, const struct kg_knock *k, __u32 slot,
+				    const struct kg_door *door, __u32 s, __u8 nsteps)
+{
+	struct kg_spent_key sk = {};
+	__u64 at = k->now;
+
+	if (!kg_rotating(door))
+		return 0;
+	sk.door_id = door->door_id;
+	sk.window = door->win[s & 1];
+	if (bpf_map_update_elem(&kg_spent, &sk, &at, BPF_NOEXIST) == 0)
+		return 0;
+	st->c[KG_C_REJECT_SPENT]++;
+	kg_emit_knock(st, k, KG_EV_REJECT, slot, nsteps, KG_REJECT_SPENT, 0);
+	return -1;
+}
+
+/* Sequence s complete on a door: grant, counter, event. */
 static __always_inline void kg_grant(struct kg_stats *st, const struct kg_knock *k, const struct kg_addr *src,
-				     __u32 slot, const struct kg_door *door, __u8 nsteps)
+				     __u32 slot, const struct kg_door *door, __u8 nsteps, __u32 s)
 {
 	__u64 expires = k->now + door->open_for_ns;
 
+	if (kg_spend(st, k, slot, door, s, nsteps))
+		return;
 	if (kg_grant_set(st, src, slot, expires) == 0) {
 		st->c[KG_C_GRANT]++;
 		kg_emit(st, &k->pkt, KG_EV_GRANT, slot, nsteps, KG_RESET_NONE, 0, k->now, expires);
 	}
+}
+
+/* ---- single-packet doors: spa, signed, payload (docs/KNOCKS.md) ------------------------- */
+
+#define KG_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define KG_SIPROUND                                                                              \
+	do {                                                                                     \
+		v0 += v1; v1 = KG_ROTL(v1, 13); v1 ^= v0; v0 = KG_ROTL(v0, 32);                  \
+		v2 += v3; v3 = KG_ROTL(v3, 16); v3 ^= v2;                                        \
+		v0 += v3; v3 = KG_ROTL(v3, 21); v3 ^= v0;                                        \
+		v2 += v1; v1 = KG_ROTL(v1, 17); v1 ^= v2; v2 = KG_ROTL(v2, 32);                  \
+	} while (0)
+
+/*
+ * SipHash-2-4 (Aumasson and Bernstein, reference implementation's byte order) of a
+ * KG_SPA_MSG_LEN-byte message held as little-endian 64-bit words, under the 128-bit key
+ * k[0] || k[1] (little-endian words). Fixed length: the final block holds only the length.
+ */
+static __always_inline __u64 kg_siphash48(const __u64 *key, const __u64 *m)
+{
+	__u64 v0 = key[0] ^ 0x736f6d6570736575ULL;
+	__u64 v1 = key[1] ^ 0x646f72616e646f6dULL;
+	__u64 v2 = key[0] ^ 0x6c7967656e657261ULL;
+	__u64 v3 = key[1] ^ 0x7465646279746573ULL;
+	__u64 b = (__u64)KG_SPA_MSG_LEN << 56;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < KG_SPA_MSG_LEN / 8; i++) {
+		v3 ^= m[i];
+		KG_SIPROUND;
+		KG_SIPROUND;
+		v0 ^= m[i];
+	}
+	v3 ^= b;
+	KG_SIPROUND;
+	KG_SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	KG_SIPROUND;
+	KG_SIPROUND;
+	KG_SIPROUND;
+	KG_SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+static __always_inline __u32 kg_be32_at(const __u8 *p)
+{
+	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | p[3];
+}
+
+/* A refused single-packet knock: counted, and reported while knock tokens last (spoofable). */
+static __always_inline int kg_reject(struct kg_stats *st, const struct kg_knock *k, __u32 slot, __u8 reason)
+{
+	st->c[KG_C_REJECT_MALFORMED - KG_REJECT_MALFORMED + reason]++;
+	kg_emit_knock(st, k, KG_EV_REJECT, slot, 0, reason, 0);
+	return 0;
+}
+
+/* Grant from a single-packet knock. Returns 1 (the packet was the door's knock). */
+static __always_inline int kg_single_grant(struct kg_stats *st, const struct kg_knock *k, __u32 slot,
+					   const struct kg_door *door, __u64 now)
+{
+	struct kg_addr src;
+	__u64 expires = now + door->open_for_ns;
+
+	__builtin_memcpy(&src, &k->pkt.src, sizeof(src));
+	if (kg_grant_set(st, &src, slot, expires) == 0) {
+		st->c[KG_C_GRANT]++;
+		kg_emit(st, &k->pkt, KG_EV_GRANT, slot, 1, KG_RESET_NONE, 0, now, expires);
+	}
+	return 1;
+}
+
+/*
+ * An SPA datagram: magic and door id, MAC (SipHash-2-4 over source address || bytes 0..31),
+ * timestamp within max_skew of the wall clock, nonce never seen. Returns 1 on a grant.
+ */
+static __always_inline int kg_spa(struct xdp_md *xdp, struct kg_stats *st, const struct kg_knock *k, __u32 slot,
+				  const struct kg_door *door, __u64 now)
+{
+	__u64 msg[KG_SPA_MSG_LEN / 8];
+	__u64 key[2], mac, ts, wall, tsn, dist;
+	__u8 *b = (__u8 *)&msg[2]; /* the datagram's bytes 0..31 follow the address */
+	__u64 tail;
+	struct kg_nonce nonce;
+
+	if (k->pkt.payload_len != KG_SPA_LEN)
+		return kg_reject(st, k, slot, KG_REJECT_MALFORMED);
+	__builtin_memcpy(msg, k->pkt.src32, 16);
+	if (bpf_xdp_load_bytes(xdp, k->pkt.payload_off, b, 32) ||
+	    bpf_xdp_load_bytes(xdp, k->pkt.payload_off + 32, &tail, 8))
+		return kg_reject(st, k, slot, KG_REJECT_MALFORMED);
+	if (kg_be32_at(b) != KG_SPA_MAGIC || kg_be32_at(b + 4) != door->door_id)
+		return kg_reject(st, k, slot, KG_REJECT_MALFORMED);
+	__builtin_memcpy(key, door->key, sizeof(key));
+	mac = kg_siphash48(key, msg);
+	if (mac != tail) /* both little-endian: the reference's byte order */
+		return kg_reject(st, k, slot, KG_REJECT_BAD_MAC);
+	ts = ((__u64)kg_be32_at(b + 8) << 32) | kg_be32_at(b + 12);
+	wall = bpf_ktime_get_boot_ns() + (__u64)kg_globals.wall_offset_ns;
+	if (ts > (1ULL << 34)) /* year 2514: garbage (and ts * 1e9 must not overflow) */
+		return kg_reject(st, k, slot, KG_REJECT_STALE);
+	tsn = ts * 1000000000ULL;
+	dist = tsn > wall ? tsn - wall : wall - tsn;
+	if (dist > door->max_skew_ns)
+		return kg_reject(st, k, slot, KG_REJECT_STALE);
+	__builtin_memcpy(&nonce, b + 16, sizeof(nonce));
+	if (bpf_map_update_elem(&kg_nonces, &nonce, &now, BPF_NOEXIST))
+		return kg_reject(st, k, slot, KG_REJECT_REPLAY);
+	return kg_single_grant(st, k, slot, door, now);
+}
+
+/*
+ * A signed datagram: checked for length, magic and door id here, then handed to the daemon
+ * whole (a struct kg_signed_event), which verifies the Ed25519 signature, time and nonce and
+ * writes the grant. Budgeted by signed_tokens. Returns 0: the grant, if any, comes later.
+ */
+static __always_inline int kg_signed(struct xdp_md *xdp, struct kg_stats *st, const struct kg_knock *k,
+				     __u32 slot, const struct kg_door *door, __u64 now)
+{
+	struct kg_signed_event *e;
+	__u8 head[8];
+
+	if (k->pkt.payload_len != KG_SIGNED_LEN || bpf_xdp_load_bytes(xdp, k->pkt.payload_off, head, 8) ||
+	    kg_be32_at(head) != KG_SIGNED_MAGIC || kg_be32_at(head + 4) != door->door_id)
+		return kg_reject(st, k, slot, KG_REJECT_MALFORMED);
+	if (!kg_take_token(&kg_globals.signed_tokens)) {
+		st->c[KG_C_SIGNED_SUPPRESSED]++;
+		return 0;
+	}
+	e = bpf_ringbuf_reserve(&kg_events, sizeof(*e), 0);
+	if (!e) {
+		st->c[KG_C_EVENT_LOST]++;
+		st->c[KG_C_SIGNED_SUPPRESSED]++;
+		return 0;
+	}
+	__builtin_memset(&e->ev, 0, sizeof(e->ev));
+	e->ev.ts_ns = now;
+	__builtin_memcpy(e->ev.addr, k->pkt.src32, sizeof(e->ev.addr));
+	e->ev.port = k->pkt.dport;
+	e->ev.proto = k->pkt.proto;
+	e->ev.type = KG_EV_SIGNED;
+	e->ev.door = slot;
+	e->ev.ifindex = k->pkt.ifindex;
+	if (bpf_xdp_load_bytes(xdp, k->pkt.payload_off, e->payload, KG_SIGNED_LEN)) {
+		bpf_ringbuf_discard(e, 0);
+		return kg_reject(st, k, slot, KG_REJECT_MALFORMED);
+	}
+	bpf_ringbuf_submit(e, 0);
+	st->c[KG_C_SIGNED_QUEUED]++;
+	return 0;
+}
+
+/* A payload door: the payload starts with the door's payload_len bytes. Returns 1 on a grant. */
+static __always_inline int kg_payload(struct xdp_md *xdp, struct kg_stats *st, const struct kg_knock *k,
+				      __u32 slot, const struct kg_door *door, __u64 now)
+{
+	__u8 buf[KG_PAYLOAD_LEN] = {};
+	__u32 n = door->payload_len, i, diff = 0;
+
+	if (n < 1 || n > KG_PAYLOAD_LEN)
+		return 0;
+	if (k->pkt.payload_len < n || bpf_xdp_load_bytes(xdp, k->pkt.payload_off, buf, n))
+		return kg_reject(st, k, slot, KG_REJECT_PAYLOAD);
+	for (i = 0; i < KG_PAYLOAD_LEN; i++)
+		diff |= (i < n) ? (__u32)(buf[i] ^ door->payload[i]) : 0;
+	if (diff)
+		return kg_reject(st, k, slot, KG_REJECT_PAYLOAD);
+	return kg_single_grant(st, k, slot, door, now);
+}
+
+/*
+ * A UDP datagram to the port of single-packet door slot d, or an ICMP echo request while d
+ * knocks with those: the door's type decides. Neither progress nor cooldowns apply: a spoofed
+ * packet to another port cannot undo a single-packet knock. Returns 1 if it produced a grant.
+ * A global function: verified once for any d.
+ */
+__noinline int kg_single(struct xdp_md *xdp, struct kg_stats *st, const struct kg_knock *k, __u32 d)
+{
+	struct kg_door *door;
+	__u32 key;
+	__u64 now;
+
+	if (!xdp || !st || !k)
+		return 0;
+	d &= KG_MAX_DOORS - 1;
+	key = (k->gen & 1) * KG_MAX_DOORS + d;
+	door = bpf_map_lookup_elem(&kg_doors, &key);
+	if (!door || !(door->flags & KG_DOOR_ACTIVE) || door->proto != k->pkt.proto)
+		return 0;
+	if (k->pkt.proto == KG_PROTO_UDP && door->port != k->pkt.dport)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if ((door->flags & KG_DOOR_ALLOW_LIST) && !kg_allowed(k, d)) {
+		st->c[KG_C_NOT_ALLOWED]++;
+		return 0;
+	}
+	if (door->type == KG_TYPE_SPA)
+		return kg_spa(xdp, st, k, d, door, now);
+	if (door->type == KG_TYPE_SIGNED)
+		return kg_signed(xdp, st, k, d, door, now);
+	if (door->type == KG_TYPE_PAYLOAD)
+		return kg_payload(xdp, st, k, d, door, now);
+	return 0;
 }
 
 /* ---- the knock state machine (DESIGN.md "Knock state machine") ------------------------- */
@@ -417,13 +710,14 @@ static __always_inline void kg_grant(struct kg_stats *st, const struct kg_knock 
  * else step 2 in kg_progress (inserting the source's entry if p is NULL).
  */
 static __always_inline void kg_second(struct kg_stats *st, const struct kg_knock *k, const struct kg_addr *src,
-				      struct kg_progress *p, __u32 d, const struct kg_door *door, __u64 start_ns)
+				      struct kg_progress *p, __u32 d, const struct kg_door *door, __u64 start_ns,
+				      __u32 s)
 {
 	struct kg_door_progress *dp;
 
 	kg_hint_raise(k, k->now + door->step_timeout_ns);
 	if (door->nsteps == 2) {
-		kg_grant(st, k, src, d, door, 2);
+		kg_grant(st, k, src, d, door, 2, s);
 		return;
 	}
 	if (!p) {
@@ -437,7 +731,7 @@ static __always_inline void kg_second(struct kg_stats *st, const struct kg_knock
 	dp = &p->d[d & (KG_MAX_DOORS - 1)];
 	dp->start_ns = start_ns;
 	dp->last_ns = k->now;
-	dp->epoch = door->epoch;
+	dp->epoch = kg_seq_epoch(door, s);
 	dp->step = 2;
 	p->doors |= 1U << (d & (KG_MAX_DOORS - 1));
 	st->c[KG_C_STEP]++;
@@ -473,9 +767,9 @@ __noinline int kg_door(struct kg_stats *st, const struct kg_knock *k, __u32 d)
 	struct kg_probation *pr;
 	struct kg_door *door;
 	struct kg_addr src;
-	__u32 bit, key, res = 0;
+	__u32 bit, key, res = 0, s, first;
 	__u8 nsteps, done, reason;
-	int usable, exact = 0;
+	int usable, exact = 0, seq;
 
 	if (!st || !k)
 		return 0;
@@ -489,36 +783,41 @@ __noinline int kg_door(struct kg_stats *st, const struct kg_knock *k, __u32 d)
 	p = bpf_map_lookup_elem(&kg_progress, &src);
 	pr = bpf_map_lookup_elem(&kg_probation, &src);
 	nsteps = door->nsteps;
-	usable = (door->flags & KG_DOOR_ACTIVE) && nsteps >= 1 && nsteps <= KG_MAX_STEPS;
+	usable = (door->flags & KG_DOOR_ACTIVE) && nsteps >= 1 &&
+		 (door->type == KG_TYPE_SEQUENCE ? nsteps <= KG_MAX_STEPS
+						 : door->type == KG_TYPE_ROTATING && nsteps <= KG_ROT_STEPS);
 
 	/* (a) Two or more steps done: the record is in kg_progress. */
 	if (p && (p->doors & bit)) {
 		dp = &p->d[d];
 		done = dp->step;
 		res |= KG_R_TIDY;
-		if (!usable || dp->epoch != door->epoch || done < 2 || done >= nsteps) {
-			/* Stale: the door was removed or its rules changed. Counts as no progress. */
+		seq = usable ? kg_seq_of(door, dp->epoch, k->now) : -1;
+		if (seq < 0 || done < 2 || done >= nsteps) {
+			/* Stale: the door was removed, its rules changed or its window ended.
+			 * Counts as no progress. */
 			p->doors &= ~bit;
 		} else {
+			s = seq & 1;
 			exact = 1;
 			if (k->now - dp->last_ns > door->step_timeout_ns) {
 				reason = KG_RESET_STEP_TIMEOUT;
 			} else if (k->now - dp->start_ns > door->seq_timeout_ns) {
 				reason = KG_RESET_SEQ_TIMEOUT;
-			} else if (kg_is_step(&door->steps[done & (KG_MAX_STEPS - 1)], &k->pkt)) {
+			} else if (kg_is_step(kg_seq_step(door, s, done), &k->pkt)) {
 				done++;
 				dp->step = done;
 				dp->last_ns = k->now;
 				kg_hint_raise(k, k->now + door->step_timeout_ns);
 				if (done == nsteps) {
 					p->doors &= ~bit;
-					kg_grant(st, k, &src, d, door, nsteps);
+					kg_grant(st, k, &src, d, door, nsteps, s);
 				} else {
 					st->c[KG_C_STEP]++;
 					kg_emit(st, &k->pkt, KG_EV_STEP, d, done, KG_RESET_NONE, 0, k->now, 0);
 				}
 				return KG_R_MOVED | KG_R_TIDY;
-			} else if (kg_is_step(&door->steps[(done - 1) & (KG_MAX_STEPS - 1)], &k->pkt)) {
+			} else if (kg_is_step(kg_seq_step(door, s, done - 1), &k->pkt)) {
 				st->c[KG_C_RETRANSMIT]++;
 				return KG_R_MOVED;
 			} else {
@@ -535,19 +834,21 @@ __noinline int kg_door(struct kg_stats *st, const struct kg_knock *k, __u32 d)
 	if (!exact && pr && (pr->live & bit)) {
 		f = &pr->d[d];
 		res |= KG_R_TIDY;
-		if (!usable || f->epoch != door->epoch || nsteps < 2) {
+		seq = usable && nsteps >= 2 ? kg_seq_of(door, f->epoch, k->now) : -1;
+		if (seq < 0) {
 			pr->live &= ~bit;
 		} else {
+			s = seq & 1;
 			exact = 1;
 			if (k->now - f->at_ns > door->step_timeout_ns) {
 				/* step_timeout <= sequence_timeout: this is the only timeout after one step. */
 				reason = KG_RESET_STEP_TIMEOUT;
-			} else if (kg_is_step(&door->steps[1], &k->pkt)) {
+			} else if (kg_is_step(kg_seq_step(door, s, 1), &k->pkt)) {
 				pr->live &= ~bit;
 				pr->spent |= bit;
-				kg_second(st, k, &src, p, d, door, f->at_ns);
+				kg_second(st, k, &src, p, d, door, f->at_ns, s);
 				return res | KG_R_MOVED;
-			} else if (kg_is_step(&door->steps[0], &k->pkt)) {
+			} else if (kg_is_step(kg_seq_step(door, s, 0), &k->pkt)) {
 				st->c[KG_C_RETRANSMIT]++;
 				return KG_R_MOVED;
 			} else {
@@ -561,20 +862,31 @@ __noinline int kg_door(struct kg_stats *st, const struct kg_knock *k, __u32 d)
 		}
 	}
 
+	if (!usable || !(k->port_doors & bit))
+		return res;
+	/* The sequence to try first: the newer window's (a rotating door's two sequences start on
+	 * ports of different parity, docs/KNOCKS.md, so at most one of them matches a first knock). */
+	first = kg_rotating(door) && door->win[1] > door->win[0] ? 1 : 0;
+
 	/*
 	 * (c) No exact record of this door (none made, or evicted by a flood): the first-knock
 	 * filter stands in for the first knock, unless the record says it was followed up or reset.
 	 */
-	if (!exact && usable && nsteps >= 2 && (k->port_doors & bit) && kg_is_step(&door->steps[1], &k->pkt) &&
-	    !(pr && (pr->spent & bit))) {
-		if (kg_fk_test(k, d, door->epoch)) {
+	if (!exact && nsteps >= 2 && !(pr && (pr->spent & bit))) {
+		for (s = 0; s < 2; s++) {
+			__u32 t = (first ^ s) & 1;
+
+			if (!kg_seq_live(door, t, k->now) || !kg_is_step(kg_seq_step(door, t, 1), &k->pkt))
+				continue;
+			if (!kg_fk_test(k, d, kg_seq_epoch(door, t)))
+				continue;
 			/* A false positive must not open allow_from either. */
 			if ((door->flags & KG_DOOR_ALLOW_LIST) && !kg_allowed(k, d)) {
 				st->c[KG_C_NOT_ALLOWED]++;
 				return res;
 			}
 			st->c[KG_C_STEP_FROM_FILTER]++;
-			kg_second(st, k, &src, p, d, door, k->now);
+			kg_second(st, k, &src, p, d, door, k->now, t);
 			pr = kg_probation_of(st, &src, pr);
 			if (pr)
 				pr->spent |= bit;
@@ -583,25 +895,31 @@ __noinline int kg_door(struct kg_stats *st, const struct kg_knock *k, __u32 d)
 	}
 
 	/* (d) No live progress on this door (or just reset): does this knock start it? */
-	if (!usable || !(k->port_doors & bit) || !kg_is_step(&door->steps[0], &k->pkt))
+	if (kg_seq_live(door, first, k->now) && kg_is_step(kg_seq_step(door, first, 0), &k->pkt))
+		s = first;
+	else if (kg_rotating(door) && kg_seq_live(door, first ^ 1, k->now) &&
+		 kg_is_step(kg_seq_step(door, first ^ 1, 0), &k->pkt))
+		s = first ^ 1;
+	else
 		return res;
+	s &= 1;
 	if ((door->flags & KG_DOOR_ALLOW_LIST) && !kg_allowed(k, d)) {
 		st->c[KG_C_NOT_ALLOWED]++;
 		return res;
 	}
 	kg_hint_raise(k, k->now + door->step_timeout_ns);
 	if (nsteps == 1) {
-		kg_grant(st, k, &src, d, door, nsteps);
+		kg_grant(st, k, &src, d, door, nsteps, s);
 		return res | KG_R_MOVED;
 	}
-	kg_fk_insert(k, d, door->epoch);
+	kg_fk_insert(k, d, kg_seq_epoch(door, s));
 	res |= KG_R_MOVED;
 	st->c[KG_C_STEP]++;
 	pr = kg_probation_of(st, &src, pr);
 	if (pr) {
 		f = &pr->d[d];
 		f->at_ns = k->now;
-		f->epoch = door->epoch;
+		f->epoch = kg_seq_epoch(door, s);
 		pr->live |= bit;
 		pr->spent &= ~bit;
 	}
@@ -837,8 +1155,8 @@ static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, s
 	struct kg_port_info *pi;
 	struct kg_progress *p;
 	struct kg_probation *pr;
-	__u16 protect, knock;
-	__u32 key, verdict, res, mask;
+	__u16 protect, knock, single;
+	__u32 key, verdict, res, mask, d, granted;
 	int r;
 
 	r = kg_parse(xdp, pkt);
@@ -848,16 +1166,27 @@ static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, s
 		return KG_V_DROP_MALFORMED;
 	if (pkt->frag == KG_FRAG_LATER)
 		return KG_V_PASS_FRAGMENT;
+	k->gen = *(volatile __u32 *)&kg_globals.active_gen & 1;
+	if (pkt->proto == KG_PROTO_ICMP) {
+		/* An echo request: a knock if a payload door of the active generation takes them. */
+		single = kg_globals.icmp_doors[k->gen & 1];
+		granted = 0;
+		for (d = 0; d < KG_MAX_DOORS; d++) {
+			if ((single >> d) & 1)
+				granted |= kg_single(xdp, st, k, d);
+		}
+		return granted ? KG_V_DROP_KNOCK : KG_V_PASS_OTHER_L4;
+	}
 	if (pkt->proto != KG_PROTO_TCP && pkt->proto != KG_PROTO_UDP)
 		return KG_V_PASS_OTHER_L4;
 
-	k->gen = *(volatile __u32 *)&kg_globals.active_gen & 1;
 	key = (k->gen * KG_PROTOS + pkt->proto) * KG_PORTS + pkt->dport;
 	pi = bpf_map_lookup_elem(&kg_ports, &key); /* lookup 1 */
 	if (!pi) /* cannot happen: the key is always in range */
 		return KG_V_PASS_UNRELATED;
 	protect = pi->protect_doors;
 	knock = pi->knock_doors;
+	single = pi->single_doors;
 
 	if (protect) {
 		struct kg_grant *g;
@@ -877,11 +1206,18 @@ static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, s
 	/* A first fragment is never a knock: dropped at a knock port (which must look
 	 * filtered), passed to any other port it does not protect. */
 	if (pkt->frag == KG_FRAG_FIRST)
-		return knock ? KG_V_DROP_KNOCK : KG_V_PASS_UNRELATED;
+		return knock | single ? KG_V_DROP_KNOCK : KG_V_PASS_UNRELATED;
 
-	verdict = knock ? KG_V_DROP_KNOCK : KG_V_PASS_UNRELATED;
+	verdict = knock | single ? KG_V_DROP_KNOCK : KG_V_PASS_UNRELATED;
 	if (!pkt->knock)
 		return verdict;
+	if (single && pkt->proto == KG_PROTO_UDP) {
+		/* Before the cooldown check: a spoofer cannot lock a source out of these doors. */
+		for (d = 0; d < KG_MAX_DOORS; d++) {
+			if ((single >> d) & 1)
+				kg_single(xdp, st, k, d);
+		}
+	}
 
 	k->hint_idx = kg_hint_index(pkt);
 	k->port_doors = knock;

@@ -39,6 +39,15 @@
 #define KG_FK_BLOCK_BYTES 128              /* sizeof(struct kg_fk_block) */
 #define KG_DEFAULT_FK_BLOCKS 65536         /* 8 MiB */
 #define KG_FLOW_LINGER_NS 10000000000ULL   /* idle limit of a flow after FIN or RST: 10s */
+#define KG_ROT_STEPS 8      /* rotating doors: steps per window's sequence; sequence s in steps[8s..] */
+#define KG_PAYLOAD_LEN 32   /* payload doors: longest prefix */
+#define KG_SPA_LEN 40       /* SPA datagram (docs/KNOCKS.md) */
+#define KG_SPA_MSG_LEN 48   /* SipHash input: source address + datagram bytes 0..31 */
+#define KG_SIGNED_LEN 112   /* signed datagram (docs/KNOCKS.md) */
+#define KG_SPA_MAGIC 0x4b475331U    /* "KGS1", big-endian */
+#define KG_SIGNED_MAGIC 0x4b474531U /* "KGE1", big-endian */
+#define KG_DEFAULT_NONCES 65536
+#define KG_SPENT_ENTRIES 1024
 
 /* ---- map names (<= 15 characters; user space finds maps by these) ------- */
 #define KG_MAP_PORTS "kg_ports"
@@ -51,6 +60,8 @@
 #define KG_MAP_GRANTS "kg_grants"
 #define KG_MAP_FLOWS "kg_flows"
 #define KG_MAP_EVENTS "kg_events"
+#define KG_MAP_NONCES "kg_nonces"
+#define KG_MAP_SPENT "kg_spent"
 #define KG_MAP_STATS "kg_stats"
 #define KG_MAP_GLOBALS ".bss" /* struct kg_globals, mmapped by user space */
 #define KG_PROG_NAME "knockgate_xdp"
@@ -58,6 +69,16 @@
 enum kg_proto {
 	KG_PROTO_TCP = 0,
 	KG_PROTO_UDP = 1,
+	KG_PROTO_ICMP = 2, /* ICMP or ICMPv6 echo request: payload doors and events only, not in kg_ports */
+};
+
+/* kg_door.type */
+enum kg_door_type {
+	KG_TYPE_SEQUENCE = 0, /* fixed steps */
+	KG_TYPE_ROTATING = 1, /* two sequences (windows win[0], win[1]), each good for one grant */
+	KG_TYPE_SPA = 2,      /* one datagram with a SipHash-2-4 MAC, verified here */
+	KG_TYPE_SIGNED = 3,   /* one datagram signed with Ed25519, passed to the daemon */
+	KG_TYPE_PAYLOAD = 4,  /* one datagram or ICMP echo request starting with payload[] */
 };
 
 /*
@@ -65,10 +86,10 @@ enum kg_proto {
  * Written by user space into the inactive generation only; read by XDP.
  */
 struct kg_port_info {
-	__u16 knock_doors;     /* bit d: port is a step of door slot d */
+	__u16 knock_doors;     /* bit d: port is a step of door slot d (sequence and rotating doors) */
 	__u16 protect_doors;   /* bit d: door slot d protects this port */
 	__u16 flow_only_doors; /* bit d: door slot d protects this port with scope flow-only */
-	__u16 pad;
+	__u16 single_doors;    /* bit d: port of single-packet door slot d (spa, signed, payload) */
 };
 
 struct kg_step {
@@ -101,9 +122,25 @@ struct kg_door {
 	__u64 seq_timeout_ns;
 	__u64 open_for_ns;
 	__u64 flow_idle_ns; /* a flow opened under this door's grant ends after this long idle */
-	__u8 nsteps;
+	__u8 nsteps;        /* ROTATING: steps of each sequence (<= KG_ROT_STEPS) */
 	__u8 nprotects;
-	__u8 pad[6];
+	__u8 type;          /* enum kg_door_type */
+	__u8 payload_len;   /* PAYLOAD: bytes of payload[] that must match, 1..KG_PAYLOAD_LEN */
+	__u16 port;         /* SPA, SIGNED, PAYLOAD over UDP: the door's port; 0 otherwise */
+	__u8 proto;         /* SPA, SIGNED, PAYLOAD: KG_PROTO_UDP or KG_PROTO_ICMP */
+	__u8 pad;
+	__u32 door_id;      /* SPA, SIGNED, ROTATING: the door's id (docs/KNOCKS.md) */
+	__u32 pad2;
+	__u64 max_skew_ns;  /* SPA, SIGNED: largest accepted |timestamp - wall clock| */
+	__u64 window_ns;    /* ROTATING: window length */
+	__u64 win[2];       /* ROTATING: window number of sequence s (steps[KG_ROT_STEPS * s...]) */
+	__u64 valid_until_ns[2]; /* ROTATING: sequence s is refused from then on; 0: empty */
+	__u16 range_first;  /* ROTATING: the ports the sequences are drawn from (all knock ports) */
+	__u16 range_last;
+	__u8 range_proto;
+	__u8 pad3[3];
+	__u8 key[16];       /* SPA: the SipHash-2-4 key */
+	__u8 payload[KG_PAYLOAD_LEN]; /* PAYLOAD: the prefix */
 	struct kg_step steps[KG_MAX_STEPS];
 	struct kg_port_range protects[KG_MAX_PROTECTS];
 	char name[KG_NAME_LEN];
@@ -234,6 +271,18 @@ enum kg_event_type {
 	KG_EV_DENY = 4,  /* packet to a protected port dropped */
 	KG_EV_COOLDOWN = 5, /* source failed too often: its knocks are ignored until expires_ns */
 	KG_EV_CONSUMED = 6, /* a flow-only grant let its one connection in (and is used up) */
+	KG_EV_REJECT = 7,   /* a single-packet knock or a rotating sequence refused (reason: kg_reject_reason) */
+	KG_EV_SIGNED = 8,   /* a signed knock for the daemon to verify: struct kg_signed_event */
+};
+
+enum kg_reject_reason {
+	KG_REJECT_MALFORMED = 1, /* SPA: wrong length, magic or door id */
+	KG_REJECT_BAD_MAC = 2,   /* SPA: the MAC does not verify */
+	KG_REJECT_STALE = 3,     /* SPA: timestamp further than max_skew from the gate's clock */
+	KG_REJECT_REPLAY = 4,    /* SPA: nonce seen before */
+	KG_REJECT_SPENT = 5,     /* ROTATING: the window's sequence already produced a grant */
+	KG_REJECT_PAYLOAD = 6,   /* PAYLOAD: the payload does not start with the door's bytes */
+	KG_REJECT_NOT_ALLOWED = 7, /* single-packet knock from outside allow_from */
 };
 
 enum kg_reset_reason {
@@ -247,6 +296,26 @@ enum kg_deny_reason {
 	KG_DENY_NO_GRANT = 1, /* source holds no grant at all */
 	KG_DENY_EXPIRED = 2,  /* source's grants for this port have expired */
 	KG_DENY_NO_FLOW = 3,  /* TCP without SYN, and no live flow it belongs to */
+};
+
+/*
+ * kg_nonces: LRU hash, key struct kg_nonce, value __u64 (CLOCK_MONOTONIC ns of the knock).
+ * Nonces of SPA knocks whose MAC verified, inserted by XDP (BPF_NOEXIST: a nonce counts once).
+ * Only a holder of the key can add entries; a replay (from any address) finds its nonce here.
+ */
+struct kg_nonce {
+	__u8 n[16];
+};
+
+/*
+ * kg_spent: hash, key below, value __u64 (CLOCK_MONOTONIC ns of the grant). A rotating door's
+ * sequence of window w that produced a grant; inserted by XDP (BPF_NOEXIST: once), pruned by
+ * user space when the window is over.
+ */
+struct kg_spent_key {
+	__u32 door_id;
+	__u32 pad;
+	__u64 window;
 };
 
 /* kg_events: ring buffer of these, written by XDP, drained by the daemon. */
@@ -263,6 +332,12 @@ struct kg_event {
 	__u8 reason;      /* RESET: kg_reset_reason; DENY: kg_deny_reason */
 	__u8 pad[3];
 	__u32 ifindex;    /* interface the packet came in on */
+};
+
+/* A KG_EV_SIGNED record: the event (door = slot, port, source) and the datagram. */
+struct kg_signed_event {
+	struct kg_event ev;
+	__u8 payload[KG_SIGNED_LEN];
 };
 
 /*
@@ -303,7 +378,15 @@ enum kg_stat {
 	KG_C_FLOW_IDLE = 28,        /* flows found idle past their limit (deleted) */
 	KG_C_GRANT_CONSUMED = 29,   /* flow-only grants used up by their connection */
 	KG_C_KNOCK_SUPPRESSED = 30, /* first-knock, reset and cooldown events not emitted: out of tokens */
-	KG_STAT_MAX = 31,
+	KG_C_REJECT_MALFORMED = 31, /* SPA datagrams of the wrong length, magic or door id */
+	KG_C_REJECT_BAD_MAC = 32,   /* SPA datagrams whose MAC did not verify */
+	KG_C_REJECT_STALE = 33,     /* SPA datagrams with a stale timestamp */
+	KG_C_REJECT_REPLAY = 34,    /* SPA datagrams with a nonce seen before */
+	KG_C_REJECT_SPENT = 35,     /* rotating sequences completed again after their grant */
+	KG_C_REJECT_PAYLOAD = 36,   /* payload-door packets with another payload */
+	KG_C_SIGNED_QUEUED = 37,    /* signed knocks passed to the daemon */
+	KG_C_SIGNED_SUPPRESSED = 38,/* signed knocks dropped: out of tokens or ring full */
+	KG_STAT_MAX = 39,
 };
 
 struct kg_stats {
@@ -325,7 +408,9 @@ struct kg_globals {
 	__u64 fk_window_ns; /* first-knock filter window: >= every door's step_timeout */
 	__u64 fk_seed[2];   /* hash keys of the filter, random per load */
 	__u32 fk_mask;      /* filter blocks - 1 (a power of two) */
-	__u32 pad1;
+	__u16 icmp_doors[2];/* per generation: bit d: payload door slot d knocks with ICMP echo requests */
+	__s64 signed_tokens;/* signed knocks XDP may still pass to the daemon; refilled by user space */
+	__s64 wall_offset_ns; /* CLOCK_REALTIME - CLOCK_BOOTTIME, set by user space: SPA timestamps */
 	/* hint[hash(src) & (KG_HINT_SLOTS-1)]: time after which no source in the
 	 * slot can hold live progress; lets unrelated traffic skip kg_progress and
 	 * kg_probation. */
@@ -335,7 +420,7 @@ struct kg_globals {
 _Static_assert(sizeof(struct kg_port_info) == 8, "kg_port_info layout");
 _Static_assert(sizeof(struct kg_step) == 4, "kg_step layout");
 _Static_assert(sizeof(struct kg_port_range) == 8, "kg_port_range layout");
-_Static_assert(sizeof(struct kg_door) == 48 + 4 * KG_MAX_STEPS + 8 * KG_MAX_PROTECTS + KG_NAME_LEN, "kg_door layout");
+_Static_assert(sizeof(struct kg_door) == 48 + 64 + 16 + KG_PAYLOAD_LEN + 4 * KG_MAX_STEPS + 8 * KG_MAX_PROTECTS + KG_NAME_LEN, "kg_door layout");
 _Static_assert(sizeof(struct kg_allow_key) == 24, "kg_allow_key layout");
 _Static_assert(sizeof(struct kg_addr) == 16, "kg_addr layout");
 _Static_assert(sizeof(struct kg_door_progress) == 24, "kg_door_progress layout");
@@ -348,8 +433,12 @@ _Static_assert(sizeof(struct kg_grant) == 8 * KG_MAX_DOORS, "kg_grant layout");
 _Static_assert(sizeof(struct kg_flow_key) == 40, "kg_flow_key layout");
 _Static_assert(sizeof(struct kg_flow) == 32, "kg_flow layout");
 _Static_assert(sizeof(struct kg_event) == 48, "kg_event layout");
+_Static_assert(sizeof(struct kg_signed_event) == 48 + KG_SIGNED_LEN, "kg_signed_event layout");
+_Static_assert(sizeof(struct kg_nonce) == 16, "kg_nonce layout");
+_Static_assert(sizeof(struct kg_spent_key) == 16, "kg_spent_key layout");
+_Static_assert(2 * KG_ROT_STEPS <= KG_MAX_STEPS, "two rotating sequences fit in steps[]");
 _Static_assert(sizeof(struct kg_stats) == 8 * KG_STAT_MAX, "kg_stats layout");
-_Static_assert(sizeof(struct kg_globals) == 72 + 8 * KG_HINT_SLOTS, "kg_globals layout");
+_Static_assert(sizeof(struct kg_globals) == 88 + 8 * KG_HINT_SLOTS, "kg_globals layout");
 _Static_assert(KG_MAX_DOORS <= 16, "door masks are __u16");
 _Static_assert((KG_HINT_SLOTS & (KG_HINT_SLOTS - 1)) == 0, "KG_HINT_SLOTS must be a power of two");
 _Static_assert(KG_FK_BITS <= 65536, "filter bit indexes come from 16-bit hash chunks");

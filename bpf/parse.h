@@ -36,6 +36,9 @@
 #define KG_IP6_MF 0x0001    /* IPv6 fragment header M flag (host order) */
 #define KG_IP6_OFFSET 0xfff8 /* IPv6 fragment offset, already in bytes (host order) */
 
+#define KG_ICMP_ECHO 8            /* ICMP echo request type (linux/icmp.h pulls in libc headers) */
+#define KG_ICMPV6_ECHO_REQUEST 128 /* ICMPv6 echo request type */
+
 #define KG_TCP_FIN 0x01
 #define KG_TCP_SYN 0x02
 #define KG_TCP_RST 0x04
@@ -74,7 +77,10 @@ struct kg_pkt {
 	__u8 knock;     /* knock candidate: TCP SYN without ACK, or UDP; never a fragment */
 	__u8 frag;      /* enum kg_frag */
 	__u8 tcp_flags; /* TCP: the flags byte (FIN, SYN, RST, PSH, ACK...); else 0 */
-	__u8 pad[3];
+	__u8 pad;
+	__u16 payload_off; /* UDP, ICMP echo: where the payload starts, from the frame's start */
+	__u16 payload_len; /* UDP, ICMP echo: payload bytes the IP (and UDP) lengths claim */
+	__u16 pad2;
 };
 
 struct kg_cursor {
@@ -293,11 +299,15 @@ static __always_inline int kg_parse_ipv6(struct xdp_md *ctx, struct kg_cursor *c
 /*
  * TCP or UDP header. A header that is not complete, in the frame and within
  * the IP length, is malformed (for a first fragment this is the tiny-fragment
- * case). Returns 0 or -1.
+ * case). An ICMP (IPv4) or ICMPv6 echo request, whole and unfragmented, is
+ * KG_PROTO_ICMP with its data as the payload; any other ICMP is KG_PROTO_OTHER.
+ * Returns 0 or -1; *room is left as the bytes after the L4 header.
  */
 static __always_inline int kg_parse_l4(struct kg_cursor *c, void *data_end, struct kg_pkt *pkt,
-				       __u8 l4proto, __u32 room)
+				       __u8 l4proto, __u32 *roomp)
 {
+	__u32 room = *roomp;
+
 	if (l4proto == IPPROTO_TCP) {
 		struct tcphdr *th = c->pos;
 		__u32 hlen;
@@ -319,8 +329,10 @@ static __always_inline int kg_parse_l4(struct kg_cursor *c, void *data_end, stru
 		pkt->tcp_flags = flags;
 		pkt->knock = (flags & (KG_TCP_SYN | KG_TCP_ACK)) == KG_TCP_SYN;
 		c->pos += hlen;
+		*roomp = room - hlen;
 	} else if (l4proto == IPPROTO_UDP) {
 		struct udphdr *uh = c->pos;
+		__u32 ulen;
 
 		pkt->proto = KG_PROTO_UDP;
 		if (pkt->frag == KG_FRAG_LATER)
@@ -331,6 +343,25 @@ static __always_inline int kg_parse_l4(struct kg_cursor *c, void *data_end, stru
 		pkt->dport = bpf_ntohs(uh->dest);
 		pkt->knock = 1;
 		c->pos = uh + 1;
+		/* The payload is what both the IP and the UDP length claim. */
+		ulen = bpf_ntohs(uh->len);
+		room -= sizeof(*uh);
+		if (ulen >= sizeof(*uh) && ulen - sizeof(*uh) < room)
+			room = ulen - sizeof(*uh);
+		*roomp = room;
+	} else if ((l4proto == IPPROTO_ICMP && pkt->family == KG_FAMILY_IPV4) ||
+		   (l4proto == IPPROTO_ICMPV6 && pkt->family == KG_FAMILY_IPV6)) {
+		__u8 *ih = c->pos; /* type, code, checksum, identifier, sequence: 8 bytes */
+
+		pkt->proto = KG_PROTO_OTHER;
+		if (pkt->frag != KG_FRAG_NONE || (void *)(ih + 8) > data_end || room < 8)
+			return 0;
+		if (ih[1] == 0 && ih[0] == (pkt->family == KG_FAMILY_IPV4 ? KG_ICMP_ECHO : KG_ICMPV6_ECHO_REQUEST)) {
+			pkt->proto = KG_PROTO_ICMP;
+			c->pos = ih + 8;
+			*roomp = room - 8;
+		}
+		return 0;
 	} else {
 		pkt->proto = KG_PROTO_OTHER;
 	}
@@ -363,8 +394,14 @@ static __always_inline int kg_parse(struct xdp_md *ctx, struct kg_pkt *pkt)
 		return KG_PARSE_NON_IP;
 	if (err < 0)
 		return KG_PARSE_MALFORMED;
-	if (kg_parse_l4(&c, data_end, pkt, l4proto, room) < 0)
+	if (kg_parse_l4(&c, data_end, pkt, l4proto, &room) < 0)
 		return KG_PARSE_MALFORMED;
+	if (pkt->proto == KG_PROTO_UDP || pkt->proto == KG_PROTO_ICMP) {
+		long off = (long)c.pos - (long)ctx->data;
+
+		pkt->payload_off = off & 0xffff;
+		pkt->payload_len = room > 0xffff ? 0xffff : room;
+	}
 	return KG_PARSE_OK;
 }
 

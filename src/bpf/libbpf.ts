@@ -434,6 +434,7 @@ function declareLibc(lib: LibraryHandle) {
       'int vsnprintf(void *str, size_t size, const void *format, void *ap)',
     ),
     statfs: f<(path: string, buf: Buffer) => number>('int statfs(const char *path, void *buf)'),
+    clock_gettime: f<(clock: number, ts: Buffer) => number>('int clock_gettime(int clockid, void *tp)'),
     mount: f<(source: string, target: string, fstype: string, flags: number, data: string | null) => number>(
       'int mount(const char *source, const char *target, const char *filesystemtype, unsigned long mountflags, const char *data)',
     ),

@@ -16,6 +16,56 @@ export const XDP_MODES: readonly XdpMode[] = ['native', 'generic', 'auto'];
 export const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 export const SCOPES: readonly Scope[] = ['source', 'flow-only'];
 
+/**
+ * sequence: a fixed knock sequence. rotating: a sequence derived from a shared secret for each
+ * time window, good for one grant. spa: one UDP datagram with a SipHash-2-4 MAC, verified by
+ * the XDP program. signed: one UDP datagram signed with a client's Ed25519 key, verified by the
+ * daemon. payload: one UDP datagram or ICMP echo request whose payload starts with a byte string.
+ * docs/KNOCKS.md has the wire formats.
+ */
+export type DoorType = 'sequence' | 'rotating' | 'spa' | 'signed' | 'payload';
+export const DOOR_TYPES: readonly DoorType[] = ['sequence', 'rotating', 'spa', 'signed', 'payload'];
+
+/** type rotating: the sequence of window w is derived from the secret (src/knock/rotating.ts). */
+export interface RotatingSpec {
+  secretFile: string;
+  /** the ports the sequence is drawn from; every port of it is a knock port of the door */
+  range: PortRange;
+  /** steps per sequence, 2..8 */
+  length: number;
+  windowMs: number;
+}
+
+/** type spa: the datagram's port (UDP) and the file holding its 128-bit SipHash key. */
+export interface SpaSpec {
+  port: number;
+  keyFile: string;
+  /** largest accepted distance between the knock's timestamp and the gate's clock */
+  maxSkewMs: number;
+}
+
+export interface SignedClient {
+  /** the client's name in the config: it appears in the grant's log line */
+  name: string;
+  publicKeyFile: string;
+}
+
+/** type signed: the datagram's port (UDP) and the public keys of the clients that may knock. */
+export interface SignedSpec {
+  port: number;
+  clients: SignedClient[];
+  maxSkewMs: number;
+}
+
+/** type payload: a UDP datagram to port (proto udp), or an ICMP/ICMPv6 echo request (proto icmp). */
+export interface PayloadSpec {
+  proto: 'udp' | 'icmp';
+  /** 0 with icmp */
+  port: number;
+  /** the prefix, 1..32 bytes */
+  payload: Buffer;
+}
+
 export interface Step {
   port: number;
   proto: Proto;
@@ -30,7 +80,13 @@ export interface PortRange {
 
 export interface DoorConfig {
   name: string;
+  type: DoorType;
+  /** type sequence: the steps; empty for every other type */
   sequence: Step[];
+  rotating?: RotatingSpec;
+  spa?: SpaSpec;
+  signed?: SignedSpec;
+  payload?: PayloadSpec;
   protects: PortRange[];
   /** null: any source may knock. Canonical and without duplicates, in file order. */
   allowFrom: Cidr[] | null;
@@ -86,6 +142,16 @@ export const LIMITS = {
   denialsPerSecondMax: 100_000,
   knockEventsPerSecondMax: 100_000,
   maxDurationMs: 24 * 3_600_000,
+  /** rotating doors: KG_ROT_STEPS steps per window's sequence; ranges of at least 64 ports */
+  rotatingMinLength: 2,
+  rotatingMaxLength: 8, // KG_ROT_STEPS
+  rotatingMinRange: 64,
+  windowMinMs: 5_000,
+  windowMaxMs: 3_600_000,
+  maxSkewMinMs: 1_000,
+  maxSkewMaxMs: 600_000,
+  payloadMaxBytes: 32, // KG_PAYLOAD_LEN
+  maxClientsPerDoor: 1024,
 } as const;
 
 /** The embedded defaults: what a key means when it is absent. */
@@ -102,6 +168,9 @@ export const DEFAULTS = {
   openForMs: 30_000,
   flowIdleMs: 600_000,
   scope: 'source' as Scope,
+  rotatingLength: 4,
+  windowMs: 30_000,
+  maxSkewMs: 30_000,
 } as const;
 
 /** Door names: 1..31 characters [A-Za-z0-9_-], starting with a letter or digit. */

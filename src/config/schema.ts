@@ -14,6 +14,8 @@ import {
   SCOPES,
   XDP_MODES,
   type DoorConfig,
+  type DoorType,
+  DOOR_TYPES,
   type GateConfig,
   type InterfaceConfig,
   type LogLevel,
@@ -22,7 +24,7 @@ import {
   type Step,
   type XdpMode,
 } from './model.js';
-import { formatStep, parsePortRange, parseStep, rangeHolds } from './ports.js';
+import { formatRange, formatStep, parsePortRange, parseStep, rangeHolds } from './ports.js';
 import { formatSize, parseSize } from './size.js';
 
 export type PathSeg = string | number;
@@ -43,7 +45,42 @@ export const LOG_KEYS = ['level', 'denials_per_second', 'knock_events_per_second
 export const LIMITS_KEYS = ['sources', 'flows', 'event_ring', 'first_knock_filter'] as const;
 export const BRUTE_FORCE_KEYS = ['max_failures', 'failure_window', 'cooldown'] as const;
 export const TIMEOUT_KEYS = ['step_timeout', 'sequence_timeout', 'open_for', 'flow_idle'] as const;
-export const DOOR_KEYS = ['sequence', 'protects', 'allow_from', 'scope', ...TIMEOUT_KEYS] as const;
+export const DOOR_KEYS = [
+  'type', 'sequence', 'protects', 'allow_from', 'scope', ...TIMEOUT_KEYS,
+  'secret_file', 'knock_ports', 'length', 'window', 'port', 'key_file', 'max_skew', 'clients', 'knock', 'payload',
+] as const;
+
+/** The keys only some door types take (every other door key applies to all types). */
+const TYPE_KEYS: Record<DoorType, readonly string[]> = {
+  sequence: ['sequence', 'step_timeout', 'sequence_timeout'],
+  rotating: ['secret_file', 'knock_ports', 'length', 'window', 'step_timeout', 'sequence_timeout'],
+  spa: ['port', 'key_file', 'max_skew'],
+  signed: ['port', 'clients', 'max_skew'],
+  payload: ['knock', 'payload'],
+};
+const TYPED_KEYS = new Set(Object.values(TYPE_KEYS).flat());
+
+/** A payload door's bytes: "hex:6b6e6f636b" or text (UTF-8), 1..32 bytes. */
+export function parsePayload(text: string): Buffer {
+  let bytes: Buffer;
+  if (text.startsWith('hex:')) {
+    const hex = text.slice(4).replace(/\s+/g, '');
+    if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex)) throw new Error(`${JSON.stringify(text)} is not hex: write hex: and an even number of hex digits, e.g. hex:6b6e6f636b`);
+    bytes = Buffer.from(hex, 'hex');
+  } else {
+    bytes = Buffer.from(text, 'utf8');
+  }
+  if (bytes.length === 0) throw new Error('an empty payload matches every packet: give 1..32 bytes');
+  if (bytes.length > LIMITS.payloadMaxBytes) throw new Error(`${bytes.length} bytes: a payload prefix has at most ${LIMITS.payloadMaxBytes}`);
+  return bytes;
+}
+
+/** A single-packet door's port: "62201/udp" (or just 62201). */
+function parseUdpPort(text: string | number): number {
+  const step = parseStep(typeof text === 'number' ? `${text}/udp` : text);
+  if (step.proto !== 'udp') throw new Error(`${formatStep(step)}: single-packet knocks are UDP datagrams; write ${step.port}/udp`);
+  return step.port;
+}
 export const INTERFACE_KEYS = ['name', 'xdp_mode'] as const;
 
 /** A key of a mapping with its nodes. `value` is null for `key:` with nothing after it. */
@@ -474,6 +511,7 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
   const doorsEntry = root.get('doors');
   /** Per door, the nodes of its parsed steps (for cross-door errors). */
   const stepNodes = new Map<DoorConfig, { node: Node; path: PathSeg[] }[]>();
+  const doorNodes = new Map<DoorConfig, Entry>();
   if (doorsEntry === undefined) {
     c.missing(rootNode, [], 'doors', 'define at least one door, see config/knockgate.example.yaml');
   } else if (c.present(doorsEntry, 'define at least one door, e.g. doors: { ssh: { sequence: [7000/tcp, 8000/udp, 9000/tcp], protects: [22/tcp] } }')) {
@@ -499,6 +537,7 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
       }
       doors.push(door.config);
       stepNodes.set(door.config, door.stepNodes);
+      doorNodes.set(door.config, entry);
     }
   }
 
@@ -513,6 +552,26 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
       const by = protectors.length === 1 ? `door ${protectors[0]} protects it` : `doors ${listOf(protectors, 'and')} protect it`;
       c.error(where?.node ?? null, where?.path ?? [], `${formatStep(step)} is a knock step of door ${door.name}, but ${by}: knocks on a protected port are dropped before they count; pick a port no door protects`);
     });
+  }
+
+  // The knock ports of the other door types: never protected, never shared with another door
+  // (a sequence door may share steps with another sequence door, as before).
+  for (const [i, door] of doors.entries()) {
+    if (door.type === 'sequence') continue;
+    const at = doorNodes.get(door);
+    for (const r of knockRanges(door)) {
+      const protectors = doors.filter((d) => d.protects.some((p) => rangesOverlap(p, r))).map((d) => d.name);
+      if (protectors.length > 0) {
+        c.error(at?.keyNode ?? null, at?.path ?? [], `door ${door.name} knocks on ${formatRange(r)}, but ${protectors.length === 1 ? `door ${protectors[0]} protects` : `doors ${listOf(protectors, 'and')} protect`} ${r.first === r.last ? 'it' : 'ports of it'}: knocks on a protected port are dropped before they count; pick ports no door protects`);
+      }
+      for (const [j, other] of doors.entries()) {
+        if (j === i || (j < i && other.type !== 'sequence')) continue; // each pair once
+        const clash = knockRanges(other).find((o) => rangesOverlap(o, r));
+        if (clash !== undefined) {
+          c.error(at?.keyNode ?? null, at?.path ?? [], `door ${door.name} knocks on ${formatRange(r)}, which overlaps ${formatRange(clash)} of door ${other.name}: a ${door.type} door needs knock ports of its own`);
+        }
+      }
+    }
   }
 
   // A port scan in ascending (or descending) order must never walk through a sequence. Every
@@ -593,12 +652,29 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
   const e = c.entries(entry.value, path, DOOR_KEYS, 'a door: a mapping with sequence, protects and optional allow_from and timeouts');
   if (e === null) return null;
 
+  // type, and the keys that belong to other types
+  let type: DoorType = 'sequence';
+  const typeEntry = e.get('type');
+  if (typeEntry !== undefined && c.present(typeEntry, 'remove the key for a fixed sequence')) {
+    const t = c.oneOf(typeEntry, DOOR_TYPES, 'a door type');
+    if (t === undefined) return null;
+    type = t;
+  }
+  for (const [key, ke] of e) {
+    if (!TYPED_KEYS.has(key) || TYPE_KEYS[type].includes(key)) continue;
+    const owners = DOOR_TYPES.filter((t) => TYPE_KEYS[t].includes(key));
+    c.error(ke.keyNode, ke.path, `${key} is not a key of a ${type} door (it belongs to type ${listOf(owners)}): remove it${type === 'sequence' ? ', or set type' : ''}`);
+  }
+  const typed = checkDoorType(c, entry, e, type);
+
   // sequence
   const sequence: Step[] = [];
   const stepNodes: { node: Node; path: PathSeg[] }[] = [];
-  const seqEntry = e.get('sequence');
+  const seqEntry = type === 'sequence' ? e.get('sequence') : null;
   const seqExample = '[7000/tcp, 8000/udp, 9000/tcp]';
-  if (seqEntry === undefined) {
+  if (seqEntry === null) {
+    // not a sequence door
+  } else if (seqEntry === undefined) {
     c.missing(entry.keyNode, path, 'sequence', `the knock sequence, e.g. sequence: ${seqExample}`);
   } else if (c.present(seqEntry, `the knock sequence, e.g. ${seqExample}`)) {
     const items = c.list(seqEntry, seqExample);
@@ -694,10 +770,12 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
     checkTimeoutOrder(c, t.step_timeout, t.sequence_timeout, 'door');
   }
 
-  if (c.errors.length > errorsBefore) return null;
+  if (c.errors.length > errorsBefore || typed === null) return null;
   return {
     config: {
       name,
+      type,
+      ...typed,
       sequence,
       protects,
       allowFrom,
@@ -710,6 +788,133 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
     stepNodes,
     allowEntry,
   };
+}
+
+/** A required key of a door type; reports it missing. */
+function required(c: Checker, entry: Entry, e: Map<string, Entry>, key: string, hint: string): Entry | undefined {
+  const ke = e.get(key);
+  if (ke === undefined) {
+    c.missing(entry.keyNode, entry.path, key, hint);
+    return undefined;
+  }
+  return c.present(ke, hint) ? ke : undefined;
+}
+
+/** A duration key within [min, max] ms, or the fallback when absent. */
+function boundedDuration(c: Checker, e: Map<string, Entry>, key: string, min: number, max: number, fallback: number): number | undefined {
+  const ke = e.get(key);
+  if (ke === undefined) return fallback;
+  if (!c.present(ke, `remove the key to use the default (${formatDuration(fallback)})`)) return undefined;
+  const ms = c.timeout(ke);
+  if (ms === undefined) return undefined;
+  if (ms < min || ms > max) {
+    c.error(c.valueNode(ke), ke.path, `${formatDuration(ms)} is out of range: ${formatDuration(min)}..${formatDuration(max)}`);
+    return undefined;
+  }
+  return ms;
+}
+
+/** A file path: any non-empty string; files are read when the config is loaded (secrets.ts). */
+function filePath(c: Checker, ke: Entry | undefined, example: string): string | undefined {
+  if (ke === undefined) return undefined;
+  const text = c.string(ke, example);
+  if (text === undefined) return undefined;
+  if (text.trim() === '') {
+    c.error(c.valueNode(ke), ke.path, `the file name is empty: give the path of the file, e.g. ${example}`);
+    return undefined;
+  }
+  return text;
+}
+
+type TypedFields = Pick<DoorConfig, 'rotating' | 'spa' | 'signed' | 'payload'>;
+
+/** The type-specific keys of a door (docs/CONFIG.md "Door types"). null when one is wrong. */
+function checkDoorType(c: Checker, entry: Entry, e: Map<string, Entry>, type: DoorType): TypedFields | null {
+  const before = c.errors.length;
+  const skew = (): number | undefined => boundedDuration(c, e, 'max_skew', LIMITS.maxSkewMinMs, LIMITS.maxSkewMaxMs, DEFAULTS.maxSkewMs);
+  const port = (): number | undefined => {
+    const pe = required(c, entry, e, 'port', 'the UDP port the knock datagram goes to, e.g. port: 62201/udp');
+    return pe === undefined ? undefined : scalarItem(c, c.valueNode(pe), pe.path, pe, 'a UDP port, e.g. 62201/udp', parseUdpPort);
+  };
+  switch (type) {
+    case 'sequence':
+      return {};
+    case 'rotating': {
+      const secretFile = filePath(c, required(c, entry, e, 'secret_file', 'the file holding the shared secret (hex), e.g. secret_file: /etc/knockgate/ssh.secret; make one with `knockgate keygen --type rotating FILE`'), '/etc/knockgate/ssh.secret');
+      const re = required(c, entry, e, 'knock_ports', 'the port range the sequences are drawn from, e.g. knock_ports: 40000-40999/udp');
+      let range = re === undefined ? undefined : scalarItem(c, c.valueNode(re), re.path, re, 'a port range, e.g. 40000-40999/udp', parsePortRange);
+      if (range !== undefined && re !== undefined && range.last - range.first + 1 < LIMITS.rotatingMinRange) {
+        c.error(c.valueNode(re), re.path, `${formatRange(range)} has ${range.last - range.first + 1} ports: a rotating door draws from at least ${LIMITS.rotatingMinRange}, so that a sequence cannot be guessed`);
+        range = undefined;
+      }
+      const le = e.get('length');
+      const length = le === undefined ? DEFAULTS.rotatingLength : c.present(le, `remove the key to use the default (${DEFAULTS.rotatingLength})`) ? c.integer(le, LIMITS.rotatingMinLength, LIMITS.rotatingMaxLength) : undefined;
+      const windowMs = boundedDuration(c, e, 'window', LIMITS.windowMinMs, LIMITS.windowMaxMs, DEFAULTS.windowMs);
+      if (c.errors.length > before || secretFile === undefined || range === undefined || length === undefined || windowMs === undefined) return null;
+      return { rotating: { secretFile, range, length, windowMs } };
+    }
+    case 'spa': {
+      const p = port();
+      const keyFile = filePath(c, required(c, entry, e, 'key_file', 'the file holding the door\'s 128-bit key (hex), e.g. key_file: /etc/knockgate/ssh.key; make one with `knockgate keygen --type spa FILE`'), '/etc/knockgate/ssh.key');
+      const maxSkewMs = skew();
+      if (c.errors.length > before || p === undefined || keyFile === undefined || maxSkewMs === undefined) return null;
+      return { spa: { port: p, keyFile, maxSkewMs } };
+    }
+    case 'signed': {
+      const p = port();
+      const maxSkewMs = skew();
+      const ce = required(c, entry, e, 'clients', 'the clients\' public keys by name, e.g. clients: { alice: /etc/knockgate/clients/alice.pub }; make a pair with `knockgate keygen FILE`');
+      const clients: { name: string; publicKeyFile: string }[] = [];
+      if (ce !== undefined) {
+        const m = c.entries(ce.value, ce.path, null, 'a mapping of client names to public key files');
+        if (m !== null && m.size === 0) c.error(c.valueNode(ce), ce.path, '{} lists no client: add one, e.g. alice: /etc/knockgate/clients/alice.pub');
+        if (m !== null && m.size > LIMITS.maxClientsPerDoor) c.error(c.valueNode(ce), ce.path, `${m.size} clients: at most ${LIMITS.maxClientsPerDoor} per door`);
+        for (const [name, cl] of m ?? []) {
+          if (!DOOR_NAME.test(name)) c.error(cl.keyNode, cl.path, `${JSON.stringify(name)} is not a client name: 1..31 characters of A-Z a-z 0-9 _ -, starting with a letter or digit`);
+          const f = c.present(cl, 'give the path of the client\'s public key') ? filePath(c, cl, '/etc/knockgate/clients/alice.pub') : undefined;
+          if (f !== undefined) clients.push({ name, publicKeyFile: f });
+        }
+      }
+      if (c.errors.length > before || p === undefined || maxSkewMs === undefined) return null;
+      return { signed: { port: p, clients, maxSkewMs } };
+    }
+    case 'payload': {
+      const ke = required(c, entry, e, 'knock', 'what carries the payload: knock: icmp (an echo request) or knock: 62203/udp');
+      let knock: { proto: 'udp' | 'icmp'; port: number } | undefined;
+      if (ke !== undefined) {
+        const v = isScalar(ke.value) ? ke.value.value : undefined;
+        if (typeof v === 'string' && v.trim().toLowerCase() === 'icmp') knock = { proto: 'icmp', port: 0 };
+        else {
+          const p = scalarItem(c, c.valueNode(ke), ke.path, ke, 'icmp or a UDP port, e.g. 62203/udp', parseUdpPort);
+          if (p !== undefined) knock = { proto: 'udp', port: p };
+        }
+      }
+      const pe = required(c, entry, e, 'payload', 'the bytes the knock\'s payload starts with, e.g. payload: "hex:6b6e6f636b" or payload: open-sesame');
+      const payload = pe === undefined ? undefined : scalarItem(c, c.valueNode(pe), pe.path, pe, 'text or hex:..., 1..32 bytes', (t) => parsePayload(String(t)));
+      if (c.errors.length > before || knock === undefined || payload === undefined) return null;
+      return { payload: { ...knock, payload } };
+    }
+  }
+}
+
+/** The ports a door knocks on (as ranges), for the cross-door checks. */
+export function knockRanges(d: DoorConfig): PortRange[] {
+  switch (d.type) {
+    case 'sequence':
+      return d.sequence.map((s) => ({ first: s.port, last: s.port, proto: s.proto }));
+    case 'rotating':
+      return [d.rotating!.range];
+    case 'spa':
+      return [{ first: d.spa!.port, last: d.spa!.port, proto: 'udp' }];
+    case 'signed':
+      return [{ first: d.signed!.port, last: d.signed!.port, proto: 'udp' }];
+    case 'payload':
+      return d.payload!.proto === 'icmp' ? [] : [{ first: d.payload!.port, last: d.payload!.port, proto: 'udp' }];
+  }
+}
+
+function rangesOverlap(a: PortRange, b: PortRange): boolean {
+  return a.proto === b.proto && a.first <= b.last && b.first <= a.last;
 }
 
 /** A size that must be a power of two within [min, max]; reported at the entry. */

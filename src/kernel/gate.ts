@@ -25,6 +25,7 @@ import {
   xdpQuery,
   type MmapRegion,
 } from '../bpf/index.js';
+import { libc } from '../bpf/libbpf.js';
 import type { DoorConfig, InterfaceConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import {
@@ -43,6 +44,7 @@ import {
   decodePenalty,
   decodeProbation,
   decodeProgress,
+  decodeSpentKey,
   doorIndex,
   encodeAllowKey,
   encodeDoor,
@@ -55,7 +57,7 @@ import {
   type KFlowKey,
   type Stats,
 } from './layout.js';
-import { allowKeyText, planGeneration, type GenerationPlan, type SlotState } from './tables.js';
+import { allowKeyText, planGeneration, type GenerationPlan, type PlanContext, type SlotState } from './tables.js';
 
 export const DEFAULT_PIN_PATH = '/sys/fs/bpf/knockgate';
 
@@ -92,6 +94,8 @@ const ALL_MAPS = [
   MAP.GRANTS,
   MAP.FLOWS,
   MAP.EVENTS,
+  MAP.NONCES,
+  MAP.SPENT,
   MAP.STATS,
   MAP.GLOBALS,
 ] as const;
@@ -109,6 +113,8 @@ const EXPECTED_SIZES: Record<GateMap, [number, number]> = {
   [MAP.GRANTS]: [SIZEOF.addr, SIZEOF.grant],
   [MAP.FLOWS]: [SIZEOF.flow_key, SIZEOF.flow],
   [MAP.EVENTS]: [0, 0],
+  [MAP.NONCES]: [SIZEOF.nonce, 8],
+  [MAP.SPENT]: [SIZEOF.spent_key, 8],
   [MAP.STATS]: [4, SIZEOF.stats],
   [MAP.GLOBALS]: [4, SIZEOF.globals],
 };
@@ -195,6 +201,20 @@ function pinPaths(pinPath: string) {
   };
 }
 
+/** CLOCK_REALTIME - CLOCK_BOOTTIME in ns: what turns bpf_ktime_get_boot_ns() into wall time. */
+export function wallOffsetNs(): bigint {
+  const ts = Buffer.alloc(16);
+  const read = (clock: number): bigint => {
+    if (libc().clock_gettime(clock, ts) !== 0) throw new Error(`clock_gettime(${clock}) failed`);
+    return ts.readBigInt64LE(0) * 1_000_000_000n + ts.readBigInt64LE(8);
+  };
+  // Boot time read on both sides of the wall clock: the offset is exact to their midpoint.
+  const b0 = read(7); // CLOCK_BOOTTIME
+  const wall = read(0); // CLOCK_REALTIME
+  const b1 = read(7);
+  return wall - (b0 + b1) / 2n;
+}
+
 export function monoNowNs(): bigint {
   // process.hrtime is CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads.
   return process.hrtime.bigint();
@@ -278,6 +298,7 @@ export class Gate {
     const ports = mmapMap(maps.get(MAP.PORTS)!);
     const gate = new Gate(opts.pinPath, maps, globals, ports, progFd, obj, adopting, log.child({ module: 'gate' }));
     if (!adopting) gate.seedFilter(maps.get(MAP.FIRSTS)!.maxEntries);
+    gate.syncWallClock();
     if (adopting) {
       for (const ifname of gate.pinnedLinkNames()) {
         const link = BpfLink.openPinned(paths.link(ifname));
@@ -414,10 +435,11 @@ export class Gate {
    * Replace the rules with `doors`, atomically: the inactive generation is rewritten, the
    * active index flips, and we wait until no packet is still judged against the old one.
    */
-  applyDoors(doors: readonly DoorConfig[]): GenerationPlan {
+  applyDoors(doors: readonly DoorConfig[], ctx: PlanContext = {}): GenerationPlan {
     const active = this.activeGen();
     const next = active ^ 1;
-    const plan = planGeneration(this.readSlots(active), doors);
+    const plan = planGeneration(this.readSlots(active), doors, { clock: { wallMs: Date.now(), monoNs: monoNowNs() }, ...ctx });
+    this.syncWallClock();
 
     // Grants of doors that go away are cut before their slot can be reused (and again after
     // the switch, below).
@@ -446,6 +468,8 @@ export class Gate {
     const window = longest > 0n ? longest : 1_000_000_000n;
     if (window > this.filterWindowNs()) this.setFilterWindow(window);
 
+    this.globals.view.setUint16(OFFSETS.globals.icmp_doors + 2 * next, plan.icmpDoors, true);
+
     // The flip: one aligned 32-bit store, after every write above.
     Atomics.store(new Uint32Array(this.globals.view.buffer, OFFSETS.globals.active_gen, 1), 0, next);
     waitForPrograms();
@@ -454,6 +478,7 @@ export class Gate {
     if (plan.removedSlots.length > 0) this.clearGrantSlots(plan.removedSlots);
     // A shorter window only after the switch: no door of the old generation needs more then.
     if (window < this.filterWindowNs()) this.setFilterWindow(window);
+    this.pruneSpent(plan.liveWindows);
     this.log.debug({ generation: next, doors: plan.doors.map((d) => d.config.name) }, 'rules switched');
     return plan;
   }
@@ -563,6 +588,34 @@ export class Gate {
   stats(): Stats {
     const key = Buffer.alloc(4);
     return sumStats(this.map(MAP.STATS).lookupPerCpu(key));
+  }
+
+  /** Tell the kernel how boot time maps to wall time (SPA timestamps). The daemon repeats it. */
+  syncWallClock(): void {
+    this.globals.view.setBigInt64(OFFSETS.globals.wall_offset_ns, wallOffsetNs(), true);
+  }
+
+  setSignedTokens(n: number): void {
+    this.globals.view.setBigInt64(OFFSETS.globals.signed_tokens, BigInt(n), true);
+  }
+
+  /** Forget spent rotating windows that no door holds any more. */
+  pruneSpent(live: readonly { doorId: number; window: bigint }[]): number {
+    const keep = new Set(live.map((l) => `${l.doorId}/${l.window}`));
+    const m = this.map(MAP.SPENT);
+    let n = 0;
+    for (const k of [...m.keys()]) {
+      const s = decodeSpentKey(k);
+      if (keep.has(`${s.doorId}/${s.window}`)) continue;
+      m.delete(k);
+      n++;
+    }
+    return n;
+  }
+
+  /** Rotating windows that produced their grant: "doorId/window". */
+  spentWindows(): { doorId: number; window: bigint }[] {
+    return [...this.map(MAP.SPENT).keys()].map(decodeSpentKey);
   }
 
   setDenyTokens(n: number): void {

@@ -28,6 +28,15 @@ export const KG = {
   FK_BLOCK_BYTES: 128,
   DEFAULT_FK_BLOCKS: 65536,
   FLOW_LINGER_NS: 10_000_000_000n,
+  ROT_STEPS: 8,
+  PAYLOAD_LEN: 32,
+  SPA_LEN: 40,
+  SPA_MSG_LEN: 48,
+  SIGNED_LEN: 112,
+  SPA_MAGIC: 0x4b475331,
+  SIGNED_MAGIC: 0x4b474531,
+  DEFAULT_NONCES: 65536,
+  SPENT_ENTRIES: 1024,
 } as const;
 
 export const MAP = {
@@ -41,6 +50,8 @@ export const MAP = {
   GRANTS: 'kg_grants',
   FLOWS: 'kg_flows',
   EVENTS: 'kg_events',
+  NONCES: 'kg_nonces',
+  SPENT: 'kg_spent',
   STATS: 'kg_stats',
   GLOBALS: '.bss',
 } as const;
@@ -48,7 +59,7 @@ export type MapName = (typeof MAP)[keyof typeof MAP];
 
 export const PROG_NAME = 'knockgate_xdp';
 
-export const PROTO = { TCP: 0, UDP: 1 } as const;
+export const PROTO = { TCP: 0, UDP: 1, ICMP: 2 } as const;
 export type ProtoName = 'tcp' | 'udp';
 export function protoNumber(p: ProtoName): number {
   return p === 'tcp' ? PROTO.TCP : PROTO.UDP;
@@ -58,11 +69,21 @@ export function protoName(n: number): ProtoName {
   if (n === PROTO.UDP) return 'udp';
   throw new RangeError(`unknown kernel protocol number ${n}`);
 }
+/** An event's protocol: ICMP (echo requests to payload doors) besides TCP and UDP. */
+export function eventProtoName(n: number): ProtoName | 'icmp' {
+  return n === PROTO.ICMP ? 'icmp' : protoName(n);
+}
+
+/** enum kg_door_type */
+export const DOOR_TYPE = { SEQUENCE: 0, ROTATING: 1, SPA: 2, SIGNED: 3, PAYLOAD: 4 } as const;
+export const DOOR_TYPE_NAMES = ['sequence', 'rotating', 'spa', 'signed', 'payload'] as const;
+export type DoorTypeName = (typeof DOOR_TYPE_NAMES)[number];
 
 export const DOOR_FLAG = { ACTIVE: 1, ALLOW_LIST: 2, FLOW_ONLY: 4 } as const;
 export const FLOW_FLAG = { ESTABLISHED: 1, CLOSING: 2 } as const;
 
-export const EVENT = { STEP: 1, RESET: 2, GRANT: 3, DENY: 4, COOLDOWN: 5, CONSUMED: 6 } as const;
+export const EVENT = { STEP: 1, RESET: 2, GRANT: 3, DENY: 4, COOLDOWN: 5, CONSUMED: 6, REJECT: 7, SIGNED: 8 } as const;
+export const REJECT_REASON = { MALFORMED: 1, BAD_MAC: 2, STALE: 3, REPLAY: 4, SPENT: 5, PAYLOAD: 6, NOT_ALLOWED: 7 } as const;
 export const RESET_REASON = { NONE: 0, WRONG_PORT: 1, STEP_TIMEOUT: 2, SEQ_TIMEOUT: 3 } as const;
 export const DENY_REASON = { NO_GRANT: 1, EXPIRED: 2, NO_FLOW: 3 } as const;
 /** kg_event.door of a COOLDOWN: it stops knocks on every door. */
@@ -101,6 +122,14 @@ export const STAT_NAMES = [
   'flow_idle',
   'grant_consumed',
   'knock_suppressed',
+  'reject_malformed',
+  'reject_bad_mac',
+  'reject_stale',
+  'reject_replay',
+  'reject_spent',
+  'reject_payload',
+  'signed_queued',
+  'signed_suppressed',
 ] as const;
 export type StatName = (typeof STAT_NAMES)[number];
 export const VERDICTS = 11;
@@ -110,7 +139,7 @@ export const SIZEOF = {
   port_info: 8,
   step: 4,
   port_range: 8,
-  door: 48 + 4 * KG.MAX_STEPS + 8 * KG.MAX_PROTECTS + KG.NAME_LEN,
+  door: 160 + 4 * KG.MAX_STEPS + 8 * KG.MAX_PROTECTS + KG.NAME_LEN,
   allow_key: 24,
   addr: 16,
   door_progress: 24,
@@ -123,13 +152,16 @@ export const SIZEOF = {
   flow_key: 40,
   flow: 32,
   event: 48,
+  signed_event: 48 + 112,
+  nonce: 16,
+  spent_key: 16,
   stats: 8 * STAT_MAX,
-  globals: 72 + 8 * KG.HINT_SLOTS,
+  globals: 88 + 8 * KG.HINT_SLOTS,
 } as const;
 
 /** Field offsets, checked against offsetof() in the C oracle. */
 export const OFFSETS = {
-  port_info: { knock_doors: 0, protect_doors: 2, flow_only_doors: 4 },
+  port_info: { knock_doors: 0, protect_doors: 2, flow_only_doors: 4, single_doors: 6 },
   step: { port: 0, proto: 2 },
   port_range: { first: 0, last: 2, proto: 4 },
   door: {
@@ -141,9 +173,23 @@ export const OFFSETS = {
     flow_idle_ns: 32,
     nsteps: 40,
     nprotects: 41,
-    steps: 48,
-    protects: 48 + 4 * KG.MAX_STEPS,
-    name: 48 + 4 * KG.MAX_STEPS + 8 * KG.MAX_PROTECTS,
+    type: 42,
+    payload_len: 43,
+    port: 44,
+    proto: 46,
+    door_id: 48,
+    max_skew_ns: 56,
+    window_ns: 64,
+    win: 72,
+    valid_until_ns: 88,
+    range_first: 104,
+    range_last: 106,
+    range_proto: 108,
+    key: 112,
+    payload: 128,
+    steps: 160,
+    protects: 160 + 4 * KG.MAX_STEPS,
+    name: 160 + 4 * KG.MAX_STEPS + 8 * KG.MAX_PROTECTS,
   },
   allow_key: { prefixlen: 0, gen: 4, slot: 5, addr: 6 },
   door_progress: { start_ns: 0, last_ns: 8, epoch: 16, step: 20 },
@@ -167,6 +213,8 @@ export const OFFSETS = {
     reason: 40,
     ifindex: 44,
   },
+  signed_event: { ev: 0, payload: 48 },
+  spent_key: { door_id: 0, window: 8 },
   globals: {
     active_gen: 0,
     max_failures: 4,
@@ -177,7 +225,10 @@ export const OFFSETS = {
     fk_window_ns: 40,
     fk_seed: 48,
     fk_mask: 64,
-    hint: 72,
+    icmp_doors: 68,
+    signed_tokens: 72,
+    wall_offset_ns: 80,
+    hint: 88,
   },
 } as const;
 
@@ -187,6 +238,7 @@ export interface PortInfo {
   knockDoors: number;
   protectDoors: number;
   flowOnlyDoors: number;
+  singleDoors: number;
 }
 
 /** Array maps store each value at a stride of its size rounded up to 8 (kernel array_map). */
@@ -200,6 +252,7 @@ export function encodePortInfo(v: PortInfo, out = Buffer.alloc(SIZEOF.port_info)
   out.writeUInt16LE(v.knockDoors, off + OFFSETS.port_info.knock_doors);
   out.writeUInt16LE(v.protectDoors, off + OFFSETS.port_info.protect_doors);
   out.writeUInt16LE(v.flowOnlyDoors, off + OFFSETS.port_info.flow_only_doors);
+  out.writeUInt16LE(v.singleDoors, off + OFFSETS.port_info.single_doors);
   return out;
 }
 
@@ -208,6 +261,7 @@ export function decodePortInfo(b: Buffer, off = 0): PortInfo {
     knockDoors: b.readUInt16LE(off + OFFSETS.port_info.knock_doors),
     protectDoors: b.readUInt16LE(off + OFFSETS.port_info.protect_doors),
     flowOnlyDoors: b.readUInt16LE(off + OFFSETS.port_info.flow_only_doors),
+    singleDoors: b.readUInt16LE(off + OFFSETS.port_info.single_doors),
   };
 }
 
@@ -229,9 +283,44 @@ export interface KDoor {
   seqTimeoutNs: bigint;
   openForNs: bigint;
   flowIdleNs: bigint;
+  /** sequence doors: the steps. Rotating doors: steps[KG.ROT_STEPS * s ...] is sequence s, see nsteps */
   steps: KStep[];
   protects: KPortRange[];
   name: string;
+  /** DOOR_TYPE.* */
+  type: number;
+  /** rotating doors: steps per sequence (steps holds both); others: steps.length */
+  nsteps: number;
+  /** spa, signed, payload: the UDP port (0 with ICMP) and protocol */
+  port: number;
+  proto: number;
+  doorId: number;
+  maxSkewNs: bigint;
+  windowNs: bigint;
+  win: [bigint, bigint];
+  validUntilNs: [bigint, bigint];
+  range: KPortRange;
+  /** spa: the SipHash key (16 bytes) */
+  key: Buffer;
+  /** payload: the prefix */
+  payload: Buffer;
+}
+
+/** The fields a sequence door leaves at zero. */
+export function plainDoorFields(): Pick<KDoor, 'type' | 'port' | 'proto' | 'doorId' | 'maxSkewNs' | 'windowNs' | 'win' | 'validUntilNs' | 'range' | 'key' | 'payload'> {
+  return {
+    type: DOOR_TYPE.SEQUENCE,
+    port: 0,
+    proto: 0,
+    doorId: 0,
+    maxSkewNs: 0n,
+    windowNs: 0n,
+    win: [0n, 0n],
+    validUntilNs: [0n, 0n],
+    range: { first: 0, last: 0, proto: 0 },
+    key: Buffer.alloc(16),
+    payload: Buffer.alloc(0),
+  };
 }
 
 export function doorIndex(gen: number, slot: number): number {
@@ -253,8 +342,26 @@ export function encodeDoor(d: KDoor): Buffer {
   b.writeBigUInt64LE(d.seqTimeoutNs, o.seq_timeout_ns);
   b.writeBigUInt64LE(d.openForNs, o.open_for_ns);
   b.writeBigUInt64LE(d.flowIdleNs, o.flow_idle_ns);
-  b.writeUInt8(d.steps.length, o.nsteps);
+  b.writeUInt8(d.type === DOOR_TYPE.ROTATING ? d.nsteps : d.steps.length, o.nsteps);
   b.writeUInt8(d.protects.length, o.nprotects);
+  if (d.key.length !== 16) throw new RangeError(`door ${d.name}: key of ${d.key.length} bytes, 16 expected`);
+  if (d.payload.length > KG.PAYLOAD_LEN) throw new RangeError(`door ${d.name}: payload of ${d.payload.length} bytes, at most ${KG.PAYLOAD_LEN}`);
+  b.writeUInt8(d.type, o.type);
+  b.writeUInt8(d.payload.length, o.payload_len);
+  b.writeUInt16LE(d.port, o.port);
+  b.writeUInt8(d.proto, o.proto);
+  b.writeUInt32LE(d.doorId >>> 0, o.door_id);
+  b.writeBigUInt64LE(d.maxSkewNs, o.max_skew_ns);
+  b.writeBigUInt64LE(d.windowNs, o.window_ns);
+  b.writeBigUInt64LE(d.win[0], o.win);
+  b.writeBigUInt64LE(d.win[1], o.win + 8);
+  b.writeBigUInt64LE(d.validUntilNs[0], o.valid_until_ns);
+  b.writeBigUInt64LE(d.validUntilNs[1], o.valid_until_ns + 8);
+  b.writeUInt16LE(d.range.first, o.range_first);
+  b.writeUInt16LE(d.range.last, o.range_last);
+  b.writeUInt8(d.range.proto, o.range_proto);
+  d.key.copy(b, o.key);
+  d.payload.copy(b, o.payload);
   d.steps.forEach((s, i) => {
     const at = o.steps + i * SIZEOF.step;
     b.writeUInt16LE(s.port, at + OFFSETS.step.port);
@@ -272,7 +379,9 @@ export function encodeDoor(d: KDoor): Buffer {
 
 export function decodeDoor(b: Buffer): KDoor {
   const o = OFFSETS.door;
-  const nsteps = Math.min(b.readUInt8(o.nsteps), KG.MAX_STEPS);
+  const type = b.readUInt8(o.type);
+  const perSeq = Math.min(b.readUInt8(o.nsteps), KG.MAX_STEPS);
+  const nsteps = type === DOOR_TYPE.ROTATING ? KG.MAX_STEPS : perSeq;
   const nprotects = Math.min(b.readUInt8(o.nprotects), KG.MAX_PROTECTS);
   const steps: KStep[] = [];
   for (let i = 0; i < nsteps; i++) {
@@ -300,7 +409,24 @@ export function decodeDoor(b: Buffer): KDoor {
     steps,
     protects,
     name: nameBytes.subarray(0, nul < 0 ? KG.NAME_LEN : nul).toString('utf8'),
+    type,
+    nsteps: perSeq,
+    port: b.readUInt16LE(o.port),
+    proto: b.readUInt8(o.proto),
+    doorId: b.readUInt32LE(o.door_id),
+    maxSkewNs: b.readBigUInt64LE(o.max_skew_ns),
+    windowNs: b.readBigUInt64LE(o.window_ns),
+    win: [b.readBigUInt64LE(o.win), b.readBigUInt64LE(o.win + 8)],
+    validUntilNs: [b.readBigUInt64LE(o.valid_until_ns), b.readBigUInt64LE(o.valid_until_ns + 8)],
+    range: { first: b.readUInt16LE(o.range_first), last: b.readUInt16LE(o.range_last), proto: b.readUInt8(o.range_proto) },
+    key: Buffer.from(b.subarray(o.key, o.key + 16)),
+    payload: Buffer.from(b.subarray(o.payload, o.payload + Math.min(b.readUInt8(o.payload_len), KG.PAYLOAD_LEN))),
   };
+}
+
+/** A rotating door's sequence s (the ports of steps[KG.ROT_STEPS * s ...]). */
+export function rotatingSteps(d: KDoor, s: 0 | 1): KStep[] {
+  return d.steps.slice(KG.ROT_STEPS * s, KG.ROT_STEPS * s + d.nsteps);
 }
 
 // ---- kg_allow -------------------------------------------------------------------------
@@ -522,6 +648,28 @@ export interface KEvent {
   step: number;
   reason: number;
   ifindex: number;
+}
+
+/** A KG_EV_SIGNED record: the event and the datagram, for the daemon to verify. */
+export interface KSignedEvent extends KEvent {
+  payload: Buffer;
+}
+
+export function decodeSignedEvent(b: Buffer): KSignedEvent {
+  if (b.length < SIZEOF.signed_event) throw new RangeError(`signed event record of ${b.length} bytes, ${SIZEOF.signed_event} expected`);
+  const o = OFFSETS.signed_event.payload;
+  return { ...decodeEvent(b), payload: Buffer.from(b.subarray(o, o + KG.SIGNED_LEN)) };
+}
+
+export function encodeSpentKey(doorId: number, window: bigint): Buffer {
+  const b = Buffer.alloc(SIZEOF.spent_key);
+  b.writeUInt32LE(doorId >>> 0, OFFSETS.spent_key.door_id);
+  b.writeBigUInt64LE(window, OFFSETS.spent_key.window);
+  return b;
+}
+
+export function decodeSpentKey(b: Buffer): { doorId: number; window: bigint } {
+  return { doorId: b.readUInt32LE(OFFSETS.spent_key.door_id), window: b.readBigUInt64LE(OFFSETS.spent_key.window) };
 }
 
 export function decodeEvent(b: Buffer): KEvent {

@@ -33,6 +33,7 @@ const mapped = (a: number, b: number, c: number, d: number): Buffer => Buffer.fr
 test('the minimal config loads with every default', () => {
   const ssh: DoorConfig = {
     name: 'ssh',
+    type: 'sequence',
     sequence: [{ port: 7000, proto: 'tcp' }, { port: 8000, proto: 'udp' }, { port: 9000, proto: 'tcp' }],
     protects: [{ first: 22, last: 22, proto: 'tcp' }],
     allowFrom: null,
@@ -71,6 +72,7 @@ test('a config with every key loads to the exact model', () => {
     doors: [
       {
         name: 'ssh',
+        type: 'sequence',
         sequence: [{ port: 7000, proto: 'tcp' }, { port: 8000, proto: 'udp' }, { port: 7000, proto: 'tcp' }, { port: 9000, proto: 'tcp' }],
         protects: [{ first: 22, last: 22, proto: 'tcp' }, { first: 2222, last: 2222, proto: 'tcp' }],
         allowFrom: [
@@ -87,6 +89,7 @@ test('a config with every key loads to the exact model', () => {
       },
       {
         name: 'web-admin_2',
+        type: 'sequence',
         sequence: [{ port: 7443, proto: 'tcp' }, { port: 8443, proto: 'udp' }],
         protects: [{ first: 443, last: 443, proto: 'tcp' }, { first: 60000, last: 61000, proto: 'udp' }],
         allowFrom: null,
@@ -98,6 +101,7 @@ test('a config with every key loads to the exact model', () => {
       },
       {
         name: '42',
+        type: 'sequence',
         sequence: [{ port: 4242, proto: 'udp' }],
         protects: [{ first: 22, last: 22, proto: 'tcp' }],
         allowFrom: null,
@@ -183,7 +187,7 @@ const BAD: Record<string, string[]> = {
   'bad-unknown-key.yaml': [
     'bad-unknown-key.yaml:1:1: interface: unknown key "interface": did you mean "interfaces"?',
     'bad-unknown-key.yaml:6:5: doors.ssh.step_timout: unknown key "step_timout": did you mean "step_timeout"?',
-    'bad-unknown-key.yaml:7:5: doors.ssh.colour: unknown key "colour": expected sequence, protects, allow_from, scope, step_timeout, sequence_timeout, open_for or flow_idle',
+    'bad-unknown-key.yaml:7:5: doors.ssh.colour: unknown key "colour": expected type, sequence, protects, allow_from, scope, step_timeout, sequence_timeout, open_for, flow_idle, secret_file, knock_ports, length, window, port, key_file, max_skew, clients, knock or payload',
   ],
   'bad-duration.yaml': [
     'bad-duration.yaml:3:17: defaults.step_timeout: "5 seconds" is not a duration: write a number and a unit, e.g. 500ms, 5s, 2m, 1h30m',

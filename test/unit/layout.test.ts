@@ -39,6 +39,9 @@ import {
   encodeDoor,
   encodeGrant,
   encodePortInfo,
+  plainDoorFields,
+  DOOR_TYPE,
+  REJECT_REASON,
   portIndex,
   sumStats,
   type KDoor,
@@ -47,10 +50,11 @@ import {
 const repo = new URL('../../../', import.meta.url).pathname;
 
 const fields: Record<string, readonly string[]> = {
-  kg_port_info: ['knock_doors', 'protect_doors', 'flow_only_doors'],
+  kg_port_info: ['knock_doors', 'protect_doors', 'flow_only_doors', 'single_doors'],
   kg_step: ['port', 'proto'],
   kg_port_range: ['first', 'last', 'proto'],
-  kg_door: ['flags', 'epoch', 'step_timeout_ns', 'seq_timeout_ns', 'open_for_ns', 'flow_idle_ns', 'nsteps', 'nprotects', 'steps', 'protects', 'name'],
+  kg_door: ['flags', 'epoch', 'step_timeout_ns', 'seq_timeout_ns', 'open_for_ns', 'flow_idle_ns', 'nsteps', 'nprotects', 'type', 'payload_len', 'port', 'proto',
+    'door_id', 'max_skew_ns', 'window_ns', 'win', 'valid_until_ns', 'range_first', 'range_last', 'range_proto', 'key', 'payload', 'steps', 'protects', 'name'],
   kg_allow_key: ['prefixlen', 'gen', 'slot', 'addr'],
   kg_door_progress: ['start_ns', 'last_ns', 'epoch', 'step'],
   kg_progress: ['doors', 'd'],
@@ -61,18 +65,25 @@ const fields: Record<string, readonly string[]> = {
   kg_flow_key: ['src', 'dst', 'sport', 'dport', 'proto'],
   kg_flow: ['created_ns', 'last_ns', 'idle_ns', 'slot', 'flags'],
   kg_event: ['ts_ns', 'expires_ns', 'addr', 'port', 'doors', 'proto', 'type', 'door', 'step', 'reason', 'ifindex'],
-  kg_globals: ['active_gen', 'max_failures', 'deny_tokens', 'knock_tokens', 'failure_window_ns', 'cooldown_ns', 'fk_window_ns', 'fk_seed', 'fk_mask', 'hint'],
+  kg_signed_event: ['ev', 'payload'],
+  kg_spent_key: ['door_id', 'window'],
+  kg_globals: ['active_gen', 'max_failures', 'deny_tokens', 'knock_tokens', 'failure_window_ns', 'cooldown_ns', 'fk_window_ns', 'fk_seed', 'fk_mask',
+    'icmp_doors', 'signed_tokens', 'wall_offset_ns', 'hint'],
 };
 const sized = [
   'kg_port_info', 'kg_step', 'kg_port_range', 'kg_door', 'kg_allow_key', 'kg_addr', 'kg_door_progress', 'kg_progress',
   'kg_first_knock', 'kg_probation', 'kg_fk_block', 'kg_penalty', 'kg_grant', 'kg_flow_key', 'kg_flow', 'kg_event', 'kg_stats',
-  'kg_globals',
+  'kg_globals', 'kg_signed_event', 'kg_nonce', 'kg_spent_key',
 ];
 const constants = [
   'KG_MAX_DOORS', 'KG_MAX_STEPS', 'KG_MAX_PROTECTS', 'KG_NAME_LEN', 'KG_GENS', 'KG_PROTOS', 'KG_PORTS', 'KG_PORT_SLOTS',
   'KG_DOOR_SLOTS', 'KG_HINT_SLOTS', 'KG_MAX_VLAN_TAGS', 'KG_MAX_EXT_HDRS', 'KG_DEFAULT_SOURCES', 'KG_DEFAULT_FLOWS',
   'KG_DEFAULT_RING_BYTES', 'KG_FK_WORDS', 'KG_FK_BITS', 'KG_FK_HASHES', 'KG_FK_BLOCK_BYTES', 'KG_DEFAULT_FK_BLOCKS',
-  'KG_FLOW_LINGER_NS',
+  'KG_FLOW_LINGER_NS', 'KG_ROT_STEPS', 'KG_PAYLOAD_LEN', 'KG_SPA_LEN', 'KG_SPA_MSG_LEN', 'KG_SIGNED_LEN', 'KG_SPA_MAGIC',
+  'KG_SIGNED_MAGIC', 'KG_DEFAULT_NONCES', 'KG_SPENT_ENTRIES',
+  'KG_TYPE_SEQUENCE', 'KG_TYPE_ROTATING', 'KG_TYPE_SPA', 'KG_TYPE_SIGNED', 'KG_TYPE_PAYLOAD', 'KG_PROTO_ICMP',
+  'KG_EV_REJECT', 'KG_EV_SIGNED', 'KG_REJECT_MALFORMED', 'KG_REJECT_BAD_MAC', 'KG_REJECT_STALE', 'KG_REJECT_REPLAY',
+  'KG_REJECT_SPENT', 'KG_REJECT_PAYLOAD', 'KG_REJECT_NOT_ALLOWED',
   'KG_PROTO_TCP', 'KG_PROTO_UDP', 'KG_DOOR_ACTIVE', 'KG_DOOR_ALLOW_LIST', 'KG_DOOR_FLOW_ONLY', 'KG_FLOW_ESTABLISHED',
   'KG_FLOW_CLOSING', 'KG_EV_STEP', 'KG_EV_RESET', 'KG_EV_GRANT', 'KG_EV_DENY', 'KG_EV_COOLDOWN', 'KG_EV_CONSUMED',
   'KG_RESET_NONE', 'KG_RESET_WRONG_PORT', 'KG_RESET_STEP_TIMEOUT', 'KG_RESET_SEQ_TIMEOUT',
@@ -80,7 +91,7 @@ const constants = [
 ];
 const strings = [
   'KG_MAP_PORTS', 'KG_MAP_DOORS', 'KG_MAP_ALLOW', 'KG_MAP_PROGRESS', 'KG_MAP_PROBATION', 'KG_MAP_FIRSTS', 'KG_MAP_PENALTY',
-  'KG_MAP_GRANTS', 'KG_MAP_FLOWS', 'KG_MAP_EVENTS', 'KG_MAP_STATS', 'KG_MAP_GLOBALS', 'KG_PROG_NAME',
+  'KG_MAP_GRANTS', 'KG_MAP_FLOWS', 'KG_MAP_EVENTS', 'KG_MAP_NONCES', 'KG_MAP_SPENT', 'KG_MAP_STATS', 'KG_MAP_GLOBALS', 'KG_PROG_NAME',
 ];
 
 interface Oracle {
@@ -156,6 +167,30 @@ test('constants and names match knock.h', () => {
     KG_FK_BLOCK_BYTES: KG.FK_BLOCK_BYTES,
     KG_DEFAULT_FK_BLOCKS: KG.DEFAULT_FK_BLOCKS,
     KG_FLOW_LINGER_NS: Number(KG.FLOW_LINGER_NS),
+    KG_ROT_STEPS: KG.ROT_STEPS,
+    KG_PAYLOAD_LEN: KG.PAYLOAD_LEN,
+    KG_SPA_LEN: KG.SPA_LEN,
+    KG_SPA_MSG_LEN: KG.SPA_MSG_LEN,
+    KG_SIGNED_LEN: KG.SIGNED_LEN,
+    KG_SPA_MAGIC: KG.SPA_MAGIC,
+    KG_SIGNED_MAGIC: KG.SIGNED_MAGIC,
+    KG_DEFAULT_NONCES: KG.DEFAULT_NONCES,
+    KG_SPENT_ENTRIES: KG.SPENT_ENTRIES,
+    KG_TYPE_SEQUENCE: DOOR_TYPE.SEQUENCE,
+    KG_TYPE_ROTATING: DOOR_TYPE.ROTATING,
+    KG_TYPE_SPA: DOOR_TYPE.SPA,
+    KG_TYPE_SIGNED: DOOR_TYPE.SIGNED,
+    KG_TYPE_PAYLOAD: DOOR_TYPE.PAYLOAD,
+    KG_PROTO_ICMP: PROTO.ICMP,
+    KG_EV_REJECT: EVENT.REJECT,
+    KG_EV_SIGNED: EVENT.SIGNED,
+    KG_REJECT_MALFORMED: REJECT_REASON.MALFORMED,
+    KG_REJECT_BAD_MAC: REJECT_REASON.BAD_MAC,
+    KG_REJECT_STALE: REJECT_REASON.STALE,
+    KG_REJECT_REPLAY: REJECT_REASON.REPLAY,
+    KG_REJECT_SPENT: REJECT_REASON.SPENT,
+    KG_REJECT_PAYLOAD: REJECT_REASON.PAYLOAD,
+    KG_REJECT_NOT_ALLOWED: REJECT_REASON.NOT_ALLOWED,
     KG_PROTO_TCP: PROTO.TCP,
     KG_PROTO_UDP: PROTO.UDP,
     KG_DOOR_ACTIVE: DOOR_FLAG.ACTIVE,
@@ -192,6 +227,8 @@ test('constants and names match knock.h', () => {
       KG_MAP_GRANTS: MAP.GRANTS,
       KG_MAP_FLOWS: MAP.FLOWS,
       KG_MAP_EVENTS: MAP.EVENTS,
+      KG_MAP_NONCES: MAP.NONCES,
+      KG_MAP_SPENT: MAP.SPENT,
       KG_MAP_STATS: MAP.STATS,
       KG_MAP_GLOBALS: MAP.GLOBALS,
       KG_PROG_NAME: PROG_NAME,
@@ -221,7 +258,7 @@ test('enum kg_stat order matches STAT_NAMES', () => {
 });
 
 test('codecs round-trip', () => {
-  const pi = { knockDoors: 0x8001, protectDoors: 0x0102, flowOnlyDoors: 0x0100 };
+  const pi = { knockDoors: 0x8001, protectDoors: 0x0102, flowOnlyDoors: 0x0100, singleDoors: 0x4000 };
   assert.deepEqual(decodePortInfo(encodePortInfo(pi)), pi);
   assert.equal(portIndex(1, PROTO.UDP, 65535), 262143);
 
@@ -238,6 +275,14 @@ test('codecs round-trip', () => {
       { port: 65535, proto: PROTO.TCP },
     ],
     protects: [{ first: 22, last: 22, proto: PROTO.TCP }, { first: 60000, last: 61000, proto: PROTO.UDP }],
+    nsteps: 3,
+    ...plainDoorFields(),
+    type: DOOR_TYPE.SPA,
+    port: 62201,
+    proto: PROTO.UDP,
+    doorId: 0xdeadbeef,
+    maxSkewNs: 30_000_000_000n,
+    key: Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex'),
     name: 'ssh-admin_1',
   };
   const enc = encodeDoor(door);
@@ -283,10 +328,12 @@ test('progress, event and stats decoders read the right offsets', () => {
   const idx = STAT_NAMES.indexOf('drop_no_grant') * 8;
   cpu0.writeBigUInt64LE(3n, idx);
   cpu1.writeBigUInt64LE(4n, idx);
-  cpu1.writeBigUInt64LE(9n, (STAT_MAX - 1) * 8);
+  cpu1.writeBigUInt64LE(9n, STAT_NAMES.indexOf('knock_suppressed') * 8);
+  cpu1.writeBigUInt64LE(2n, (STAT_MAX - 1) * 8);
   const sum = sumStats([cpu0, cpu1]);
   assert.equal(sum.drop_no_grant, 7n);
   assert.equal(sum.knock_suppressed, 9n);
+  assert.equal(sum.signed_suppressed, 2n);
   assert.equal(COOLDOWN_DOOR, 0xff);
 });
 
