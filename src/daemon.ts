@@ -8,11 +8,15 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { RingBufferReader, ifName, setLibbpfLogger } from './bpf/index.js';
 import { ControlServer } from './control.js';
-import { ConfigError, loadConfigFile, type ConfigIssue, type GateConfig } from './config/index.js';
+import { ConfigError, LIMITS, loadConfigFile, type ConfigIssue, type GateConfig } from './config/index.js';
+import { loadDoorSecrets, type DoorSecrets } from './config/secrets.js';
+import { NonceCache, SignedVerifier } from './knock/verify.js';
+import { windowOf } from './knock/rotating.js';
+import { doorConfigOf } from './kernel/doors.js';
 import { EVENT_MESSAGES, describeEvent, type EventContext, type GateEvent } from './kernel/events.js';
 import { Gate, monoNowNs } from './kernel/gate.js';
 import { withGateLock } from './kernel/lock.js';
-import { EVENT, MAP, decodeEvent, decodeGrant, type KEvent } from './kernel/layout.js';
+import { DOOR_TYPE, EVENT, MAP, decodeEvent, decodeGrant, decodeSignedEvent, type KEvent } from './kernel/layout.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics, type ListenAddress } from './metrics.js';
 import { parseAddress } from './net/addr.js';
@@ -39,6 +43,10 @@ const SWEEP_INTERVAL_MS = 5_000;
 const GRANT_GRACE_NS = 130_000_000_000n;
 const WATCH_INTERVAL_MS = 1_000;
 const RECENT_EVENTS = 1_000;
+/** signed knocks the kernel may pass up per second (each costs an Ed25519 verification here) */
+const SIGNED_PER_SECOND = 200;
+/** how often the kernel's wall-clock offset (SPA timestamps) is refreshed */
+const CLOCK_SYNC_MS = 10_000;
 /** grants whose end the daemon watches to log it; past this, expiries go unlogged */
 const MAX_EXPIRY_TIMERS = 100_000;
 
@@ -62,6 +70,12 @@ export class Daemon {
   private readonly subscribers = new Set<(e: unknown) => void>();
   /** the generation this daemon last wrote or saw; another one means the CLI changed doors */
   private knownGen = -1;
+  private secrets: DoorSecrets = { keys: new Map(), clients: new Map() };
+  /** by door name: the verifier of a signed door */
+  private verifiers = new Map<string, SignedVerifier>();
+  /** nonces of accepted signed knocks, kept across reloads (longest skew allowed, both ways) */
+  private readonly signedNonces = new NonceCache(2 * LIMITS.maxSkewMaxMs + 1000);
+  private rotationTimer: NodeJS.Timeout | null = null;
 
   private constructor(
     private config: GateConfig,
@@ -80,10 +94,12 @@ export class Daemon {
    */
   static async start(opts: DaemonOptions, signals = false): Promise<Daemon> {
     const config = await loadConfigFile(opts.configPath);
+    const secrets = await loadDoorSecrets(config);
     const log = createLogger({ level: config.log.level, pretty: opts.pretty ?? false });
     setLibbpfLogger(log.child({ module: 'libbpf' }));
     for (const w of config.warnings) log.warn(issueRecord(w), 'config warning');
     const d = new Daemon(config, opts, log);
+    d.useSecrets(config, secrets);
     if (signals) d.handleSignals();
     try {
       await d.startGate();
@@ -115,19 +131,23 @@ export class Daemon {
       ...(this.opts.objectPath !== undefined ? { objectPath: this.opts.objectPath } : {}),
     });
     this.gate = gate;
-    await withGateLock(c.pinPath, () => gate.applyDoors(c.doors));
+    await withGateLock(c.pinPath, () => gate.applyDoors(c.doors, { secrets: this.secrets.keys }));
     this.refreshDoorNames();
+    this.scheduleRotation();
     gate.setBruteForce(c.bruteForce);
     gate.setDenyTokens(c.log.denialsPerSecond);
     gate.setKnockTokens(c.log.knockEventsPerSecond);
+    gate.setSignedTokens(SIGNED_PER_SECOND);
     this.attachInterfaces(c);
     this.reader = new RingBufferReader(gate.map(MAP.EVENTS).fd, (rec) => this.onRecord(rec));
     this.timers.push(
       setInterval(() => {
         gate.setDenyTokens(this.config.log.denialsPerSecond);
         gate.setKnockTokens(this.config.log.knockEventsPerSecond);
+        gate.setSignedTokens(SIGNED_PER_SECOND);
       }, 1000),
     );
+    this.timers.push(setInterval(() => gate.syncWallClock(), CLOCK_SYNC_MS));
     this.timers.push(
       setInterval(() => {
         const r = gate.sweep(monoNowNs(), GRANT_GRACE_NS);
@@ -173,6 +193,78 @@ export class Daemon {
     );
   }
 
+  /** Take a config's key material: spa keys and rotating secrets, signed doors' verifiers. */
+  private useSecrets(config: GateConfig, secrets: DoorSecrets): void {
+    const verifiers = new Map<string, SignedVerifier>();
+    for (const d of config.doors) {
+      if (d.type !== 'signed') continue;
+      verifiers.set(d.name, new SignedVerifier(d.name, secrets.clients.get(d.name) ?? [], d.signed!.maxSkewMs, this.signedNonces));
+    }
+    this.secrets = secrets;
+    this.verifiers = verifiers;
+  }
+
+  /**
+   * Rotating doors: at the start of each window, write the sequences of the new window and the
+   * one before into the kernel. The live doors are re-applied (changes made from the CLI stay),
+   * with this daemon's secrets.
+   */
+  private scheduleRotation(): void {
+    if (this.rotationTimer) clearTimeout(this.rotationTimer);
+    this.rotationTimer = null;
+    const gate = this.gate;
+    if (!gate) return;
+    const now = Date.now();
+    let next = Infinity;
+    for (const d of gate.doors()) {
+      if (d.door.type !== DOOR_TYPE.ROTATING || !this.secrets.keys.has(d.door.name)) continue;
+      const windowMs = Number(d.door.windowNs / 1_000_000n);
+      next = Math.min(next, Number(windowOf(now, windowMs) + 1n) * windowMs);
+    }
+    if (next === Infinity) return;
+    this.rotationTimer = setTimeout(() => void this.rotate(), next - now + 5);
+  }
+
+  private async rotate(): Promise<void> {
+    const gate = this.gate;
+    if (!gate || this.stopping) return;
+    try {
+      await withGateLock(gate.pinPath, () => gate.applyDoors(gate.doors().map((d) => doorConfigOf(d.door, d.allow)), { secrets: this.secrets.keys }));
+      this.refreshDoorNames();
+      this.log.debug({ doors: gate.doors().filter((d) => d.door.type === DOOR_TYPE.ROTATING).map((d) => d.door.name) }, 'rotating sequences moved to the next window');
+    } catch (err) {
+      this.log.error({ err }, 'rotating doors could not move to the next window: they refuse knocks once their windows end; check the gate (knockgate status)');
+    }
+    this.scheduleRotation();
+  }
+
+  /** A signed knock the kernel passed up: verify it and grant, or log why not. */
+  private onSigned(rec: Buffer): void {
+    const gate = this.gate;
+    if (!gate) return;
+    const k = decodeSignedEvent(rec);
+    const door = this.doorNames.get(k.door)?.name;
+    const base = describeEvent({ ...k, type: EVENT.SIGNED }, this.ctx);
+    const verifier = door === undefined ? undefined : this.verifiers.get(door);
+    if (verifier === undefined) {
+      this.publish({ ...base, event: 'reject', reason: 'unknown_key' });
+      return;
+    }
+    const r = verifier.check(k.addr, k.payload, Date.now());
+    if (!r.ok) {
+      const reason = r.reason === 'wrong-door' ? 'wrong_door' : r.reason === 'unknown-key' ? 'unknown_key' : r.reason === 'bad-signature' ? 'bad_signature' : r.reason;
+      this.publish({ ...base, event: 'reject', reason, ...(r.client !== undefined ? { client: r.client } : {}) });
+      return;
+    }
+    const slotDoor = gate.doors().find((d) => d.slot === k.door && d.door.name === door);
+    if (!slotDoor) return;
+    const expires = gate.grant(k.addr, k.door, slotDoor.door.openForNs);
+    const inMs = Number((expires - monoNowNs()) / 1_000_000n);
+    const e: GateEvent = { ...base, event: 'grant', expires_in_ms: Math.max(0, inMs), client: r.client };
+    this.publish(e);
+    this.watchExpiry(k.addr, k.door, e, Math.max(0, inMs));
+  }
+
   private attachInterfaces(c: GateConfig): void {
     const gate = this.gate!;
     gate.attach(c.interfaces);
@@ -183,7 +275,7 @@ export class Daemon {
   private refreshDoorNames(): void {
     const gate = this.gate;
     if (!gate) return;
-    this.doorNames = new Map(gate.doors().map((d) => [d.slot, { name: d.door.name, steps: d.door.steps.length }]));
+    this.doorNames = new Map(gate.doors().map((d) => [d.slot, { name: d.door.name, steps: d.door.nsteps }]));
     this.knownGen = gate.activeGen();
   }
 
@@ -228,6 +320,10 @@ export class Daemon {
     let e: GateEvent;
     try {
       k = decodeEvent(rec);
+      if (k.type === EVENT.SIGNED) {
+        this.onSigned(rec);
+        return;
+      }
       e = describeEvent(k, this.ctx);
     } catch (err) {
       this.log.warn({ err, bytes: rec.length }, 'undecodable kernel event');
@@ -290,8 +386,10 @@ export class Daemon {
   async reload(): Promise<boolean> {
     const log = this.log;
     let next: GateConfig;
+    let secrets: DoorSecrets;
     try {
       next = await loadConfigFile(this.opts.configPath);
+      secrets = await loadDoorSecrets(next);
     } catch (err) {
       if (err instanceof ConfigError) {
         for (const i of err.issues) log.error(issueRecord(i), 'config rejected');
@@ -320,12 +418,14 @@ export class Daemon {
     for (const w of next.warnings) log.warn(issueRecord(w), 'config warning');
     const gate = this.gate!;
     try {
-      await withGateLock(gate.pinPath, () => gate.applyDoors(next.doors));
+      await withGateLock(gate.pinPath, () => gate.applyDoors(next.doors, { secrets: secrets.keys }));
     } catch (err) {
       log.error({ err }, 'reload refused: the new doors could not be written; the running gate keeps its last good config');
       return false;
     }
+    this.useSecrets(next, secrets);
     this.refreshDoorNames();
+    this.scheduleRotation();
     try {
       this.attachInterfaces(next);
     } catch (err) {
@@ -346,6 +446,8 @@ export class Daemon {
     this.stopping = (async () => {
       for (const t of this.timers) clearInterval(t);
       this.timers = [];
+      if (this.rotationTimer) clearTimeout(this.rotationTimer);
+      this.rotationTimer = null;
       for (const t of this.expiryTimers.values()) clearTimeout(t);
       this.expiryTimers.clear();
       this.reader?.close();
@@ -375,6 +477,7 @@ export class Daemon {
 
   private teardownAfterFailedStart(): void {
     for (const t of this.timers) clearInterval(t);
+    if (this.rotationTimer) clearTimeout(this.rotationTimer);
     this.reader?.close();
     this.control?.close();
     this.metrics?.close();

@@ -4,11 +4,16 @@
  * names, interface names) comes from the caller, which knows the live configuration.
  */
 import { formatAddress, familyOf } from '../net/addr.js';
-import { COOLDOWN_DOOR, DENY_REASON, EVENT, RESET_REASON, decodeEvent, protoName, slotsOf, type KEvent, type ProtoName } from './layout.js';
+import { COOLDOWN_DOOR, DENY_REASON, EVENT, REJECT_REASON, RESET_REASON, decodeEvent, eventProtoName, slotsOf, type KEvent, type ProtoName } from './layout.js';
 
 /** 'expire' is the daemon's: the kernel just stops honouring a grant when its time is up. */
-export type EventKind = 'knock' | 'reset' | 'grant' | 'deny' | 'cooldown' | 'consume' | 'expire';
-export type EventReason = 'wrong_port' | 'step_timeout' | 'sequence_timeout' | 'no_grant' | 'expired' | 'no_flow';
+/** 'reject' also comes from the daemon (signed knocks it verified and refused); 'signed' is a
+ * signed knock the kernel passed up for verification. */
+export type EventKind = 'knock' | 'reset' | 'grant' | 'deny' | 'cooldown' | 'consume' | 'expire' | 'reject' | 'signed';
+export type EventReason =
+  | 'wrong_port' | 'step_timeout' | 'sequence_timeout' | 'no_grant' | 'expired' | 'no_flow'
+  | 'malformed' | 'bad_mac' | 'stale' | 'replay' | 'spent' | 'payload' | 'not_allowed'
+  | 'wrong_door' | 'unknown_key' | 'bad_signature';
 
 /** The door field of a cooldown: it stops knocks on every door. */
 export const EVERY_DOOR = '*';
@@ -18,7 +23,7 @@ export interface GateEvent {
   source: string;
   family: 4 | 6;
   port: number;
-  protocol: ProtoName;
+  protocol: ProtoName | 'icmp';
   /** STEP, RESET, GRANT, CONSUME: the door; DENY: every door protecting the port; COOLDOWN: '*' */
   door: string;
   /** STEP: steps done so far; RESET: steps done before the reset */
@@ -32,6 +37,8 @@ export interface GateEvent {
   failures?: number;
   cooldown_ms?: number;
   interface?: string;
+  /** signed knocks: the client whose key signed it */
+  client?: string;
 }
 
 export interface EventContext {
@@ -52,7 +59,18 @@ const DENY_NAMES: Record<number, EventReason> = {
   [DENY_REASON.EXPIRED]: 'expired',
   [DENY_REASON.NO_FLOW]: 'no_flow',
 };
+const REJECT_NAMES: Record<number, EventReason> = {
+  [REJECT_REASON.MALFORMED]: 'malformed',
+  [REJECT_REASON.BAD_MAC]: 'bad_mac',
+  [REJECT_REASON.STALE]: 'stale',
+  [REJECT_REASON.REPLAY]: 'replay',
+  [REJECT_REASON.SPENT]: 'spent',
+  [REJECT_REASON.PAYLOAD]: 'payload',
+  [REJECT_REASON.NOT_ALLOWED]: 'not_allowed',
+};
 const KINDS: Record<number, EventKind> = {
+  [EVENT.REJECT]: 'reject',
+  [EVENT.SIGNED]: 'signed',
   [EVENT.STEP]: 'knock',
   [EVENT.RESET]: 'reset',
   [EVENT.GRANT]: 'grant',
@@ -69,6 +87,8 @@ export const EVENT_MESSAGES: Record<EventKind, string> = {
   cooldown: 'source in cooldown: too many failed sequences',
   consume: 'flow-only grant used by its one connection',
   expire: 'grant expired',
+  reject: 'knock refused',
+  signed: 'signed knock received',
 };
 
 function slotName(ctx: EventContext, slot: number): string {
@@ -83,7 +103,7 @@ export function describeEvent(k: KEvent, ctx: EventContext): GateEvent {
     source: formatAddress(k.addr),
     family: familyOf(k.addr),
     port: k.port,
-    protocol: protoName(k.proto),
+    protocol: eventProtoName(k.proto),
     door:
       kind === 'deny'
         ? slotsOf(k.doors).map((s) => slotName(ctx, s)).join(',')
@@ -122,8 +142,14 @@ export function describeEvent(k: KEvent, ctx: EventContext): GateEvent {
       out.cooldown_ms = Number(left > 0n ? left / 1_000_000n : 0n);
       break;
     }
+    case 'reject': {
+      const reason = REJECT_NAMES[k.reason];
+      if (reason) out.reason = reason;
+      break;
+    }
     case 'consume':
     case 'expire':
+    case 'signed':
       break;
   }
   return out;
@@ -151,5 +177,9 @@ export function eventLine(e: GateEvent): string {
       return `consume ${where}: the flow-only grant let its one connection in`;
     case 'expire':
       return `expire ${e.door} ${e.source}: the grant ended`;
+    case 'reject':
+      return `reject ${where}: ${e.reason ?? 'refused'}${e.client !== undefined ? ` (client ${e.client})` : ''}`;
+    case 'signed':
+      return `signed ${where}: verifying`;
   }
 }

@@ -71,7 +71,8 @@ export class SignedVerifier {
   private readonly nonces: NonceCache;
   private readonly maxSkew: bigint;
 
-  constructor(door: string, clients: SignedClientKey[], maxSkewMs: number) {
+  /** `nonces`: a cache shared with other verifiers (the daemon keeps one across reloads). */
+  constructor(door: string, clients: SignedClientKey[], maxSkewMs: number, nonces?: NonceCache) {
     if (!Number.isSafeInteger(maxSkewMs) || maxSkewMs < 0) throw new RangeError(`a clock skew is a whole number of milliseconds >= 0, not ${maxSkewMs}`);
     this.doorId = doorId(door);
     for (const client of clients) {
@@ -82,7 +83,7 @@ export class SignedVerifier {
     }
     this.maxSkew = BigInt(maxSkewMs);
     // A knock is fresh for 2 * maxSkew around its timestamp; a second more covers rounding.
-    this.nonces = new NonceCache(2 * maxSkewMs + 1000);
+    this.nonces = nonces ?? new NonceCache(2 * maxSkewMs + 1000);
   }
 
   check(source: Buffer, payload: Buffer, nowMs: number): SignedCheck {

@@ -1,5 +1,7 @@
 import { Command } from 'commander';
-import { ConfigError, formatDuration, formatIssue, formatRange, formatStep, loadConfigFile } from '../../config/index.js';
+import { ConfigError, formatDuration, formatIssue, formatRange, loadConfigFile } from '../../config/index.js';
+import { loadDoorSecrets } from '../../config/secrets.js';
+import { describeKnockRule } from '../../kernel/doors.js';
 import { EXIT } from '../exit.js';
 import { DEFAULT_CONFIG } from '../paths.js';
 
@@ -12,6 +14,8 @@ export function checkCommand(): Command {
     .action(async (opts: { config: string; json?: boolean }) => {
       try {
         const cfg = await loadConfigFile(opts.config);
+        // Key files too: missing, malformed or readable by others is an error here, not at start.
+        await loadDoorSecrets(cfg);
         if (opts.json) {
           process.stdout.write(
             JSON.stringify({ ok: true, file: cfg.file, warnings: cfg.warnings.map(formatIssue), doors: cfg.doors.map((d) => d.name) }) + '\n',
@@ -22,8 +26,8 @@ export function checkCommand(): Command {
           process.stdout.write(`  interfaces: ${cfg.interfaces.map((i) => `${i.name} (${i.mode})`).join(', ')}\n`);
           for (const d of cfg.doors) {
             process.stdout.write(
-              `  door ${d.name}: ${d.sequence.map(formatStep).join(' ')} -> ${d.protects.map(formatRange).join(' ')}` +
-                ` (step ${formatDuration(d.stepTimeoutMs)}, sequence ${formatDuration(d.sequenceTimeoutMs)}, open ${formatDuration(d.openForMs)}` +
+              `  door ${d.name}: ${describeKnockRule(d)} -> ${d.protects.map(formatRange).join(' ')}` +
+                ` (${d.type === 'sequence' || d.type === 'rotating' ? `step ${formatDuration(d.stepTimeoutMs)}, sequence ${formatDuration(d.sequenceTimeoutMs)}, ` : ''}open ${formatDuration(d.openForMs)}` +
                 `${d.allowFrom ? `, from ${d.allowFrom.map((c) => c.text).join(' ')}` : ''})\n`,
             );
           }
