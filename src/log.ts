@@ -16,7 +16,12 @@ export interface LogOptions {
 }
 
 /** Paths redacted from every record: secrets must never reach a log line. */
-export const REDACT = ['secret', 'private_key', 'mac_key', '*.secret', '*.private_key', '*.mac_key', '*.*.secret', '*.*.private_key', '*.*.mac_key'];
+/**
+ * Key material never reaches a log line, whatever object carries it: door keys and secrets,
+ * payload prefixes (a payload door's secret), private keys, at any of the first three levels.
+ */
+const SECRET_KEYS = ['secret', 'secrets', 'key', 'keys', 'private_key', 'privateKey', 'mac_key', 'payload', 'secret_hex'];
+export const REDACT = SECRET_KEYS.flatMap((k) => [k, `*.${k}`, `*.*.${k}`]);
 
 export function createLogger(opts: LogOptions): Logger {
   const base = {
