@@ -12,6 +12,7 @@ import { GateError, NoGateError } from '../kernel/gate.js';
 import { checkCommand } from './commands/check.js';
 import { completionCommand } from './commands/completion.js';
 import { knockCommand } from './commands/knock.js';
+import { keygenCommand } from './commands/keygen.js';
 import { demoCommand } from './commands/demo.js';
 import { detachCommand } from './commands/detach.js';
 import { doorCommand } from './commands/door.js';
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
     .addCommand(eventsCommand())
     .addCommand(detachCommand())
     .addCommand(knockCommand())
+    .addCommand(keygenCommand())
     .addCommand(completionCommand(() => program))
     .addCommand(demoCommand());
   return program;

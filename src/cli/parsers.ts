@@ -5,8 +5,9 @@
 import { InvalidArgumentError } from 'commander';
 import { DOOR_NAME, LIMITS, type PortRange, type Scope, type Step } from '../config/model.js';
 import { MAX_DURATION_MS, formatDuration, parseDuration, parseTimeout } from '../config/duration.js';
-import { formatStep, parsePort, parsePortRange, parseStep } from '../config/ports.js';
+import { formatRange, formatStep, parsePort, parsePortRange, parseStep } from '../config/ports.js';
 import { parseAddress, parseCidr, type Cidr } from '../net/addr.js';
+import { parsePayload } from '../config/schema.js';
 
 function invalid(err: unknown): InvalidArgumentError {
   return new InvalidArgumentError(err instanceof Error ? err.message : String(err));
@@ -125,4 +126,41 @@ export function parseDoorNameArg(value: string): string {
     throw new InvalidArgumentError(`${shown} is not a door name: it is ${value.length} characters long; at most ${LIMITS.maxDoorNameLength}`);
   }
   throw new InvalidArgumentError(`${shown} is not a door name: use letters, digits, "_" and "-", starting with a letter or digit`);
+}
+
+/** A UDP port for a single-datagram knock: "62201" or "62201/udp". */
+export function parseUdpPortArg(value: string): number {
+  const text = value.trim();
+  const m = /^(.*)\/([A-Za-z]+)$/.exec(text);
+  if (m === null) return wrap(() => parsePort(text));
+  if ((m[2] ?? '').toLowerCase() !== 'udp') {
+    throw new InvalidArgumentError(`${JSON.stringify(value)}: this knock is a UDP datagram: write the port as ${m[1]} or ${m[1]}/udp`);
+  }
+  return wrap(() => parsePort(m[1] ?? ''));
+}
+
+/** The port range of a rotating door, "40000-40999/udp": at least LIMITS.rotatingMinRange ports. */
+export function parseRotatingRangeArg(value: string): PortRange {
+  const range = wrap(() => parsePortRange(value.trim()));
+  const n = range.last - range.first + 1;
+  if (n < LIMITS.rotatingMinRange) {
+    throw new InvalidArgumentError(
+      `${formatRange(range)} has ${n} port${n === 1 ? '' : 's'}: a rotating door draws its steps from at least ${LIMITS.rotatingMinRange} ports, e.g. 40000-40999/udp`,
+    );
+  }
+  return range;
+}
+
+/** The window of a rotating door: a duration LIMITS.windowMinMs..LIMITS.windowMaxMs. */
+export function parseWindowArg(value: string): number {
+  const ms = wrap(() => parseDuration(value));
+  if (ms < LIMITS.windowMinMs || ms > LIMITS.windowMaxMs) {
+    throw new InvalidArgumentError(`${value.trim()} is out of range: a window is ${formatDuration(LIMITS.windowMinMs)}..${formatDuration(LIMITS.windowMaxMs)}`);
+  }
+  return ms;
+}
+
+/** A knock payload: "hex:6b6e6f636b" (hex digits) or text (its UTF-8 bytes), 1..32 bytes. */
+export function parsePayloadArg(value: string): Buffer {
+  return wrap(() => parsePayload(value));
 }

@@ -1,13 +1,18 @@
 import { Command, Option } from 'commander';
 import { formatDuration } from '../../config/duration.js';
-import type { Step } from '../../config/model.js';
+import { DEFAULTS, DOOR_TYPES, LIMITS, type DoorType, type PortRange, type Step } from '../../config/model.js';
 import {
   KNOCK_DEFAULTS,
   KnockError,
-  doorFromConfigFile,
+  checkPortOf,
+  findDoor,
   formatAttempt,
   formatFailure,
   knock,
+  knockDoorOf,
+  loadPrivateKey,
+  loadRotatingSecret,
+  loadSpaKey,
   resolveHost,
   runThen,
   type KnockDoor,
@@ -15,10 +20,32 @@ import {
 } from '../../client/knock.js';
 import { CliError, EXIT } from '../exit.js';
 import { DEFAULT_CONFIG } from '../paths.js';
-import { parseCountArg, parseDoorNameArg, parseDurationArg, parsePortArg, parseSequenceArg, parseTimeoutArg } from '../parsers.js';
+import {
+  parseAddressArg,
+  parseCountArg,
+  parseDoorNameArg,
+  parseDurationArg,
+  parsePayloadArg,
+  parsePortArg,
+  parseRotatingRangeArg,
+  parseSequenceArg,
+  parseTimeoutArg,
+  parseUdpPortArg,
+  parseWindowArg,
+} from '../parsers.js';
 
 interface KnockOpts {
   sequence?: Step[];
+  type?: DoorType;
+  keyFile?: string;
+  secretFile?: string;
+  port?: number;
+  range?: PortRange;
+  length?: number;
+  window?: number;
+  payload?: Buffer;
+  icmp?: boolean;
+  source?: Buffer;
   config: string;
   delay: number;
   retries: number;
@@ -31,7 +58,23 @@ interface KnockOpts {
 }
 
 const HELP_AFTER = `
-The knock is sent as real packets: a PORT/tcp step is a TCP SYN, a PORT/udp step a UDP datagram.
+A DOOR from the config file is knocked as its type says, with the key files the config names
+(they must be private to their owner: chmod 600). Without the config, --sequence gives a fixed
+sequence, and --type a door of another type with the options marked "with --type" above; DOOR
+is then the door's name at the gate (rotating, spa and signed knocks are bound to it) and the
+config file is not read.
+
+  sequence  PORT/tcp steps are TCP SYNs, PORT/udp steps UDP datagrams (--sequence)
+  rotating  the sequence of the current time window, derived from a shared secret
+            (--secret-file, --range, --length, --window); good for one grant
+  spa       one UDP datagram with a MAC made with the door's key (--port, --key-file)
+  signed    one UDP datagram signed with your Ed25519 private key (--port, --key-file;
+            make the key pair with \`knockgate keygen FILE\`)
+  payload   one UDP datagram (--port) or ICMP echo request (--icmp) carrying --payload
+
+spa and signed knocks name the source address the gate sees: the local address of the route to
+HOST, or --source ADDR when a NAT between you and the gate changes it.
+
 Then, if a TCP port to check is known (--check, else the door's first protected TCP port), the
 client connects to it to see whether the door opened, and knocks again up to --retries times.
 The --then command runs through /bin/sh once the door is open (or after the knock when there is
@@ -41,17 +84,59 @@ becomes knockgate's.
 Examples:
   knockgate knock gw.example.org ssh -c ~/.config/knockgate.yaml --then 'ssh gw.example.org'
   knockgate knock 198.18.0.1 --sequence 7000/tcp,8000/udp,9000/tcp --check 22 --retries 2
+  knockgate knock gw.example.org rot --type rotating --secret-file ~/.config/knockgate/rot.secret --range 40000-40999/udp --check 22
+  knockgate knock gw.example.org spa --type spa --port 62201 --key-file ~/.config/knockgate/spa.key --check 22
+  knockgate knock gw.example.org sig -c client.yaml --key-file ~/.config/knockgate/id_knock --source 203.0.113.7
+  knockgate knock gw.example.org --type payload --payload hex:6b6e6f636b --icmp --check 22
 
 Exit codes: 0 open (or sent, if it cannot be verified; with --then: the command's exit code),
-1 the door did not open or the knock could not be sent, 2 usage, 4 bad config file.
+1 the door did not open or the knock could not be sent, 2 usage (also: unknown door, unusable
+key file), 4 bad config file.
 `;
+
+/** The options that describe a door, and the door types each one is for. */
+const DOOR_OPTIONS: { key: keyof KnockOpts; flag: string; types: readonly DoorType[]; commandLineOnly: boolean }[] = [
+  { key: 'keyFile', flag: '--key-file', types: ['spa', 'signed'], commandLineOnly: false },
+  { key: 'secretFile', flag: '--secret-file', types: ['rotating'], commandLineOnly: false },
+  { key: 'source', flag: '--source', types: ['spa', 'signed'], commandLineOnly: false },
+  { key: 'port', flag: '--port', types: ['spa', 'signed', 'payload'], commandLineOnly: true },
+  { key: 'range', flag: '--range', types: ['rotating'], commandLineOnly: true },
+  { key: 'length', flag: '--length', types: ['rotating'], commandLineOnly: true },
+  { key: 'window', flag: '--window', types: ['rotating'], commandLineOnly: true },
+  { key: 'payload', flag: '--payload', types: ['payload'], commandLineOnly: true },
+  { key: 'icmp', flag: '--icmp', types: ['payload'], commandLineOnly: true },
+];
+
+/** "spa and signed doors", "rotating doors" */
+function typesText(types: readonly DoorType[]): string {
+  return `${types.length === 1 ? types[0] : `${types.slice(0, -1).join(', ')} and ${types.at(-1)}`} doors`;
+}
+
+/** "a rotating door", "an spa door" */
+function aDoor(type: DoorType): string {
+  return `${type === 'spa' ? 'an' : 'a'} ${type} door`;
+}
 
 export function knockCommand(): Command {
   const cmd = new Command('knock')
-    .description('knock on a door of a knockgate host (from the config file, or a sequence given here), check that it opened, then optionally run a command')
+    .description('knock on a door of a knockgate host (from the config file, or given here), check that it opened, then optionally run a command')
     .argument('<host>', 'host name or address of the gate')
-    .argument('[door]', 'door name in the config file (or use --sequence)', parseDoorNameArg)
+    .argument('[door]', 'door name in the config file (with --type: the door\'s name at the gate)', parseDoorNameArg)
     .option('-s, --sequence <steps>', 'knock this sequence instead of a door from the config, e.g. 7000/tcp,8000/udp,9000/tcp', parseSequenceArg)
+    .addOption(new Option('--type <type>', 'give the door here instead of from the config file: its type').choices(DOOR_TYPES))
+    .option('--key-file <file>', 'spa: the door\'s key file (instead of the config\'s key_file); signed: your private key')
+    .option('--secret-file <file>', 'rotating: the door\'s secret file (instead of the config\'s secret_file)')
+    .option('--port <port>', 'with --type spa, signed or payload: the UDP port of the knock datagram', parseUdpPortArg)
+    .option('--range <ports>', 'with --type rotating: the ports the sequence is drawn from, e.g. 40000-40999/udp', parseRotatingRangeArg)
+    .addOption(
+      new Option('--length <n>', `with --type rotating: steps per sequence (${LIMITS.rotatingMinLength}..${LIMITS.rotatingMaxLength}; default ${DEFAULTS.rotatingLength})`).argParser(
+        parseCountArg(LIMITS.rotatingMinLength, LIMITS.rotatingMaxLength),
+      ),
+    )
+    .option('--window <duration>', `with --type rotating: how long one sequence is valid (default ${formatDuration(DEFAULTS.windowMs)})`, parseWindowArg)
+    .option('--payload <bytes>', `with --type payload: the payload, text or hex:6b6e6f636b (1..${LIMITS.payloadMaxBytes} bytes)`, parsePayloadArg)
+    .option('--icmp', 'with --type payload: send an ICMP echo request instead of a UDP datagram')
+    .option('--source <address>', 'spa and signed: the source address the gate sees, when a NAT changes yours', parseAddressArg)
     .option('-c, --config <file>', 'config file that defines the door', DEFAULT_CONFIG)
     .addOption(new Option('--delay <duration>', 'pause between two knocks').argParser(parseDurationArg).default(KNOCK_DEFAULTS.delayMs, formatDuration(KNOCK_DEFAULTS.delayMs)))
     .option('--retries <n>', 'knock again up to N times when the check port stays closed', parseCountArg(0, 100), KNOCK_DEFAULTS.retries)
@@ -66,26 +151,37 @@ export function knockCommand(): Command {
     .option('--then <command>', 'run this shell command once the door is open and exit with its exit code')
     .option('--json', 'print the result as one JSON object on stdout')
     .addHelpText('after', HELP_AFTER);
+
+  const usageError = (message: string): never =>
+    cmd.error(`error: ${message}`, { exitCode: EXIT.USAGE, code: 'knockgate.usage' });
+
   return cmd.action(async (host: string, doorName: string | undefined, opts: KnockOpts) => {
-    if (doorName !== undefined && opts.sequence !== undefined) {
-      cmd.error(`error: give either a DOOR (${doorName}) or --sequence, not both`, { exitCode: EXIT.USAGE, code: 'knockgate.usage' });
-    }
-    if (doorName === undefined && opts.sequence === undefined) {
-      cmd.error('error: say what to knock: a DOOR name from the config file, or --sequence 7000/tcp,8000/udp,9000/tcp', {
-        exitCode: EXIT.USAGE,
-        code: 'knockgate.usage',
-      });
-    }
+    const given = DOOR_OPTIONS.filter((o) => opts[o.key] !== undefined);
+    const type: DoorType | undefined = opts.type ?? (opts.sequence !== undefined ? 'sequence' : undefined);
 
     let door: KnockDoor;
     let checkPort: number | null = opts.check ?? null;
-    if (doorName !== undefined) {
-      const found = await doorFromConfigFile(opts.config, doorName).catch(userError(EXIT.USAGE));
-      door = found.door;
-      checkPort ??= found.checkPort;
+    if (type === undefined) {
+      // a door from the config file
+      if (doorName === undefined) {
+        usageError('say what to knock: a DOOR name from the config file, or --sequence 7000/tcp,8000/udp,9000/tcp (or --type TYPE for another door given here)');
+      }
+      const name = doorName ?? '';
+      const here = given.find((o) => o.commandLineOnly);
+      if (here !== undefined) {
+        usageError(`${here.flag} is for a door given on the command line with --type; door ${name} comes from the config file, which sets it: drop ${here.flag}, or add --type`);
+      }
+      const found = await findDoor(opts.config, name).catch(userError(EXIT.USAGE));
+      const wrong = given.find((o) => !o.types.includes(found.type));
+      if (wrong !== undefined) {
+        usageError(`${wrong.flag} is for ${typesText(wrong.types)}; door ${name} in ${opts.config} is ${aDoor(found.type)}: drop ${wrong.flag}`);
+      }
+      door = await knockDoorOf(found, keyFiles(opts)).catch(userError(EXIT.USAGE));
+      checkPort ??= checkPortOf(found);
     } else {
-      door = { type: 'sequence', name: null, sequence: opts.sequence ?? [] };
+      door = await commandLineDoor(type, doorName, opts, given, usageError);
     }
+
     const target = await resolveHost(host, opts.ipv4 ? 4 : opts.ipv6 ? 6 : undefined).catch(userError(EXIT.FAILED));
     if (checkPort === null && opts.retries > 0) {
       process.stderr.write(`knockgate: --retries ${opts.retries} is ignored: without a TCP port to check (--check PORT) the knock is sent once\n`);
@@ -97,6 +193,8 @@ export function knockCommand(): Command {
       checkPort,
       checkTimeoutMs: opts.checkTimeout,
       retryPauseMs: KNOCK_DEFAULTS.retryPauseMs,
+      ...(opts.source === undefined ? {} : { source: opts.source }),
+      onNote: (note) => process.stderr.write(`knockgate: ${note}\n`),
       onAttempt: (a, r) => process.stderr.write(formatAttempt(a, r) + '\n'),
     });
 
@@ -114,6 +212,75 @@ export function knockCommand(): Command {
     }
     if (thenCode !== null) process.exitCode = thenCode;
   });
+}
+
+function keyFiles(opts: KnockOpts): { keyFile?: string; secretFile?: string } {
+  return {
+    ...(opts.keyFile === undefined ? {} : { keyFile: opts.keyFile }),
+    ...(opts.secretFile === undefined ? {} : { secretFile: opts.secretFile }),
+  };
+}
+
+/**
+ * The door given on the command line (--sequence, or --type with its options); every option
+ * that does not fit, and every one missing, is a usage error that says what to write.
+ */
+async function commandLineDoor(
+  type: DoorType,
+  doorName: string | undefined,
+  opts: KnockOpts,
+  given: typeof DOOR_OPTIONS,
+  usageError: (message: string) => never,
+): Promise<KnockDoor> {
+  const typeText = opts.type === undefined ? '--sequence' : `--type ${type}`;
+  if (opts.sequence !== undefined && type !== 'sequence') {
+    usageError(`--sequence gives the steps of a sequence door: it does not go with --type ${type}`);
+  }
+  const wrong = given.find((o) => !o.types.includes(type));
+  if (wrong !== undefined) usageError(`${wrong.flag} is for ${typesText(wrong.types)}, not with ${typeText}: drop ${wrong.flag}`);
+  const need = (what: string, example: string): never => usageError(`${typeText} needs ${what}: add ${example}`);
+  const named = (): string => {
+    if (doorName === undefined) {
+      return need('the DOOR name the gate knows the door by (the knock is bound to it)', `it after HOST, e.g. knockgate knock HOST ${type === 'rotating' ? 'rot' : type === 'spa' ? 'spa' : 'sig'} --type ${type} ...`);
+    }
+    return doorName;
+  };
+
+  switch (type) {
+    case 'sequence':
+      if (doorName !== undefined) usageError(`give either a DOOR (${doorName}) or --sequence, not both`);
+      if (opts.sequence === undefined) return need('the steps', '--sequence 7000/tcp,8000/udp,9000/tcp');
+      return { type: 'sequence', name: null, sequence: opts.sequence };
+    case 'rotating': {
+      const name = named();
+      if (opts.secretFile === undefined) return need('the shared secret', '--secret-file FILE (made by `knockgate keygen --type rotating FILE`)');
+      if (opts.range === undefined) return need('the ports the sequence is drawn from', "--range 40000-40999/udp (the door's knock_ports)");
+      const secret = await loadRotatingSecret(opts.secretFile).catch(userError(EXIT.USAGE));
+      return { type: 'rotating', name, secret, range: opts.range, length: opts.length ?? DEFAULTS.rotatingLength, windowMs: opts.window ?? DEFAULTS.windowMs };
+    }
+    case 'spa': {
+      const name = named();
+      if (opts.port === undefined) return need("the door's UDP port", '--port 62201');
+      if (opts.keyFile === undefined) return need("the door's key", '--key-file FILE (made by `knockgate keygen --type spa FILE`)');
+      const key = await loadSpaKey(opts.keyFile).catch(userError(EXIT.USAGE));
+      return { type: 'spa', name, port: opts.port, key };
+    }
+    case 'signed': {
+      const name = named();
+      if (opts.port === undefined) return need("the door's UDP port", '--port 62202');
+      if (opts.keyFile === undefined) return need('your private key', '--key-file FILE (made by `knockgate keygen FILE`)');
+      const privateKey = await loadPrivateKey(opts.keyFile).catch(userError(EXIT.USAGE));
+      return { type: 'signed', name, port: opts.port, privateKey };
+    }
+    case 'payload': {
+      if (opts.payload === undefined) return need('the payload', '--payload TEXT or --payload hex:6b6e6f636b');
+      if (opts.icmp === true && opts.port !== undefined) {
+        usageError(`an ICMP echo request has no port: drop --port ${opts.port}, or drop --icmp to send a UDP datagram`);
+      }
+      if (opts.icmp !== true && opts.port === undefined) return need('where to send the payload', '--port PORT for a UDP datagram, or --icmp for an ICMP echo request');
+      return { type: 'payload', name: doorName ?? null, proto: opts.icmp === true ? 'icmp' : 'udp', port: opts.port ?? 0, payload: opts.payload };
+    }
+  }
 }
 
 function printJson(result: KnockResult, then: string | undefined, exitCode: number | null): void {
