@@ -604,7 +604,9 @@ static __always_inline int kg_spa(struct xdp_md *xdp, struct kg_stats *st, const
 	if (dist > door->max_skew_ns)
 		return kg_reject(st, k, slot, KG_REJECT_STALE);
 	__builtin_memcpy(&nonce, b + 16, sizeof(nonce));
-	if (bpf_map_update_elem(&kg_nonces, &nonce, &now, BPF_NOEXIST))
+	/* A lookup first: an LRU update takes a free node before it finds the key exists. */
+	if (bpf_map_lookup_elem(&kg_nonces, &nonce) ||
+	    bpf_map_update_elem(&kg_nonces, &nonce, &now, BPF_NOEXIST))
 		return kg_reject(st, k, slot, KG_REJECT_REPLAY);
 	return kg_single_grant(st, k, slot, door, now);
 }
