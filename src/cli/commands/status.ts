@@ -62,7 +62,7 @@ export function statusCommand(): Command {
         out.push('doors:');
         for (const d of status.doors) {
           out.push(
-            `  ${d.name.padEnd(16)} ${d.sequence.join(' ')} -> ${d.protects.join(' ')}  open ${formatDuration(d.open_for_ms)}` +
+            `  ${d.name.padEnd(16)} ${d.type === 'sequence' ? d.sequence.join(' ') : d.knock} -> ${d.protects.join(' ')}  open ${formatDuration(d.open_for_ms)}` +
               `${d.scope === 'flow-only' ? ' (one flow)' : ''}  idle ${formatDuration(d.flow_idle_ms)}` +
               `${d.allow_from ? `  from ${d.allow_from.join(' ')}` : ''}`,
           );
