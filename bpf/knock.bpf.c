@@ -547,13 +547,24 @@ static __always_inline __u32 kg_be32_at(const __u8 *p)
 	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | p[3];
 }
 
-/* A refused single-packet knock: counted, and reported while knock tokens last (spoofable). */
-static __always_inline int kg_reject(struct kg_stats *st, const struct kg_knock *k, __u32 slot, __u8 reason)
+/*
+ * A refused single-packet knock at `now`: counted, and reported while knock tokens last (a
+ * stranger can cause it). Returns 0 (no grant).
+ */
+static __always_inline int kg_reject_at(struct kg_stats *st, const struct kg_knock *k, __u32 slot, __u8 reason,
+					__u64 now)
 {
-	st->c[KG_C_REJECT_MALFORMED - KG_REJECT_MALFORMED + reason]++;
-	kg_emit_knock(st, k, KG_EV_REJECT, slot, 0, reason, 0);
+	if (reason == KG_REJECT_NOT_ALLOWED)
+		st->c[KG_C_NOT_ALLOWED]++;
+	else if (reason >= KG_REJECT_MALFORMED && reason <= KG_REJECT_PAYLOAD)
+		st->c[KG_C_REJECT_MALFORMED - KG_REJECT_MALFORMED + reason]++;
+	if (kg_take_token(&kg_globals.knock_tokens))
+		kg_emit(st, &k->pkt, KG_EV_REJECT, slot, 0, reason, 0, now, 0);
+	else
+		st->c[KG_C_KNOCK_SUPPRESSED]++;
 	return 0;
 }
+#define kg_reject(st, k, slot, reason) kg_reject_at(st, k, slot, reason, now)
 
 /* Grant from a single-packet knock. Returns 1 (the packet was the door's knock). */
 static __always_inline int kg_single_grant(struct kg_stats *st, const struct kg_knock *k, __u32 slot,
@@ -692,10 +703,8 @@ __noinline int kg_single(struct xdp_md *xdp, struct kg_stats *st, const struct k
 	if (k->pkt.proto == KG_PROTO_UDP && door->port != k->pkt.dport)
 		return 0;
 	now = bpf_ktime_get_ns();
-	if ((door->flags & KG_DOOR_ALLOW_LIST) && !kg_allowed(k, d)) {
-		st->c[KG_C_NOT_ALLOWED]++;
-		return 0;
-	}
+	if ((door->flags & KG_DOOR_ALLOW_LIST) && !kg_allowed(k, d))
+		return kg_reject(st, k, d, KG_REJECT_NOT_ALLOWED);
 	if (door->type == KG_TYPE_SPA)
 		return kg_spa(xdp, st, k, d, door, now);
 	if (door->type == KG_TYPE_SIGNED)
