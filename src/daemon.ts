@@ -47,6 +47,12 @@ const RECENT_EVENTS = 1_000;
 const SIGNED_PER_SECOND = 200;
 /** how often the kernel's wall-clock offset (SPA timestamps) is refreshed */
 const CLOCK_SYNC_MS = 10_000;
+/**
+ * Rotating doors move to the next window this long before it starts, so that the current
+ * window's sequence is in the kernel from its first millisecond (the cost: the previous
+ * window's sequence leaves this much early).
+ */
+const ROTATE_EARLY_MS = 250;
 /** grants whose end the daemon watches to log it; past this, expiries go unlogged */
 const MAX_EXPIRY_TIMERS = 100_000;
 
@@ -209,33 +215,42 @@ export class Daemon {
    * one before into the kernel. The live doors are re-applied (changes made from the CLI stay),
    * with this daemon's secrets.
    */
-  private scheduleRotation(): void {
+  private scheduleRotation(written = 0): void {
     if (this.rotationTimer) clearTimeout(this.rotationTimer);
     this.rotationTimer = null;
     const gate = this.gate;
     if (!gate) return;
     const now = Date.now();
+    // `written`: the boundary just planned for (early): the next one comes after it.
+    const from = Math.max(now, written);
     let next = Infinity;
     for (const d of gate.doors()) {
       if (d.door.type !== DOOR_TYPE.ROTATING || !this.secrets.keys.has(d.door.name)) continue;
       const windowMs = Number(d.door.windowNs / 1_000_000n);
-      next = Math.min(next, Number(windowOf(now, windowMs) + 1n) * windowMs);
+      next = Math.min(next, Number(windowOf(from, windowMs) + 1n) * windowMs);
     }
     if (next === Infinity) return;
-    this.rotationTimer = setTimeout(() => void this.rotate(), next - now + 5);
+    this.rotationTimer = setTimeout(() => void this.rotate(next), Math.max(0, next - now - ROTATE_EARLY_MS));
   }
 
-  private async rotate(): Promise<void> {
+  /** Writes the windows of the window starting at `boundary` (wall clock, ms) and the one before. */
+  private async rotate(boundary: number): Promise<void> {
     const gate = this.gate;
     if (!gate || this.stopping) return;
     try {
-      await withGateLock(gate.pinPath, () => gate.applyDoors(gate.doors().map((d) => doorConfigOf(d.door, d.allow)), { secrets: this.secrets.keys }));
+      await withGateLock(gate.pinPath, () => {
+        // The plan is made as of the boundary, on both clocks.
+        const now = Date.now();
+        const wallMs = Math.max(now, boundary);
+        const clock = { wallMs, monoNs: monoNowNs() + BigInt(wallMs - now) * 1_000_000n };
+        return gate.applyDoors(gate.doors().map((d) => doorConfigOf(d.door, d.allow)), { secrets: this.secrets.keys, clock });
+      });
       this.refreshDoorNames();
       this.log.debug({ doors: gate.doors().filter((d) => d.door.type === DOOR_TYPE.ROTATING).map((d) => d.door.name) }, 'rotating sequences moved to the next window');
     } catch (err) {
       this.log.error({ err }, 'rotating doors could not move to the next window: they refuse knocks once their windows end; check the gate (knockgate status)');
     }
-    this.scheduleRotation();
+    this.scheduleRotation(boundary);
   }
 
   /** A signed knock the kernel passed up: verify it and grant, or log why not. */

@@ -1,6 +1,6 @@
 // Rotating knock sequences: for each time window the door's sequence is derived from a shared
 // secret, so a sequence seen on the wire is worth one window and one grant. Both the client and
-// the daemon (which writes the current and next window's ports into the gate's tables) call
+// the daemon (which writes the current and the previous window's ports into the gate's tables) call
 // rotatingSequence; docs/KNOCKS.md has the derivation and fixed vectors.
 import { createHmac } from 'node:crypto';
 
