@@ -672,6 +672,9 @@ static __always_inline int kg_payload(struct xdp_md *xdp, struct kg_stats *st, c
 
 	if (n < 1 || n > KG_PAYLOAD_LEN)
 		return 0;
+	/* The same n, in a form whose bounds [1, 32] older verifiers (6.1) see: they learn no
+	 * lower bound from "n != 0", and a zero-sized load is refused. */
+	n = ((n - 1) & (KG_PAYLOAD_LEN - 1)) + 1;
 	if (k->pkt.payload_len < n || bpf_xdp_load_bytes(xdp, k->pkt.payload_off, buf, n))
 		return kg_reject(st, k, slot, KG_REJECT_PAYLOAD);
 	for (i = 0; i < KG_PAYLOAD_LEN; i++)
