@@ -273,7 +273,13 @@ export class Daemon {
     }
     const slotDoor = gate.doors().find((d) => d.slot === k.door && d.door.name === door);
     if (!slotDoor) return;
-    const expires = gate.grant(k.addr, k.door, slotDoor.door.openForNs);
+    let expires: bigint;
+    try {
+      expires = gate.grant(k.addr, k.door, slotDoor.door.openForNs);
+    } catch (err) {
+      this.log.error({ err, door, source: base.source, client: r.client }, 'signed knock verified, but the grant could not be written (kg_grants full? raise limits.sources)');
+      return;
+    }
     const inMs = Number((expires - monoNowNs()) / 1_000_000n);
     const e: GateEvent = { ...base, event: 'grant', expires_in_ms: Math.max(0, inMs), client: r.client };
     this.publish(e);
