@@ -21,10 +21,15 @@ const FLOOD_SOURCES = 10 * SOURCES;
 const syn = (src: string, port: number): Buffer => tcpSyn(to(src), port);
 const udp = (src: string, port: number): Buffer => udpDatagram(to(src), port, Buffer.from('knock'));
 
+// Timeouts far longer than any flood here takes, even under emulation (the 6.1 matrix runs
+// under TCG, where a flood of 10x limits.sources takes tens of seconds): a first knock must not
+// age out of the filter while the flood between the steps runs.
 const YAML = config(`
   ssh:
     sequence: [7000/tcp, 8000/udp, 9000/tcp]
     protects: [22/tcp]
+    step_timeout: 2m
+    sequence_timeout: 5m
 `);
 
 const step1 = (src: string): Row => ({
@@ -238,7 +243,7 @@ kernelSuite('eviction: first-knock floods against real clients (BPF_PROG_TEST_RU
         floodEntry(FLOOD_SOURCES),
         floodUntilEvicted([C]),
         { action: 'tokens back', run: (g) => g.gate.setKnockTokens(1_000_000) },
-        { action: 'ssh’s rules change (step_timeout 4s): a new epoch', run: (g) => g.apply(YAML.replace('protects: [22/tcp]', 'protects: [22/tcp]\n    step_timeout: 4s')) },
+        { action: 'ssh’s rules change (step_timeout 4s): a new epoch', run: (g) => g.apply(YAML.replace('step_timeout: 2m', 'step_timeout: 4s')) },
         nothing(`${C}: 8000/udp: its first knock was made under the old rules (the filter is keyed by epoch): nothing`, udp(C, 8000)),
       ]);
     });
