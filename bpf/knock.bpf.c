@@ -551,8 +551,8 @@ static __always_inline __u32 kg_be32_at(const __u8 *p)
  * A refused single-packet knock at `now`: counted, and reported while knock tokens last (a
  * stranger can cause it). Returns 0 (no grant).
  */
-static __always_inline int kg_reject_at(struct kg_stats *st, const struct kg_knock *k, __u32 slot, __u8 reason,
-					__u64 now)
+static __always_inline int kg_reject(struct kg_stats *st, const struct kg_knock *k, __u32 slot, __u8 reason,
+				     __u64 now)
 {
 	if (reason == KG_REJECT_NOT_ALLOWED)
 		st->c[KG_C_NOT_ALLOWED]++;
@@ -564,7 +564,6 @@ static __always_inline int kg_reject_at(struct kg_stats *st, const struct kg_kno
 		st->c[KG_C_KNOCK_SUPPRESSED]++;
 	return 0;
 }
-#define kg_reject(st, k, slot, reason) kg_reject_at(st, k, slot, reason, now)
 
 /* Grant from a single-packet knock. Returns 1 (the packet was the door's knock). */
 static __always_inline int kg_single_grant(struct kg_stats *st, const struct kg_knock *k, __u32 slot,
@@ -595,30 +594,30 @@ static __always_inline int kg_spa(struct xdp_md *xdp, struct kg_stats *st, const
 	struct kg_nonce nonce;
 
 	if (k->pkt.payload_len != KG_SPA_LEN)
-		return kg_reject(st, k, slot, KG_REJECT_MALFORMED);
+		return kg_reject(st, k, slot, KG_REJECT_MALFORMED, now);
 	__builtin_memcpy(msg, k->pkt.src32, 16);
 	if (bpf_xdp_load_bytes(xdp, k->pkt.payload_off, b, 32) ||
 	    bpf_xdp_load_bytes(xdp, k->pkt.payload_off + 32, &tail, 8))
-		return kg_reject(st, k, slot, KG_REJECT_MALFORMED);
+		return kg_reject(st, k, slot, KG_REJECT_MALFORMED, now);
 	if (kg_be32_at(b) != KG_SPA_MAGIC || kg_be32_at(b + 4) != door->door_id)
-		return kg_reject(st, k, slot, KG_REJECT_MALFORMED);
+		return kg_reject(st, k, slot, KG_REJECT_MALFORMED, now);
 	__builtin_memcpy(key, door->key, sizeof(key));
 	mac = kg_siphash48(key, msg);
 	if (mac != tail) /* both little-endian: the reference's byte order */
-		return kg_reject(st, k, slot, KG_REJECT_BAD_MAC);
+		return kg_reject(st, k, slot, KG_REJECT_BAD_MAC, now);
 	ts = ((__u64)kg_be32_at(b + 8) << 32) | kg_be32_at(b + 12);
 	wall = bpf_ktime_get_boot_ns() + (__u64)kg_globals.wall_offset_ns;
 	if (ts > (1ULL << 34)) /* year 2514: garbage (and ts * 1e9 must not overflow) */
-		return kg_reject(st, k, slot, KG_REJECT_STALE);
+		return kg_reject(st, k, slot, KG_REJECT_STALE, now);
 	tsn = ts * 1000000000ULL;
 	dist = tsn > wall ? tsn - wall : wall - tsn;
 	if (dist > door->max_skew_ns)
-		return kg_reject(st, k, slot, KG_REJECT_STALE);
+		return kg_reject(st, k, slot, KG_REJECT_STALE, now);
 	__builtin_memcpy(&nonce, b + 16, sizeof(nonce));
 	/* A lookup first: an LRU update takes a free node before it finds the key exists. */
 	if (bpf_map_lookup_elem(&kg_nonces, &nonce) ||
 	    bpf_map_update_elem(&kg_nonces, &nonce, &now, BPF_NOEXIST))
-		return kg_reject(st, k, slot, KG_REJECT_REPLAY);
+		return kg_reject(st, k, slot, KG_REJECT_REPLAY, now);
 	return kg_single_grant(st, k, slot, door, now);
 }
 
@@ -635,7 +634,7 @@ static __always_inline int kg_signed(struct xdp_md *xdp, struct kg_stats *st, co
 
 	if (k->pkt.payload_len != KG_SIGNED_LEN || bpf_xdp_load_bytes(xdp, k->pkt.payload_off, head, 8) ||
 	    kg_be32_at(head) != KG_SIGNED_MAGIC || kg_be32_at(head + 4) != door->door_id)
-		return kg_reject(st, k, slot, KG_REJECT_MALFORMED);
+		return kg_reject(st, k, slot, KG_REJECT_MALFORMED, now);
 	if (!kg_take_token(&kg_globals.signed_tokens)) {
 		st->c[KG_C_SIGNED_SUPPRESSED]++;
 		return 0;
@@ -656,7 +655,7 @@ static __always_inline int kg_signed(struct xdp_md *xdp, struct kg_stats *st, co
 	e->ev.ifindex = k->pkt.ifindex;
 	if (bpf_xdp_load_bytes(xdp, k->pkt.payload_off, e->payload, KG_SIGNED_LEN)) {
 		bpf_ringbuf_discard(e, 0);
-		return kg_reject(st, k, slot, KG_REJECT_MALFORMED);
+		return kg_reject(st, k, slot, KG_REJECT_MALFORMED, now);
 	}
 	bpf_ringbuf_submit(e, 0);
 	st->c[KG_C_SIGNED_QUEUED]++;
@@ -676,11 +675,11 @@ static __always_inline int kg_payload(struct xdp_md *xdp, struct kg_stats *st, c
 	 * lower bound from "n != 0", and a zero-sized load is refused. */
 	n = ((n - 1) & (KG_PAYLOAD_LEN - 1)) + 1;
 	if (k->pkt.payload_len < n || bpf_xdp_load_bytes(xdp, k->pkt.payload_off, buf, n))
-		return kg_reject(st, k, slot, KG_REJECT_PAYLOAD);
+		return kg_reject(st, k, slot, KG_REJECT_PAYLOAD, now);
 	for (i = 0; i < KG_PAYLOAD_LEN; i++)
 		diff |= (i < n) ? (__u32)(buf[i] ^ door->payload[i]) : 0;
 	if (diff)
-		return kg_reject(st, k, slot, KG_REJECT_PAYLOAD);
+		return kg_reject(st, k, slot, KG_REJECT_PAYLOAD, now);
 	return kg_single_grant(st, k, slot, door, now);
 }
 
@@ -707,7 +706,7 @@ __noinline int kg_single(struct xdp_md *xdp, struct kg_stats *st, const struct k
 		return 0;
 	now = bpf_ktime_get_ns();
 	if ((door->flags & KG_DOOR_ALLOW_LIST) && !kg_allowed(k, d))
-		return kg_reject(st, k, d, KG_REJECT_NOT_ALLOWED);
+		return kg_reject(st, k, d, KG_REJECT_NOT_ALLOWED, now);
 	if (door->type == KG_TYPE_SPA)
 		return kg_spa(xdp, st, k, d, door, now);
 	if (door->type == KG_TYPE_SIGNED)

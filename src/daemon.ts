@@ -10,10 +10,10 @@ import { RingBufferReader, ifName, setLibbpfLogger } from './bpf/index.js';
 import { ControlServer } from './control.js';
 import { ConfigError, LIMITS, loadConfigFile, type ConfigIssue, type GateConfig } from './config/index.js';
 import { loadDoorSecrets, type DoorSecrets } from './config/secrets.js';
-import { NonceCache, SignedVerifier } from './knock/verify.js';
+import { NonceCache, SignedVerifier, type SignedRejection } from './knock/verify.js';
 import { windowOf } from './knock/rotating.js';
 import { doorConfigOf } from './kernel/doors.js';
-import { EVENT_MESSAGES, describeEvent, type EventContext, type GateEvent } from './kernel/events.js';
+import { EVENT_MESSAGES, describeEvent, type EventContext, type EventReason, type GateEvent } from './kernel/events.js';
 import { Gate, monoNowNs } from './kernel/gate.js';
 import { withGateLock } from './kernel/lock.js';
 import { DOOR_TYPE, EVENT, MAP, decodeEvent, decodeGrant, decodeSignedEvent, type KEvent } from './kernel/layout.js';
@@ -43,6 +43,15 @@ const SWEEP_INTERVAL_MS = 5_000;
 const GRANT_GRACE_NS = 130_000_000_000n;
 const WATCH_INTERVAL_MS = 1_000;
 const RECENT_EVENTS = 1_000;
+/** The daemon's refusals of signed knocks, as event reasons. */
+const SIGNED_REASONS: Record<SignedRejection, EventReason> = {
+  malformed: 'malformed',
+  'wrong-door': 'wrong_door',
+  'unknown-key': 'unknown_key',
+  'bad-signature': 'bad_signature',
+  stale: 'stale',
+  replay: 'replay',
+};
 /** signed knocks the kernel may pass up per second (each costs an Ed25519 verification here) */
 const SIGNED_PER_SECOND = 200;
 /** how often the kernel's wall-clock offset (SPA timestamps) is refreshed */
@@ -267,7 +276,7 @@ export class Daemon {
     }
     const r = verifier.check(k.addr, k.payload, Date.now());
     if (!r.ok) {
-      const reason = r.reason === 'wrong-door' ? 'wrong_door' : r.reason === 'unknown-key' ? 'unknown_key' : r.reason === 'bad-signature' ? 'bad_signature' : r.reason;
+      const reason = SIGNED_REASONS[r.reason];
       this.publish({ ...base, event: 'reject', reason, ...(r.client !== undefined ? { client: r.client } : {}) });
       return;
     }
