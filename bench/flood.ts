@@ -115,7 +115,7 @@ export function receivers(env: Env): Record<ReceiverKind, Receiver> {
     knockgate: {
       kind: 'knockgate',
       setup: () => {
-        lab.enter(lab.nsG, () => bg.gate.attach([{ name: lab.ifG, mode: 'native' }]));
+        lab.enter(lab.nsG, () => bg.gate.attach([{ name: lab.ifG, mode: 'native', attach: 'link', priority: 10 }]));
       },
       count: () => Number(bg.gate.stats().drop_no_grant),
       teardown: () => {

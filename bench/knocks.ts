@@ -155,7 +155,7 @@ function gateScenario(env: Env, flood: Scenario['flood'], pool: Scenario['pool']
     pool,
     counter: () => Number(bg.gate.stats()[counter]),
     setup: async () => {
-      lab.enter(lab.nsG, () => bg.gate.attach([{ name: lab.ifG, mode: 'native' }]));
+      lab.enter(lab.nsG, () => bg.gate.attach([{ name: lab.ifG, mode: 'native', attach: 'link', priority: 10 }]));
     },
     teardown: async () => {
       lab.enter(lab.nsG, () => bg.gate.detachInterface(lab.ifG));

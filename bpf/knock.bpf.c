@@ -1263,6 +1263,18 @@ static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, s
 	return verdict;
 }
 
+/* libxdp's run config (xdp-tools' XDP_RUN_CONFIG of <xdp/xdp_helpers.h>, spelled out so the
+ * build needs no libxdp headers): a BTF-described struct named "_" + the program's name in the
+ * ".xdp_run_config" section, which libxdp reads from the object (or from the loaded program's
+ * BTF). In a dispatcher, programs run by ascending priority; knockgate runs early by default (10,
+ * like xdp-filter; the config's xdp_priority overrides it) and the chain goes on only when it
+ * passes a packet: later programs see what it passes and never what it drops. libbpf skips the
+ * section when it loads the program. */
+struct {
+	__uint(priority, 10);
+	__uint(XDP_PASS, 1);
+} _knockgate_xdp SEC(".xdp_run_config");
+
 SEC("xdp")
 int knockgate_xdp(struct xdp_md *xdp)
 {

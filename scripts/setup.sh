@@ -14,9 +14,11 @@ need_root() {
 }
 
 # build and run: clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux;
+# sharing interfaces with other XDP programs: libxdp1 (the dispatcher), libxdp-dev, xdp-tools
+# (xdp-loader status; the tests run xdp-filter beside the gate);
 # benchmarks (baselines measured in the same run): nftables knockd ethtool;
 # tests: systemd (systemd-analyze verify of the unit), vagrant (vagrant validate), zsh (completion)
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh nodejs npm)
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux libxdp1 libxdp-dev xdp-tools nftables knockd ethtool systemd vagrant zsh nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

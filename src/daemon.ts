@@ -201,7 +201,7 @@ export class Daemon {
         pin_path: c.pinPath,
         adopted: gate.adopted,
         keep: this.keep,
-        interfaces: gate.attachments().map((a) => ({ name: a.ifname, xdp_mode: a.mode })),
+        interfaces: gate.attachments().map((a) => ({ name: a.ifname, xdp_mode: a.mode, attach: a.attach })),
         doors: c.doors.map((d) => d.name),
       },
       'knockgate running',

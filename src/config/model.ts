@@ -13,6 +13,12 @@ export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' |
 export type Scope = 'source' | 'flow-only';
 
 export const XDP_MODES: readonly XdpMode[] = ['native', 'generic', 'auto'];
+
+/** How the gate holds an interface: a program in libxdp's multi-program dispatcher (shared
+ * with other XDP programs, xdp-tools' convention), or the interface's one XDP slot through a
+ * direct bpf_link. */
+export type AttachMethod = 'dispatcher' | 'link';
+export const ATTACH_METHODS: readonly AttachMethod[] = ['dispatcher', 'link'];
 export const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 export const SCOPES: readonly Scope[] = ['source', 'flow-only'];
 
@@ -101,6 +107,10 @@ export interface DoorConfig {
 export interface InterfaceConfig {
   name: string;
   mode: XdpMode;
+  /** attach (default dispatcher) */
+  attach: AttachMethod;
+  /** xdp_priority: the run priority in the dispatcher (lower runs first) */
+  priority: number;
 }
 
 export interface GateConfig {
@@ -129,6 +139,7 @@ export const LIMITS = {
   /** kg_allow holds 4096 keys (docs/DESIGN.md) and both generations live in it at once. */
   maxAllowTotal: 2048,
   maxInterfaceNameLength: 15, // IFNAMSIZ - 1
+  xdpPriorityMax: 0xffff_ffff, // libxdp's run_prio is an unsigned int
   sourcesMin: 64,
   sourcesMax: 16_777_216,
   flowsMin: 64,
@@ -157,6 +168,9 @@ export const LIMITS = {
 /** The embedded defaults: what a key means when it is absent. */
 export const DEFAULTS = {
   xdpMode: 'auto' as XdpMode,
+  attach: 'dispatcher' as AttachMethod,
+  /** ahead of xdp-tools' default (50), level with xdp-filter (10): see docs/DESIGN.md "Sharing the interface" */
+  xdpPriority: 10,
   pinPath: '/sys/fs/bpf/knockgate',
   keep: false,
   log: { level: 'info' as LogLevel, denialsPerSecond: 20, knockEventsPerSecond: 100 },

@@ -13,6 +13,8 @@ import {
   LOG_LEVELS,
   SCOPES,
   XDP_MODES,
+  ATTACH_METHODS,
+  type AttachMethod,
   type DoorConfig,
   type DoorType,
   DOOR_TYPES,
@@ -40,7 +42,7 @@ export function formatPath(path: readonly PathSeg[]): string {
   return out;
 }
 
-export const ROOT_KEYS = ['interfaces', 'xdp_mode', 'pin_path', 'keep', 'log', 'limits', 'brute_force', 'defaults', 'doors'] as const;
+export const ROOT_KEYS = ['interfaces', 'xdp_mode', 'attach', 'xdp_priority', 'pin_path', 'keep', 'log', 'limits', 'brute_force', 'defaults', 'doors'] as const;
 export const LOG_KEYS = ['level', 'denials_per_second', 'knock_events_per_second'] as const;
 export const LIMITS_KEYS = ['sources', 'flows', 'event_ring', 'first_knock_filter'] as const;
 export const BRUTE_FORCE_KEYS = ['max_failures', 'failure_window', 'cooldown'] as const;
@@ -81,7 +83,7 @@ function parseUdpPort(text: string | number): number {
   if (step.proto !== 'udp') throw new Error(`${formatStep(step)}: single-packet knocks are UDP datagrams; write ${step.port}/udp`);
   return step.port;
 }
-export const INTERFACE_KEYS = ['name', 'xdp_mode'] as const;
+export const INTERFACE_KEYS = ['name', 'xdp_mode', 'attach', 'xdp_priority'] as const;
 
 /** A key of a mapping with its nodes. `value` is null for `key:` with nothing after it. */
 interface Entry {
@@ -340,6 +342,17 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
   if (xdpEntry !== undefined && c.present(xdpEntry, `remove the key to use the default (${DEFAULTS.xdpMode})`)) {
     xdpMode = c.oneOf(xdpEntry, XDP_MODES, 'an XDP mode') ?? xdpMode;
   }
+  // attach and xdp_priority: defaults for the interfaces, like xdp_mode
+  let attach: AttachMethod = DEFAULTS.attach;
+  const attachEntry = root.get('attach');
+  if (attachEntry !== undefined && c.present(attachEntry, `remove the key to use the default (${DEFAULTS.attach})`)) {
+    attach = c.oneOf(attachEntry, ATTACH_METHODS, 'an attach method') ?? attach;
+  }
+  let priority: number = DEFAULTS.xdpPriority;
+  const prioEntry = root.get('xdp_priority');
+  if (prioEntry !== undefined && c.present(prioEntry, `remove the key to use the default (${DEFAULTS.xdpPriority})`)) {
+    priority = c.integer(prioEntry, 0, LIMITS.xdpPriorityMax) ?? priority;
+  }
 
   // interfaces
   const interfaces: InterfaceConfig[] = [];
@@ -357,6 +370,8 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
       let name: string | undefined;
       let nameNode: Node | null = node;
       let mode = xdpMode;
+      let ifAttach = attach;
+      let ifPriority = priority;
       if (isMap(node)) {
         const e = c.entries(node, path, INTERFACE_KEYS, 'an interface');
         const nameEntry = e?.get('name');
@@ -369,6 +384,14 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
         const modeEntry = e?.get('xdp_mode');
         if (modeEntry !== undefined && c.present(modeEntry, `remove the key to use xdp_mode (${xdpMode})`)) {
           mode = c.oneOf(modeEntry, XDP_MODES, 'an XDP mode') ?? mode;
+        }
+        const ifAttachEntry = e?.get('attach');
+        if (ifAttachEntry !== undefined && c.present(ifAttachEntry, `remove the key to use attach (${attach})`)) {
+          ifAttach = c.oneOf(ifAttachEntry, ATTACH_METHODS, 'an attach method') ?? ifAttach;
+        }
+        const ifPrioEntry = e?.get('xdp_priority');
+        if (ifPrioEntry !== undefined && c.present(ifPrioEntry, `remove the key to use xdp_priority (${priority})`)) {
+          ifPriority = c.integer(ifPrioEntry, 0, LIMITS.xdpPriorityMax) ?? ifPriority;
         }
       } else if (isScalar(node) && node.value !== null && node.value !== undefined && typeof node.value !== 'boolean') {
         name = scalarText(node);
@@ -387,7 +410,7 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
         continue;
       }
       seen.set(name, index);
-      interfaces.push({ name, mode });
+      interfaces.push({ name, mode, attach: ifAttach, priority: ifPriority });
     }
   }
 

@@ -3,7 +3,9 @@
  * operation on them. Config-to-tables compilation lives in tables.ts; the byte layout in
  * layout.ts; the libbpf binding in src/bpf/. See docs/DESIGN.md for the kernel contract.
  *
- * Pins under `pinPath`:  prog, maps/<name> (the .bss map as maps/kg_globals), links/<ifname>.
+ * Pins under `pinPath`:  prog, maps/<name> (the .bss map as maps/kg_globals), links/<ifname>
+ * (a direct bpf_link), dispatcher/<ifname> (the gate's program in libxdp's dispatcher, see
+ * dispatcher.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
@@ -58,6 +60,16 @@ import {
   type Stats,
 } from './layout.js';
 import { allowKeyText, planGeneration, type GenerationPlan, type PlanContext, type SlotState } from './tables.js';
+import {
+  Dispatcher,
+  DispatcherUnavailable,
+  detachAllDispatched,
+  detachDispatched,
+  dispatchedNames,
+  dispatchedState,
+  isDispatched,
+  type DispatchedState,
+} from './dispatcher.js';
 
 export const DEFAULT_PIN_PATH = '/sys/fs/bpf/knockgate';
 
@@ -144,6 +156,10 @@ export interface Attachment {
   ifindex: number;
   mode: string;
   progId: number;
+  /** how the gate holds it: libxdp's dispatcher or a direct bpf_link */
+  attach: 'dispatcher' | 'link';
+  /** dispatcher: the chain and the gate's place in it */
+  dispatcher?: DispatchedState | null;
 }
 
 export interface GrantEntry {
@@ -485,18 +501,24 @@ export class Gate {
 
   // ---- attach -------------------------------------------------------------------------
 
+  /** Interfaces the gate holds (a direct link or a place in a dispatcher). */
   pinnedLinkNames(): string[] {
+    let links: string[] = [];
     try {
-      return readdirSync(this.paths.links).sort();
+      links = readdirSync(this.paths.links);
     } catch {
-      return [];
+      // none
     }
+    return [...new Set([...links, ...dispatchedNames(this.pinPath)])].sort();
   }
+
+  private dispatcherValue: Dispatcher | null = null;
 
   /** Attach to each interface (or move an existing link to this program); returns the state. */
   attach(ifaces: readonly InterfaceConfig[]): Attachment[] {
     if (this.progFd < 0) throw new Error('internal: attach needs a loaded program');
     for (const i of ifaces) {
+      if (this.attachDispatched(i)) continue;
       const index = ifIndex(i.name);
       const pin = this.paths.link(i.name);
       if (existsSync(pin)) {
@@ -517,23 +539,62 @@ export class Gate {
     return this.attachments();
   }
 
+  /**
+   * attach: dispatcher (dispatcher.ts). False when the interface is to get a direct bpf_link:
+   * attach: link, an interface this gate already holds with a link (kept, with a warning), or
+   * libxdp unusable here with nothing else attached (said so).
+   */
+  private attachDispatched(i: InterfaceConfig): boolean {
+    const linked = existsSync(this.paths.link(i.name));
+    if (i.attach !== 'dispatcher' || linked) {
+      if (linked && i.attach === 'dispatcher') {
+        this.log.warn({ interface: i.name }, 'the gate holds this interface with a direct bpf_link (attach: link, or an older knockgate): it stays so; to share it through the dispatcher, `knockgate detach` and start again');
+      } else if (!linked && isDispatched(this.pinPath, i.name)) {
+        this.log.warn({ interface: i.name }, 'the gate is in this interface\'s dispatcher: it stays there; for a direct bpf_link (attach: link), `knockgate detach` and start again');
+        return true;
+      }
+      return false;
+    }
+    if (this.dispatcherValue === null) {
+      const maps = new Map<string, number>(ALL_MAPS.map((name) => [name, this.map(name).fd]));
+      const objectPath = this.object?.path ?? defaultObjectPath();
+      const src = { pinPath: this.pinPath, objectPath, progName: PROG_NAME, targetFd: this.progFd, maps, log: this.log };
+      this.dispatcherValue = new Dispatcher(src, (m) => new GateError(m));
+    }
+    try {
+      this.dispatcherValue.attach(i);
+      return true;
+    } catch (err) {
+      if (!(err instanceof DispatcherUnavailable)) throw err;
+      this.log.warn({ interface: i.name, reason: err.reason }, "libxdp's dispatcher cannot be used: nothing else is attached here, so the gate takes the interface alone with a direct bpf_link (other XDP programs cannot join it)");
+      return false;
+    }
+  }
+
   attachments(): Attachment[] {
     const out: Attachment[] = [];
     for (const ifname of this.pinnedLinkNames()) {
+      const attach = existsSync(this.paths.link(ifname)) ? 'link' : 'dispatcher';
       let ifindex = 0;
       try {
         ifindex = ifIndex(ifname);
       } catch {
-        out.push({ ifname, ifindex: 0, mode: 'gone', progId: 0 });
+        out.push({ ifname, ifindex: 0, mode: 'gone', progId: 0, attach });
+        continue;
+      }
+      if (attach === 'dispatcher') {
+        const d = dispatchedState(ifindex, ifname, this.map(MAP.PORTS).id);
+        out.push({ ifname, ifindex, mode: d?.mode ?? 'none', progId: d?.progId ?? 0, attach, dispatcher: d });
         continue;
       }
       const q = xdpQuery(ifindex);
-      out.push({ ifname, ifindex, mode: q.attachMode, progId: q.progId });
+      out.push({ ifname, ifindex, mode: q.attachMode, progId: q.progId, attach });
     }
     return out;
   }
 
   detachInterface(ifname: string): void {
+    if (isDispatched(this.pinPath, ifname)) detachDispatched(this.pinPath, ifname, this.map(MAP.PORTS).id, this.log);
     const pin = this.paths.link(ifname);
     if (!existsSync(pin)) return;
     const link = BpfLink.openPinned(pin);
@@ -858,6 +919,7 @@ export class Gate {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.dispatcherValue?.close();
     this.globals.close();
     this.ports.close();
     for (const m of this.maps.values()) m.close();
@@ -874,8 +936,10 @@ export class Gate {
 }
 
 /** Remove the gate's pins (links first, so the program detaches). */
-export function removePins(pinPath: string): void {
+export function removePins(pinPath: string, log?: Logger): void {
   const paths = pinPaths(pinPath);
+  if (log !== undefined) detachAllDispatched(pinPath, log);
+  rmSync(join(pinPath, 'dispatcher'), { recursive: true, force: true });
   for (const ifname of (() => {
     try {
       return readdirSync(paths.links);

@@ -45,7 +45,7 @@ test('the minimal config loads with every default', () => {
   };
   assert.deepEqual(parseFixture('good-minimal.yaml'), {
     file: 'good-minimal.yaml',
-    interfaces: [{ name: 'eth0', mode: 'auto' }],
+    interfaces: [{ name: 'eth0', mode: 'auto', attach: 'dispatcher', priority: 10 }],
     pinPath: '/sys/fs/bpf/knockgate',
     keep: false,
     log: { level: 'info', denialsPerSecond: 20, knockEventsPerSecond: 100 },
@@ -60,9 +60,9 @@ test('a config with every key loads to the exact model', () => {
   assert.deepEqual(parseFixture('good-full.yaml'), {
     file: 'good-full.yaml',
     interfaces: [
-      { name: 'eth0', mode: 'generic' },
-      { name: 'eth1', mode: 'native' },
-      { name: 'wg0', mode: 'generic' },
+      { name: 'eth0', mode: 'generic', attach: 'dispatcher', priority: 20 },
+      { name: 'eth1', mode: 'native', attach: 'dispatcher', priority: 5 },
+      { name: 'wg0', mode: 'generic', attach: 'link', priority: 20 },
     ],
     pinPath: '/sys/fs/bpf/kg-test',
     keep: true,

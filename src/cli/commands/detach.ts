@@ -4,7 +4,7 @@ import { controlRequest } from '../../control.js';
 import { MapLayoutError } from '../../bpf/index.js';
 import { GateError, removePins, type Gate } from '../../kernel/gate.js';
 import { withGateLock } from '../../kernel/lock.js';
-import { openTarget, resolvePinPath, targetOptions, type TargetOptions } from '../target.js';
+import { cliLogger, openTarget, resolvePinPath, targetOptions, type TargetOptions } from '../target.js';
 
 export function detachCommand(): Command {
   return targetOptions(new Command('detach'))
@@ -19,7 +19,7 @@ export function detachCommand(): Command {
         // A gate of another knockgate version (other maps or sizes) cannot be opened by this
         // one, but its pins can be removed all the same: links first, which detaches it.
         if (!(err instanceof MapLayoutError) && !(err instanceof GateError && /another layout/.test(err.message))) throw err;
-        await withGateLock(pinPath, () => removePins(pinPath));
+        await withGateLock(pinPath, () => removePins(pinPath, cliLogger));
         const daemon = await controlRequest(pinPath, { op: 'detached' });
         process.stdout.write(`the gate under ${pinPath} was loaded by another knockgate version: its pins were removed, which detaches it${daemon ? '; the daemon stops' : ''}\n`);
         return;
