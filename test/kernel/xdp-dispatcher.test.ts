@@ -1,0 +1,278 @@
+/**
+ * Sharing the interface (issue 14): xdp-tools' real xdp-filter and knockgate on the same veth,
+ * through libxdp's dispatcher, in both orders of loading and at both relative priorities; the
+ * foreign-program refusal; detach and SIGKILL with another program in the chain.
+ *
+ * The lab: two network namespaces joined by a veth (test/helpers/kernel.ts), and a private mount
+ * namespace with a fresh bpffs on /sys/fs/bpf, so that libxdp's dispatcher pins, xdp-filter's
+ * pinned maps and the gate's pins are the lab's own and go with it. Every lab command
+ * (xdp-filter, xdp-loader, knockgate run/status/detach) runs in both namespaces through nsenter.
+ *
+ * What the kernel allows decides what must happen, and both outcomes are asserted: a kernel that
+ * runs freplace extensions in libxdp's dispatcher (probed by loading xdp-filter and reading
+ * `xdp-loader status`) must share the interface; one that cannot (Linux < 5.10, or a kernel that
+ * refuses BPF_PROG_TYPE_EXT, as some hardened ones do) must make knockgate fall back to a direct
+ * bpf_link where nothing else is attached, and refuse, naming the program, where something is.
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { after, before } from 'node:test';
+import { CLI, Proc, client, sleep, startClient } from '../helpers/daemon.js';
+import { fixture, kernelSuite, kernelTest, randomSuffix, run, withNetns, type NetnsPair } from '../helpers/kernel.js';
+
+const PROTECTED = 2222;
+const FILTERED = 2323;
+const UNRELATED = 8080;
+const STEPS = ['7000/tcp', '8000/udp', '9000/tcp'];
+const SETTLE_MS = 300;
+/** an address of nsB that never knocked */
+const STRANGER = '2001:db8::6/64';
+
+interface Lab {
+  env: NetnsPair;
+  dir: string;
+  /** the persistent mount namespace file */
+  mnt: string;
+  cfg: string;
+  pin: string;
+  servers: Proc[];
+  daemon: Proc | null;
+}
+
+/** A command in the lab's mount namespace and the gate's network namespace (nsA). */
+function labArgv(lab: Lab, argv: readonly string[]): string[] {
+  return [`--mount=${lab.mnt}`, `--net=/run/netns/${lab.env.nsA}`, ...argv];
+}
+
+function labRun(lab: Lab, argv: readonly string[], timeoutMs = 60_000): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync('nsenter', labArgv(lab, argv), { encoding: 'utf8', timeout: timeoutMs });
+  if (r.error) throw r.error;
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function labOk(lab: Lab, argv: readonly string[], timeoutMs = 60_000): string {
+  const r = labRun(lab, argv, timeoutMs);
+  assert.equal(r.status, 0, `${argv.join(' ')} failed (${r.status}): ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+function knockgate(lab: Lab, args: readonly string[]): { status: number | null; stdout: string; stderr: string } {
+  return labRun(lab, [process.execPath, CLI, ...args]);
+}
+
+function startGate(lab: Lab): Proc {
+  const child = spawn('nsenter', labArgv(lab, [process.execPath, CLI, 'run', '-c', lab.cfg]), { stdio: ['ignore', 'pipe', 'pipe'] });
+  lab.daemon = new Proc(child);
+  return lab.daemon;
+}
+
+function writeConfig(lab: Lab, extra: string): void {
+  writeFileSync(
+    lab.cfg,
+    `interfaces:\n  - name: ${lab.env.ifA}\n${extra}pin_path: ${lab.pin}\nlog:\n  level: debug\n` +
+      `doors:\n  ssh:\n    sequence: [${STEPS.join(', ')}]\n    protects: [${PROTECTED}/tcp]\n    open_for: 5m\n`,
+  );
+}
+
+async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
+  await withNetns(async (env) => {
+    const id = randomSuffix();
+    const dir = `/tmp/kg-${id}`;
+    const mnt = `/run/kg-${id}-mnt`;
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(mnt, '');
+    const lab: Lab = { env, dir, mnt, cfg: `${dir}/knockgate.yaml`, pin: '/sys/fs/bpf/kg-gate', servers: [], daemon: null };
+    try {
+      run('unshare', [`--mount=${mnt}`, '--propagation', 'private', 'mount', '-t', 'bpf', 'bpf', '/sys/fs/bpf']);
+      for (const port of [PROTECTED, FILTERED, UNRELATED]) {
+        const s = startClient(env.nsA, ['serve', String(port)]);
+        lab.servers.push(s);
+        await s.waitFor((l) => l['listening'] === port, 20_000, `server on ${port}`);
+      }
+      await fn(lab);
+    } finally {
+      if (lab.daemon) await lab.daemon.stop(15_000);
+      for (const s of lab.servers) await s.stop();
+      // The programs go with the veth (netns removal); the lab's bpffs with its mount namespace.
+      labRun(lab, ['xdp-loader', 'unload', env.ifA, '--all'], 30_000);
+      spawnSync('umount', [mnt], { timeout: 10_000 });
+      rmSync(mnt, { force: true });
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+/** A TCP connection from nsB (from its IPv4 address, or from `from6` to A's IPv6 address). */
+function reach(lab: Lab, port: number, from6?: string): boolean {
+  const host = from6 !== undefined ? lab.env.addr6A : lab.env.addrA;
+  const r = client(lab.env.nsB, ['connect', host, String(port), '3000', ...(from6 !== undefined ? [from6] : [])], 30_000);
+  return r['ok'] === true;
+}
+
+function knock(lab: Lab): void {
+  assert.deepEqual(client(lab.env.nsB, ['knock', lab.env.addrA, ...STEPS], 30_000), { ok: true });
+}
+
+function loadFilter(lab: Lab): void {
+  labOk(lab, ['xdp-filter', 'load', lab.env.ifA]);
+  labOk(lab, ['xdp-filter', 'port', String(FILTERED)]);
+}
+
+function loaderStatus(lab: Lab): string {
+  return labOk(lab, ['xdp-loader', 'status', lab.env.ifA]);
+}
+
+/** knockgate status --json, interfaces part. */
+function gateInterfaces(lab: Lab): Record<string, unknown>[] {
+  const r = knockgate(lab, ['status', '--json', '--pin-path', lab.pin]);
+  assert.equal(r.status, 0, r.stderr);
+  return (JSON.parse(r.stdout) as { interfaces: Record<string, unknown>[] }).interfaces;
+}
+
+async function gateRunning(lab: Lab): Promise<void> {
+  await lab.daemon!.msg('knockgate running', 120_000);
+  await sleep(SETTLE_MS);
+}
+
+/** The traffic every arrangement must produce: each program drops what it should. */
+function assertBothEnforce(lab: Lab): void {
+  assert.equal(reach(lab, UNRELATED), true, 'unrelated traffic passes both programs');
+  assert.equal(reach(lab, FILTERED), false, 'the port xdp-filter blocks is blocked');
+  assert.equal(reach(lab, PROTECTED), false, 'the protected port is closed before a knock');
+  knock(lab);
+  assert.equal(reach(lab, PROTECTED), true, 'the protected port opens after the knock');
+  assert.equal(reach(lab, FILTERED), false, 'a knockgate grant does not open a port xdp-filter blocks');
+}
+
+let sharing: boolean | null = null;
+
+/** Does this kernel let libxdp build a dispatcher? (xdp-filter alone, then xdp-loader status.) */
+async function probeSharing(): Promise<boolean> {
+  if (sharing !== null) return sharing;
+  let result = false;
+  await withLab(async (lab) => {
+    labOk(lab, ['xdp-filter', 'load', lab.env.ifA]);
+    result = loaderStatus(lab).includes('xdp_dispatcher');
+    labOk(lab, ['xdp-filter', 'unload', lab.env.ifA]);
+  });
+  sharing = result;
+  return result;
+}
+
+kernelSuite('sharing the interface with xdp-filter through libxdp', () => {
+  before(async () => {
+    for (const tool of ['xdp-filter', 'xdp-loader']) {
+      const r = spawnSync(tool, ['--version'], { encoding: 'utf8' });
+      if (r.error) throw new Error(`${tool} is missing: install xdp-tools (scripts/setup.sh)`);
+    }
+    await probeSharing();
+  });
+  after(() => undefined);
+
+  for (const order of ['xdp-filter first', 'knockgate first'] as const) {
+    for (const prio of [5, 20] as const) {
+      kernelTest(`${order}, knockgate at priority ${prio} (xdp-filter at 10): each drops what it should`, async () => {
+        await withLab(async (lab) => {
+          writeConfig(lab, `    xdp_priority: ${prio}\n`);
+          if (order === 'xdp-filter first') loadFilter(lab);
+          const d = startGate(lab);
+          if (!sharing) {
+            if (order === 'xdp-filter first') {
+              // A kernel without the dispatcher: xdp-filter holds the interface alone, and the
+              // gate refuses to take it, naming the program.
+              const code = await d.exited;
+              assert.notEqual(code, 0);
+              const err = d.stderr.join('') + d.raw.join('\n');
+              assert.match(err, /is held by XDP program \d+ \(xdpfilt_\w+\), which libxdp does not manage/);
+              assert.match(err, /never replaces another program/);
+              lab.daemon = null;
+              assert.equal(reach(lab, FILTERED), false, 'xdp-filter still filters');
+              return;
+            }
+            await gateRunning(lab);
+            assert.ok(d.lines.some((l) => /dispatcher cannot be used/.test(String(l.msg))), 'the fallback is said');
+            assert.equal(gateInterfaces(lab)[0]?.['attach'], 'link');
+            const f = labRun(lab, ['xdp-filter', 'load', lab.env.ifA]);
+            assert.notEqual(f.status, 0, 'without the dispatcher xdp-filter cannot join');
+            assert.equal(reach(lab, PROTECTED), false);
+            return;
+          }
+          await gateRunning(lab);
+          if (order === 'knockgate first') loadFilter(lab);
+          await sleep(SETTLE_MS);
+          const status = loaderStatus(lab);
+          assert.match(status, /knockgate_xdp/, status);
+          assert.match(status, /xdpfilt_\w+/, status);
+          const [iface] = gateInterfaces(lab);
+          assert.equal(iface?.['attach'], 'dispatcher');
+          const disp = iface?.['dispatcher'] as { position: number; chain: { name: string; priority: number; knockgate: boolean }[]; warnings: string[] };
+          assert.equal(disp.chain.length, 2);
+          assert.equal(disp.position, prio < 10 ? 1 : 2, `knockgate's place follows its priority: ${JSON.stringify(disp.chain)}`);
+          assert.deepEqual(disp.warnings, []);
+          assertBothEnforce(lab);
+        });
+      });
+    }
+  }
+
+  kernelTest('detach leaves xdp-filter working; SIGKILL of the daemon leaves the gate enforcing', async () => {
+    await withLab(async (lab) => {
+      writeConfig(lab, '');
+      loadFilter(lab);
+      const d = startGate(lab);
+      if (!sharing) {
+        assert.notEqual(await d.exited, 0);
+        lab.daemon = null;
+        return; // the refusal is the previous test's
+      }
+      await gateRunning(lab);
+      knock(lab);
+      assert.equal(reach(lab, PROTECTED), true);
+      d.kill();
+      await d.exited;
+      lab.daemon = null;
+      // the pins hold everything: the grant still stands, a stranger is still out
+      assert.equal(reach(lab, PROTECTED), true, 'the grant outlives the daemon');
+      run('ip', ['-n', lab.env.nsB, 'addr', 'add', STRANGER, 'dev', lab.env.ifB, 'nodad']);
+      assert.equal(reach(lab, PROTECTED, STRANGER.split('/')[0]), false, 'a source without a grant is still dropped after SIGKILL');
+      assert.match(loaderStatus(lab), /knockgate_xdp/);
+      // a new daemon adopts and moves the interface to its own program, atomically
+      const d2 = startGate(lab);
+      await gateRunning(lab);
+      const moved = d2.lines.find((l) => l.msg === 'moved to this program in the dispatcher');
+      assert.ok(moved, 'the restarted daemon moves the dispatcher slot to its program');
+      assert.equal((gateInterfaces(lab)[0]?.['dispatcher'] as { chain: unknown[] }).chain.length, 2, 'one knockgate program, one xdp-filter');
+      assert.equal(reach(lab, PROTECTED), true, 'grants survive adoption');
+      assert.equal(reach(lab, PROTECTED, STRANGER.split('/')[0]), false);
+      // detach: knockgate goes, xdp-filter stays
+      const r = knockgate(lab, ['detach', '--pin-path', lab.pin]);
+      assert.equal(r.status, 0, r.stderr);
+      await d2.exited;
+      lab.daemon = null;
+      const status = loaderStatus(lab);
+      assert.doesNotMatch(status, /knockgate_xdp/, status);
+      assert.match(status, /xdpfilt_\w+/, status);
+      assert.equal(reach(lab, FILTERED), false, 'xdp-filter keeps filtering');
+      assert.equal(reach(lab, PROTECTED, STRANGER.split('/')[0]), true, 'the gate is gone');
+    });
+  });
+
+  kernelTest('a program libxdp does not manage makes run refuse, naming it', async () => {
+    await withLab(async (lab) => {
+      writeConfig(lab, '');
+      const obj = fixture('binding');
+      run('ip', ['-n', lab.env.nsA, 'link', 'set', 'dev', lab.env.ifA, 'xdpgeneric', 'obj', obj, 'sec', 'xdp']);
+      const id = /prog\/xdp id (\d+)/.exec(run('ip', ['-n', lab.env.nsA, '-d', 'link', 'show', lab.env.ifA]))?.[1];
+      assert.ok(id, 'the fixture is attached');
+      const d = startGate(lab);
+      assert.notEqual(await d.exited, 0, 'run refuses');
+      lab.daemon = null;
+      const err = d.stderr.join('') + d.raw.join('\n');
+      assert.match(err, new RegExp(`is held by XDP program ${id} \\(\\w+\\), which libxdp does not manage`));
+      assert.match(err, /ip link set dev \S+ xdp off/);
+      assert.match(run('ip', ['-n', lab.env.nsA, '-d', 'link', 'show', lab.env.ifA]), new RegExp(`prog/xdp id ${id}`), 'the foreign program is untouched');
+      run('ip', ['-n', lab.env.nsA, 'link', 'set', 'dev', lab.env.ifA, 'xdpgeneric', 'off']);
+    });
+  });
+});
