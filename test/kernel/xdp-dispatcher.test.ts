@@ -3,10 +3,13 @@
  * through libxdp's dispatcher, in both orders of loading and at both relative priorities; the
  * foreign-program refusal; detach and SIGKILL with another program in the chain.
  *
- * The lab: two network namespaces joined by a veth (test/helpers/kernel.ts), and a private mount
- * namespace with a fresh bpffs on /sys/fs/bpf, so that libxdp's dispatcher pins, xdp-filter's
- * pinned maps and the gate's pins are the lab's own and go with it. Every lab command
- * (xdp-filter, xdp-loader, knockgate run/status/detach) runs in both namespaces through nsenter.
+ * The lab: two network namespaces joined by a veth (test/helpers/kernel.ts), and a bpffs instance
+ * of its own (/run/kg-<id>-bpffs, $LIBXDP_BPFFS for every lab command) holding libxdp's
+ * dispatcher pins and the gate's, gone with the lab. xdp-filter pins its maps under
+ * /sys/fs/bpf/xdp-filter whatever $LIBXDP_BPFFS says: the lab refuses to start if another
+ * xdp-filter is loaded on the machine, and removes the directory when it ends. Lab commands
+ * (xdp-filter, xdp-loader, knockgate run/status/detach) run in the gate's network namespace
+ * through nsenter (not `ip netns exec`, which hides /sys/fs/bpf).
  *
  * What the kernel allows decides what must happen, and both outcomes are asserted: a kernel that
  * runs freplace extensions in libxdp's dispatcher (probed by loading xdp-filter and reading
@@ -16,7 +19,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { after, before } from 'node:test';
 import { CLI, Proc, client, sleep, startClient } from '../helpers/daemon.js';
 import { fixture, kernelSuite, kernelTest, randomSuffix, run, withNetns, type NetnsPair } from '../helpers/kernel.js';
@@ -26,27 +29,34 @@ const FILTERED = 2323;
 const UNRELATED = 8080;
 const STEPS = ['7000/tcp', '8000/udp', '9000/tcp'];
 const SETTLE_MS = 300;
+/** xdp-tools live in /usr/sbin, which not every PATH (a test VM's) has */
+const tool = (name: string): string => (existsSync(`/usr/sbin/${name}`) ? `/usr/sbin/${name}` : name);
+const XDP_FILTER = tool('xdp-filter');
+const XDP_LOADER = tool('xdp-loader');
 /** an address of nsB that never knocked */
 const STRANGER = '2001:db8::6/64';
 
 interface Lab {
   env: NetnsPair;
   dir: string;
-  /** the persistent mount namespace file */
-  mnt: string;
+  /** the lab's own bpffs instance: libxdp's dispatcher pins ($LIBXDP_BPFFS) and the gate's */
+  bpffs: string;
   cfg: string;
   pin: string;
   servers: Proc[];
   daemon: Proc | null;
 }
 
-/** A command in the lab's mount namespace and the gate's network namespace (nsA). */
-function labArgv(lab: Lab, argv: readonly string[]): string[] {
-  return [`--mount=${lab.mnt}`, `--net=/run/netns/${lab.env.nsA}`, ...argv];
+/** xdp-filter pins its maps under the first bpffs mount (/sys/fs/bpf/xdp-filter), not $LIBXDP_BPFFS. */
+const XDP_FILTER_PINS = '/sys/fs/bpf/xdp-filter';
+
+function labEnv(lab: Lab): NodeJS.ProcessEnv {
+  return { ...process.env, LIBXDP_BPFFS: lab.bpffs, PATH: `${process.env['PATH'] ?? ''}:/usr/sbin:/sbin` };
 }
 
+/** A command in the gate's network namespace (nsA) with the lab's bpffs for libxdp. */
 function labRun(lab: Lab, argv: readonly string[], timeoutMs = 60_000): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync('nsenter', labArgv(lab, argv), { encoding: 'utf8', timeout: timeoutMs });
+  const r = spawnSync('nsenter', [`--net=/run/netns/${lab.env.nsA}`, ...argv], { encoding: 'utf8', timeout: timeoutMs, env: labEnv(lab) });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -62,7 +72,10 @@ function knockgate(lab: Lab, args: readonly string[]): { status: number | null; 
 }
 
 function startGate(lab: Lab): Proc {
-  const child = spawn('nsenter', labArgv(lab, [process.execPath, CLI, 'run', '-c', lab.cfg]), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('nsenter', [`--net=/run/netns/${lab.env.nsA}`, process.execPath, CLI, 'run', '-c', lab.cfg], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: labEnv(lab),
+  });
   lab.daemon = new Proc(child);
   return lab.daemon;
 }
@@ -76,15 +89,20 @@ function writeConfig(lab: Lab, extra: string): void {
 }
 
 async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
+  if (existsSync(XDP_FILTER_PINS)) {
+    throw new Error(`${XDP_FILTER_PINS} exists: an xdp-filter outside the tests is loaded on this machine, and the lab would share its maps; run the tests elsewhere`);
+  }
   await withNetns(async (env) => {
     const id = randomSuffix();
     const dir = `/tmp/kg-${id}`;
-    const mnt = `/run/kg-${id}-mnt`;
+    const bpffs = `/run/kg-${id}-bpffs`;
     mkdirSync(dir, { recursive: true });
-    writeFileSync(mnt, '');
-    const lab: Lab = { env, dir, mnt, cfg: `${dir}/knockgate.yaml`, pin: '/sys/fs/bpf/kg-gate', servers: [], daemon: null };
+    mkdirSync(bpffs, { recursive: true });
+    const lab: Lab = { env, dir, bpffs, cfg: `${dir}/knockgate.yaml`, pin: `${bpffs}/kg-gate`, servers: [], daemon: null };
+    let mounted = false;
     try {
-      run('unshare', [`--mount=${mnt}`, '--propagation', 'private', 'mount', '-t', 'bpf', 'bpf', '/sys/fs/bpf']);
+      run('mount', ['-t', 'bpf', 'bpf', bpffs]);
+      mounted = true;
       for (const port of [PROTECTED, FILTERED, UNRELATED]) {
         const s = startClient(env.nsA, ['serve', String(port)]);
         lab.servers.push(s);
@@ -94,10 +112,12 @@ async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
     } finally {
       if (lab.daemon) await lab.daemon.stop(15_000);
       for (const s of lab.servers) await s.stop();
-      // The programs go with the veth (netns removal); the lab's bpffs with its mount namespace.
-      labRun(lab, ['xdp-loader', 'unload', env.ifA, '--all'], 30_000);
-      spawnSync('umount', [mnt], { timeout: 10_000 });
-      rmSync(mnt, { force: true });
+      labRun(lab, [XDP_FILTER, 'unload', env.ifA], 30_000);
+      labRun(lab, [XDP_LOADER, 'unload', env.ifA, '--all'], 30_000);
+      // What is left goes with the veth (netns removal) and with the lab's bpffs (umount).
+      rmSync(XDP_FILTER_PINS, { recursive: true, force: true });
+      if (mounted) spawnSync('umount', [bpffs], { timeout: 10_000 });
+      rmSync(bpffs, { recursive: true, force: true });
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -115,12 +135,12 @@ function knock(lab: Lab): void {
 }
 
 function loadFilter(lab: Lab): void {
-  labOk(lab, ['xdp-filter', 'load', lab.env.ifA]);
-  labOk(lab, ['xdp-filter', 'port', String(FILTERED)]);
+  labOk(lab, [XDP_FILTER, 'load', lab.env.ifA]);
+  labOk(lab, [XDP_FILTER, 'port', String(FILTERED)]);
 }
 
 function loaderStatus(lab: Lab): string {
-  return labOk(lab, ['xdp-loader', 'status', lab.env.ifA]);
+  return labOk(lab, [XDP_LOADER, 'status', lab.env.ifA]);
 }
 
 /** knockgate status --json, interfaces part. */
@@ -152,9 +172,9 @@ async function probeSharing(): Promise<boolean> {
   if (sharing !== null) return sharing;
   let result = false;
   await withLab(async (lab) => {
-    labOk(lab, ['xdp-filter', 'load', lab.env.ifA]);
+    labOk(lab, [XDP_FILTER, 'load', lab.env.ifA]);
     result = loaderStatus(lab).includes('xdp_dispatcher');
-    labOk(lab, ['xdp-filter', 'unload', lab.env.ifA]);
+    labOk(lab, [XDP_FILTER, 'unload', lab.env.ifA]);
   });
   sharing = result;
   return result;
@@ -162,9 +182,9 @@ async function probeSharing(): Promise<boolean> {
 
 kernelSuite('sharing the interface with xdp-filter through libxdp', () => {
   before(async () => {
-    for (const tool of ['xdp-filter', 'xdp-loader']) {
-      const r = spawnSync(tool, ['--version'], { encoding: 'utf8' });
-      if (r.error) throw new Error(`${tool} is missing: install xdp-tools (scripts/setup.sh)`);
+    for (const t of [XDP_FILTER, XDP_LOADER]) {
+      const r = spawnSync(t, ['--version'], { encoding: 'utf8' });
+      if (r.error) throw new Error(`${t} is missing: install xdp-tools (scripts/setup.sh)`);
     }
     await probeSharing();
   });
@@ -193,7 +213,7 @@ kernelSuite('sharing the interface with xdp-filter through libxdp', () => {
             await gateRunning(lab);
             assert.ok(d.lines.some((l) => /dispatcher cannot be used/.test(String(l.msg))), 'the fallback is said');
             assert.equal(gateInterfaces(lab)[0]?.['attach'], 'link');
-            const f = labRun(lab, ['xdp-filter', 'load', lab.env.ifA]);
+            const f = labRun(lab, [XDP_FILTER, 'load', lab.env.ifA]);
             assert.notEqual(f.status, 0, 'without the dispatcher xdp-filter cannot join');
             assert.equal(reach(lab, PROTECTED), false);
             return;
