@@ -11,6 +11,9 @@
  * (xdp-filter, xdp-loader, knockgate run/status/detach) run in the gate's network namespace
  * through nsenter (not `ip netns exec`, which hides /sys/fs/bpf).
  *
+ * Not in the kernel matrix (too slow under emulation); run it there by hand with
+ * KG_TIMEOUT_SCALE=20 (scripts/kernel-matrix.sh -- node --test dist/test/kernel/share-xdp-filter.test.js).
+ *
  * What the kernel allows decides what must happen, and both outcomes are asserted: a kernel that
  * runs freplace extensions in libxdp's dispatcher (probed by loading xdp-filter and reading
  * `xdp-loader status`) must share the interface; one that cannot (Linux < 5.10, or a kernel that
@@ -29,6 +32,8 @@ const FILTERED = 2323;
 const UNRELATED = 8080;
 const STEPS = ['7000/tcp', '8000/udp', '9000/tcp'];
 const SETTLE_MS = 300;
+/** KG_TIMEOUT_SCALE: multiplies every bound (an emulated guest runs ~20x slower) */
+const SCALE = Math.max(1, Number(process.env['KG_TIMEOUT_SCALE'] ?? 1) || 1);
 /** xdp-tools live in /usr/sbin, which not every PATH (a test VM's) has */
 const tool = (name: string): string => (existsSync(`/usr/sbin/${name}`) ? `/usr/sbin/${name}` : name);
 const XDP_FILTER = tool('xdp-filter');
@@ -55,13 +60,13 @@ function labEnv(lab: Lab): NodeJS.ProcessEnv {
 }
 
 /** A command in the gate's network namespace (nsA) with the lab's bpffs for libxdp. */
-function labRun(lab: Lab, argv: readonly string[], timeoutMs = 60_000): { status: number | null; stdout: string; stderr: string } {
+function labRun(lab: Lab, argv: readonly string[], timeoutMs = 60_000 * SCALE): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync('nsenter', [`--net=/run/netns/${lab.env.nsA}`, ...argv], { encoding: 'utf8', timeout: timeoutMs, env: labEnv(lab) });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-function labOk(lab: Lab, argv: readonly string[], timeoutMs = 60_000): string {
+function labOk(lab: Lab, argv: readonly string[], timeoutMs = 60_000 * SCALE): string {
   const r = labRun(lab, argv, timeoutMs);
   assert.equal(r.status, 0, `${argv.join(' ')} failed (${r.status}): ${r.stderr}${r.stdout}`);
   return r.stdout;
@@ -106,14 +111,14 @@ async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
       for (const port of [PROTECTED, FILTERED, UNRELATED]) {
         const s = startClient(env.nsA, ['serve', String(port)]);
         lab.servers.push(s);
-        await s.waitFor((l) => l['listening'] === port, 20_000, `server on ${port}`);
+        await s.waitFor((l) => l['listening'] === port, 20_000 * SCALE, `server on ${port}`);
       }
       await fn(lab);
     } finally {
-      if (lab.daemon) await lab.daemon.stop(15_000);
+      if (lab.daemon) await lab.daemon.stop(15_000 * SCALE);
       for (const s of lab.servers) await s.stop();
-      labRun(lab, [XDP_FILTER, 'unload', env.ifA], 30_000);
-      labRun(lab, [XDP_LOADER, 'unload', env.ifA, '--all'], 30_000);
+      labRun(lab, [XDP_FILTER, 'unload', env.ifA], 30_000 * SCALE);
+      labRun(lab, [XDP_LOADER, 'unload', env.ifA, '--all'], 30_000 * SCALE);
       // What is left goes with the veth (netns removal) and with the lab's bpffs (umount).
       rmSync(XDP_FILTER_PINS, { recursive: true, force: true });
       if (mounted) spawnSync('umount', [bpffs], { timeout: 10_000 });
@@ -126,12 +131,12 @@ async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
 /** A TCP connection from nsB (from its IPv4 address, or from `from6` to A's IPv6 address). */
 function reach(lab: Lab, port: number, from6?: string): boolean {
   const host = from6 !== undefined ? lab.env.addr6A : lab.env.addrA;
-  const r = client(lab.env.nsB, ['connect', host, String(port), '3000', ...(from6 !== undefined ? [from6] : [])], 30_000);
+  const r = client(lab.env.nsB, ['connect', host, String(port), String(3000 * Math.min(SCALE, 5)), ...(from6 !== undefined ? [from6] : [])], 30_000 * SCALE);
   return r['ok'] === true;
 }
 
 function knock(lab: Lab): void {
-  assert.deepEqual(client(lab.env.nsB, ['knock', lab.env.addrA, ...STEPS], 30_000), { ok: true });
+  assert.deepEqual(client(lab.env.nsB, ['knock', lab.env.addrA, ...STEPS], 30_000 * SCALE), { ok: true });
 }
 
 function loadFilter(lab: Lab): void {
@@ -151,7 +156,7 @@ function gateInterfaces(lab: Lab): Record<string, unknown>[] {
 }
 
 async function gateRunning(lab: Lab): Promise<void> {
-  await lab.daemon!.msg('knockgate running', 120_000);
+  await lab.daemon!.msg('knockgate running', 120_000 * SCALE);
   await sleep(SETTLE_MS);
 }
 
