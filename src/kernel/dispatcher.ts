@@ -35,6 +35,7 @@ import {
   XdpProgram,
   closeFd,
   detachPrograms,
+  errnoNumber,
   ifIndex,
   libxdpUnavailable,
   modeNumber,
@@ -111,7 +112,12 @@ export function ownMapId(pinPath: string): number {
 
 function usesMap(progId: number, mapId: number): boolean {
   const fd = libbpf().bpf_prog_get_fd_by_id(progId);
-  if (fd < 0) return false; // gone meanwhile
+  if (fd === -errnoNumber('ENOENT')) return false; // gone meanwhile
+  if (fd < 0) {
+    throw new BpfError(`bpf_prog_get_fd_by_id(${progId})`, -fd, {
+      hint: 'reading the programs of a dispatcher by id needs CAP_SYS_ADMIN (libxdp does the same): run as root, or use attach: link',
+    });
+  }
   try {
     return progMapIds(fd).includes(mapId);
   } finally {
