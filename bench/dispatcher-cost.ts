@@ -28,7 +28,8 @@ doors:
 `);
 
 await withNetns(async (env) => {
-  const gate = Gate.open({ pinPath: pin, sources: 1024, eventRingBytes: 65536, logger: createLogger({ level: 'silent' }) });
+  // warnings (why the dispatcher cannot run, if it cannot) to stderr
+  const gate = Gate.open({ pinPath: pin, sources: 1024, eventRingBytes: 65536, logger: createLogger({ level: 'warn', destination: 2 }) });
   try {
     gate.applyDoors(cfg.doors);
     const state = env.enter(env.nsA, () => {
