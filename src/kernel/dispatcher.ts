@@ -61,6 +61,13 @@ export interface DispatchSource {
   log: Logger;
 }
 
+/** Which of the gate's loaded programs joins the dispatcher (a per-device-type variant, say):
+ * its name in the object and the fd of its loaded XDP instance (the extension's load target). */
+export interface GateProgram {
+  name: string;
+  targetFd: number;
+}
+
 /** One program of an interface's dispatcher, in run order. */
 export interface ChainEntry extends XdpProgramInfo {
   /** a program of this gate */
@@ -195,7 +202,8 @@ export class DispatcherUnavailable extends Error {
 
 /** Attaches a loaded gate to interfaces through libxdp's dispatcher; owns its extensions. */
 export class Dispatcher {
-  private readonly extensions = new Map<number, Extension>();
+  /** by "program@priority" */
+  private readonly extensions = new Map<string, Extension>();
   private unusable: string | null = null;
   private readonly mapId: number;
 
@@ -212,7 +220,7 @@ export class Dispatcher {
    * interface has none, moving the gate from an older program or another priority atomically).
    * Throws DispatcherUnavailable when libxdp cannot be used and nothing else holds the interface.
    */
-  attach(i: InterfaceConfig): DispatchedState {
+  attach(i: InterfaceConfig, program: GateProgram = { name: this.src.progName, targetFd: this.src.targetFd }): DispatchedState {
     const ifindex = ifIndex(i.name);
     const log = this.src.log;
     const st = multiprogStateOrNull(ifindex, i.name);
@@ -226,7 +234,7 @@ export class Dispatcher {
     }
     let ext: Extension;
     try {
-      ext = this.extension(i.priority);
+      ext = this.extension(program, i.priority);
     } catch (err) {
       if (!(err instanceof DispatcherUnavailable)) throw err;
       if (st !== null) {
@@ -252,7 +260,7 @@ export class Dispatcher {
     const inPlace = ours.length === 1 && ours[0]!.id === ext.id;
     if (!inPlace) {
       const ahead = (st?.programs ?? []).filter(
-        (p) => !ours.includes(p) && (p.priority < i.priority || (p.priority === i.priority && p.name < this.src.progName)),
+        (p) => !ours.includes(p) && (p.priority < i.priority || (p.priority === i.priority && p.name < program.name)),
       );
       const bypass = ahead.filter((p) => !p.chainCallActions.includes('XDP_PASS'));
       if (bypass.length > 0) {
@@ -294,9 +302,10 @@ export class Dispatcher {
     return now;
   }
 
-  /** The extension for a priority, loaded and probed on first use. */
-  private extension(priority: number): Extension {
-    const cached = this.extensions.get(priority);
+  /** The extension of a program at a priority, loaded and probed on first use. */
+  private extension(program: GateProgram, priority: number): Extension {
+    const key = `${program.name}@${priority}`;
+    const cached = this.extensions.get(key);
     if (cached !== undefined) return cached;
     if (this.unusable !== null) throw new DispatcherUnavailable(this.unusable);
     const missing = libxdpUnavailable();
@@ -304,7 +313,8 @@ export class Dispatcher {
       this.unusable = missing;
       throw new DispatcherUnavailable(missing);
     }
-    const { objectPath, progName, maps, targetFd } = this.src;
+    const { objectPath, maps } = this.src;
+    const { name: progName, targetFd } = program;
     let obj: BpfObject | null = null;
     let prog: XdpProgram | null = null;
     try {
@@ -325,7 +335,7 @@ export class Dispatcher {
       throw err;
     }
     const ext: Extension = { obj, prog, id: prog.id, fd: obj.programFd(progName) };
-    this.extensions.set(priority, ext);
+    this.extensions.set(key, ext);
     return ext;
   }
 
