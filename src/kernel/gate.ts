@@ -545,15 +545,16 @@ export class Gate {
    * libxdp unusable here with nothing else attached (said so).
    */
   private attachDispatched(i: InterfaceConfig): boolean {
-    const linked = existsSync(this.paths.link(i.name));
-    if (i.attach !== 'dispatcher' || linked) {
-      if (linked && i.attach === 'dispatcher') {
+    // The way the gate holds an interface stays (switching cannot be atomic): said when the config differs.
+    if (existsSync(this.paths.link(i.name))) {
+      if (i.attach === 'dispatcher') {
         this.log.warn({ interface: i.name }, 'the gate holds this interface with a direct bpf_link (attach: link, or an older knockgate): it stays so; to share it through the dispatcher, `knockgate detach` and start again');
-      } else if (!linked && isDispatched(this.pinPath, i.name)) {
-        this.log.warn({ interface: i.name }, 'the gate is in this interface\'s dispatcher: it stays there; for a direct bpf_link (attach: link), `knockgate detach` and start again');
-        return true;
       }
       return false;
+    }
+    if (i.attach === 'link') {
+      if (!isDispatched(this.pinPath, i.name)) return false;
+      this.log.warn({ interface: i.name }, 'the gate is in this interface\'s dispatcher: it stays there; for a direct bpf_link (attach: link), `knockgate detach` and start again');
     }
     if (this.dispatcherValue === null) {
       const maps = new Map<string, number>(ALL_MAPS.map((name) => [name, this.map(name).fd]));
