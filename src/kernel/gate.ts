@@ -317,6 +317,8 @@ export class Gate {
     gate.syncWallClock();
     if (adopting) {
       for (const ifname of gate.pinnedLinkNames()) {
+        // Direct links move here; a place in a dispatcher moves at attach() (dispatcher.ts).
+        if (!existsSync(paths.link(ifname))) continue;
         const link = BpfLink.openPinned(paths.link(ifname));
         try {
           link.update(progFd);
