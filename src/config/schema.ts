@@ -22,10 +22,13 @@ import {
   type PortRange,
   type Scope,
   type Step,
+  type OnPartition,
+  ON_PARTITION,
   type XdpMode,
 } from './model.js';
 import { formatRange, formatStep, parsePortRange, parseStep, rangeHolds } from './ports.js';
 import { formatSize, parseSize } from './size.js';
+import { checkFleet } from './fleet.js';
 
 export type PathSeg = string | number;
 
@@ -40,7 +43,7 @@ export function formatPath(path: readonly PathSeg[]): string {
   return out;
 }
 
-export const ROOT_KEYS = ['interfaces', 'xdp_mode', 'pin_path', 'keep', 'log', 'limits', 'brute_force', 'defaults', 'doors'] as const;
+export const ROOT_KEYS = ['interfaces', 'xdp_mode', 'pin_path', 'keep', 'log', 'limits', 'brute_force', 'defaults', 'doors', 'fleet'] as const;
 export const LOG_KEYS = ['level', 'denials_per_second', 'knock_events_per_second'] as const;
 export const LIMITS_KEYS = ['sources', 'flows', 'event_ring', 'first_knock_filter'] as const;
 export const BRUTE_FORCE_KEYS = ['max_failures', 'failure_window', 'cooldown'] as const;
@@ -48,6 +51,7 @@ export const TIMEOUT_KEYS = ['step_timeout', 'sequence_timeout', 'open_for', 'fl
 export const DOOR_KEYS = [
   'type', 'sequence', 'protects', 'allow_from', 'scope', ...TIMEOUT_KEYS,
   'secret_file', 'knock_ports', 'length', 'window', 'port', 'key_file', 'max_skew', 'clients', 'knock', 'payload',
+  'on_partition',
 ] as const;
 
 /** The keys only some door types take (every other door key applies to all types). */
@@ -84,7 +88,7 @@ function parseUdpPort(text: string | number): number {
 export const INTERFACE_KEYS = ['name', 'xdp_mode'] as const;
 
 /** A key of a mapping with its nodes. `value` is null for `key:` with nothing after it. */
-interface Entry {
+export interface Entry {
   key: string;
   keyNode: Node;
   value: Node | null;
@@ -109,7 +113,7 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-class Checker {
+export class Checker {
   readonly errors: ConfigIssue[] = [];
   readonly warnings: ConfigIssue[] = [];
   /** "path|key" for every unknown key reported with a suggestion, so that the suggested key
@@ -598,9 +602,20 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
     });
   }
 
+  const fleetEntry = root.get('fleet');
+  const fleet = fleetEntry === undefined ? null : checkFleet(c, fleetEntry);
+  if (fleet === null) {
+    for (const d of doors) {
+      const at = doorNodes.get(d)?.value;
+      const pe = at && isMap(at) ? (at as YAMLMap<unknown, unknown>).items.find((p) => isScalar(p.key) && p.key.value === 'on_partition') : undefined;
+      if (pe !== undefined && fleetEntry === undefined) c.warn(pe.key as Node, [...(doorNodes.get(d)?.path ?? []), 'on_partition'], 'on_partition applies in fleet mode only: this config has no fleet section');
+    }
+  }
+
   if (c.errors.length > 0) return { config: null, errors: c.errors, warnings: c.warnings };
   return {
     config: {
+      fleet,
       interfaces,
       pinPath,
       keep,
@@ -749,6 +764,16 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
     scope = c.oneOf(scopeEntry, SCOPES, 'a grant scope') ?? scope;
   }
 
+  // on_partition (fleet mode): which one-time doors refuse while no fleet-wide claim can be made
+  let onPartition: OnPartition = DEFAULTS.onPartition;
+  const opEntry = e.get('on_partition');
+  if (opEntry !== undefined && c.present(opEntry, `remove the key to use the default (${DEFAULTS.onPartition})`)) {
+    onPartition = c.oneOf(opEntry, ON_PARTITION, 'a partition policy') ?? onPartition;
+    if (type !== 'rotating' && type !== 'signed') {
+      c.error(opEntry.keyNode, opEntry.path, `on_partition applies to one-time doors that claim through etcd (rotating, signed); a ${type} door ${type === 'spa' ? 'is verified in the kernel, which never waits for the network' : 'has nothing to claim'}: remove it`);
+    }
+  }
+
   // timeouts
   const t: Record<(typeof TIMEOUT_KEYS)[number], Timeout> = { ...defaults };
   const bad = new Set(defaultsBad);
@@ -784,6 +809,7 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
       openForMs: t.open_for.ms,
       flowIdleMs: t.flow_idle.ms,
       scope,
+      onPartition,
     },
     stepNodes,
     allowEntry,
