@@ -738,7 +738,7 @@ class FleetWatch {
   private resyncReason: ResyncReason = 'start';
   private resyncSeq = 0;
   private stream: WatchStream | null = null;
-  private endStream: ((why: string) => void) | null = null;
+  private endStream: ((why: string, failed?: boolean) => void) | null = null;
   private lastHeard = Date.now();
   private progressAsked = false;
   private readonly key: Buffer;
@@ -784,7 +784,7 @@ class FleetWatch {
     const silent = Date.now() - this.lastHeard;
     if (silent >= quiet) {
       this.log.info({ prefix: this.relPrefix, silentMs: silent, fromRevision: String(this.nextRev) }, 'fleet: watch quiet, re-creating it');
-      this.endStream?.('quiet');
+      this.endStream?.('quiet for too long', true);
       return;
     }
     if (silent >= quiet / 2 && !this.progressAsked) {
