@@ -15,8 +15,9 @@ need_root() {
 
 # build and run: clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux;
 # benchmarks (baselines measured in the same run): nftables knockd ethtool;
-# tests: systemd (systemd-analyze verify of the unit), vagrant (vagrant validate), zsh (completion)
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh nodejs npm)
+# tests: systemd (systemd-analyze verify of the unit), vagrant (vagrant validate), zsh (completion);
+# fleet mode (tests start their own members): etcd-server etcd-client
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh etcd-server etcd-client nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,6 +34,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# etcd-server enables and starts a packaged member on :2379 with /var/lib/etcd. The tests and the
+# demo start their own members on free ports; a fleet's real cluster is configured by its operator
+# (README, "Fleet mode"). So: stop and disable the packaged one, once, right after installing it.
+if printf '%s\n' "${missing[@]+"${missing[@]}"}" | grep -qx etcd-server; then
+  if [ -d /run/systemd/system ]; then
+    # systemd is PID 1
+    systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/etcd ]; then
+    # no systemd (a container, sysvinit): the package's init script, if anything started it
+    /etc/init.d/etcd stop >/dev/null 2>&1 || true
+    command -v update-rc.d >/dev/null 2>&1 && update-rc.d etcd disable >/dev/null 2>&1 || true
+  fi
 fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]')
