@@ -6,15 +6,18 @@
  *
  * Changes from the shape first agreed (kept the concepts):
  * - `watch()` takes an optional `{ fromRevision }`. Without it, the watch begins with an
- *   `onResync(snapshot)` of everything under its prefix and streams from there (one code path for
- *   "load at start" and "reload after compaction / outage"); with it, it streams from that revision
- *   (the caller did its own `list()`).
+ *   `onResync(snapshot, 'start')` of everything under its prefix and streams from there (one code
+ *   path for "load at start" and "reload after compaction / outage"); with it, it streams from
+ *   that revision (the caller did its own `list()`). `onResync` gets a second argument, the
+ *   reason: 'start' | 'compacted' | 'reconnected'.
  * - `EngineOptions` gained tuning knobs with defaults (`requestTimeoutMs`, `unreachableAfterMs`,
  *   `watchQuietMs`) and `heartbeatInfo` (extra fields for this host's heartbeat record).
  * - `hosts()` returns `{ host, lastHeartbeatMs, info }` where `info` is the whole heartbeat record.
+ * - Read-only getters besides `state`: `stateReason` (reason of the last transition), `member`
+ *   (the endpoint in use, or null), `prefix` (normalised, ends with '/'), `hostId`.
  * - Failing calls reject with `FleetUnavailableError` (no healthy member, or the engine is
- *   `unreachable`: the caller falls back to local state) or `FleetAccessError` (etcd refused:
- *   permission denied, bad credentials; retrying will not help).
+ *   `unreachable` or closed: the caller falls back to local state) or `FleetAccessError` (etcd
+ *   refused: permission denied, bad credentials; retrying will not help). Anything else is a bug.
  *
  * How the etcd3 client's caveats are handled (see /work/shared/notes/fleet-engine.md):
  * - Its circuit breaker and global retry are disabled (`Policy.noop`): after a leader kill it
@@ -35,6 +38,7 @@ import {
   CompareResult,
   CompareTarget,
   EtcdAuthenticationFailedError,
+  EtcdInvalidAuthTokenError,
   EtcdLeaseInvalidError,
   EtcdPermissionDeniedError,
   EtcdRoleNotGrantedError,
@@ -152,7 +156,7 @@ interface Member {
 
 type WatchStream = IDuplexStream<IWatchRequest, IWatchResponse>;
 
-type ErrorKind = 'transient' | 'access' | 'lease' | 'fatal';
+type ErrorKind = 'transient' | 'access' | 'lease' | 'token' | 'fatal';
 
 /** gRPC status codes worth another attempt (possibly on another member). */
 const TRANSIENT_CODES = new Set([1, 2, 4, 8, 10, 13, 14]);
@@ -160,6 +164,8 @@ const TRANSIENT_MESSAGE = /etcdserver: (leader changed|no leader|request timed o
 
 function classify(err: unknown): ErrorKind {
   if (err instanceof EtcdLeaseInvalidError) return 'lease';
+  // etcd3 renews an expired token for unary calls itself, not for streams: a fresh client does
+  if (err instanceof EtcdInvalidAuthTokenError) return 'token';
   if (
     err instanceof EtcdPermissionDeniedError ||
     err instanceof EtcdAuthenticationFailedError ||
@@ -246,6 +252,7 @@ export class FleetEngine extends EventEmitter {
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private heartbeatLease: string | null = null;
   private heartbeatRunning = false;
+  private heartbeatRefused = '';
 
   private constructor(private readonly opts: EngineOptions) {
     super();
@@ -589,6 +596,17 @@ export class FleetEngine extends EventEmitter {
     if (this.pinned === m) this.repin(reason);
   }
 
+  /** @internal a stream on `m` failed: what to do about it, by the kind of error */
+  streamFailed(m: Member, err: unknown, what: string): void {
+    const kind = classify(err);
+    if (kind === 'token') {
+      this.dropClient(m.endpoint);
+      this.repin(`${what}: auth token expired`);
+    } else if (kind === 'transient') {
+      this.memberFailed(m, `${what}: ${message(err)}`);
+    }
+  }
+
   /**
    * Runs `fn` against the current member; on a transient failure re-chooses the member and tries
    * again, for up to three request timeouts in all.
@@ -610,6 +628,7 @@ export class FleetEngine extends EventEmitter {
         }
         if (kind === 'fatal') throw new Error(`fleet: ${what}: ${message(err)}`, { cause: err });
         if (kind === 'transient') this.memberFailed(m, `${what}: ${message(err)}`);
+        if (kind === 'token') this.streamFailed(m, err, what);
         if (Date.now() >= deadline) throw new FleetUnavailableError(`${what}: ${message(err)}`);
         await sleep(RETRY_PAUSE_MS);
       }
@@ -620,6 +639,7 @@ export class FleetEngine extends EventEmitter {
 
   /** The lease shared by every key expiring at `expiresAtSec`: granted once, then reused. */
   private leaseFor(m: Member, expiresAtSec: number): Promise<string> {
+    if (!Number.isFinite(expiresAtSec)) throw new RangeError(`fleet: expiry ${expiresAtSec} is not a time (Unix seconds)`);
     const now = nowSec();
     for (const sec of this.leases.keys()) if (sec < now) this.leases.delete(sec);
     const sec = Math.floor(expiresAtSec);
@@ -672,7 +692,12 @@ export class FleetEngine extends EventEmitter {
         }
       });
     } catch (err) {
-      this.log.debug({ err: message(err) }, 'fleet: heartbeat not written');
+      if (err instanceof FleetAccessError && err.message !== this.heartbeatRefused) {
+        this.heartbeatRefused = err.message;
+        this.log.warn({ err: err.message }, 'fleet: heartbeat refused by etcd');
+      } else {
+        this.log.debug({ err: message(err) }, 'fleet: heartbeat not written');
+      }
     } finally {
       this.heartbeatRunning = false;
     }
@@ -778,6 +803,15 @@ class FleetWatch {
     this.endStream?.(`resync (${reason})`);
   }
 
+  private lastLogged = '';
+
+  /** Logs a recurring problem once, until the watch works again or the problem changes. */
+  private logOnce(level: 'warn' | 'error', err: string, msg: string): void {
+    if (err === this.lastLogged) return;
+    this.lastLogged = err;
+    this.log[level]({ err, prefix: this.relPrefix }, msg);
+  }
+
   private watchdog(quiet: number): void {
     const s = this.stream;
     if (this.closed || !s) return;
@@ -816,14 +850,17 @@ class FleetWatch {
           }
         }
         const ok = await this.runStream();
-        if (ok) pause = 100;
+        if (ok) {
+          pause = 100;
+          this.lastLogged = '';
+        }
         else {
           await sleep(pause);
           pause = Math.min(pause * 2, 2000);
         }
       } catch (err) {
         if (this.closed) return;
-        if (err instanceof FleetAccessError) this.log.error({ err: err.message, prefix: this.relPrefix }, 'fleet: watch refused by etcd');
+        if (err instanceof FleetAccessError) this.logOnce('error', err.message, 'fleet: watch refused by etcd');
         else this.log.debug({ err: message(err), prefix: this.relPrefix }, 'fleet: watch waiting for etcd');
         await sleep(pause);
         pause = Math.min(pause * 2, 2000);
@@ -869,7 +906,10 @@ class FleetWatch {
           created = true;
         });
       });
-      stream.on('error', (err) => end(message(err), classify(err) === 'transient'));
+      stream.on('error', (err) => {
+        if (!done && !this.closed) this.engine.streamFailed(m, err, `watch ${this.relPrefix}`);
+        end(message(err));
+      });
       stream.on('end', () => end('stream ended', true));
       stream.write({
         create_request: { key: this.key, range_end: this.rangeEnd, start_revision: startRev.toString(), progress_notify: true },
@@ -889,11 +929,24 @@ class FleetWatch {
       return;
     }
     if (res.canceled) {
-      this.log.warn({ prefix: this.relPrefix, reason: res.cancel_reason }, 'fleet: etcd cancelled the watch; re-creating it');
+      this.logOnce('warn', `cancelled: ${res.cancel_reason}`, 'fleet: etcd cancelled the watch; re-creating it');
       end(`cancelled: ${res.cancel_reason}`);
       return;
     }
-    if (res.created) onCreated();
+    if (res.created) {
+      onCreated();
+      const storeRev = BigInt(res.header?.revision ?? '0');
+      if (this.nextRev !== null && storeRev > 0n && storeRev + 1n < this.nextRev) {
+        // the store is behind what this watch has seen: a cluster restored from a backup or
+        // recreated; events from nextRev would never come (or be other events). Reload.
+        this.log.warn(
+          { prefix: this.relPrefix, fromRevision: String(this.nextRev), storeRevision: String(storeRev) },
+          'fleet: etcd store revision went backwards: reloading everything under the prefix',
+        );
+        this.requestResync('reconnected');
+        return;
+      }
+    }
     const events: WatchEvent[] = [];
     for (const ev of res.events) {
       const revision = BigInt(ev.kv.mod_revision);
