@@ -484,12 +484,43 @@ static __always_inline int kg_spend(struct kg_stats *st, const struct kg_knock *
 	return -1;
 }
 
+/*
+ * Fleet mode (KG_DOOR_CLAIM): a rotating window, spent here, is handed to the daemon to be claimed
+ * fleet-wide; the daemon writes the grant on a win. Budgeted like signed knocks (signed_tokens, the
+ * SIGNED_QUEUED/SUPPRESSED counters). Without a token or room in the ring the window is not spent,
+ * so the client may knock again.
+ */
+static __always_inline void kg_hand_up(struct kg_stats *st, const struct kg_knock *k, __u32 slot,
+				       const struct kg_door *door, __u8 nsteps, __u32 s)
+{
+	struct kg_spent_key sk = {};
+
+	if (!kg_take_token(&kg_globals.signed_tokens)) {
+		st->c[KG_C_SIGNED_SUPPRESSED]++;
+		return;
+	}
+	if (kg_spend(st, k, slot, door, s, nsteps))
+		return;
+	if (kg_emit(st, &k->pkt, KG_EV_CLAIM, slot, nsteps, KG_RESET_NONE, 0, k->now, door->win[s & 1])) {
+		sk.door_id = door->door_id;
+		sk.window = door->win[s & 1];
+		bpf_map_delete_elem(&kg_spent, &sk);
+		st->c[KG_C_SIGNED_SUPPRESSED]++;
+		return;
+	}
+	st->c[KG_C_SIGNED_QUEUED]++;
+}
+
 /* Sequence s complete on a door: grant, counter, event. */
 static __always_inline void kg_grant(struct kg_stats *st, const struct kg_knock *k, const struct kg_addr *src,
 				     __u32 slot, const struct kg_door *door, __u8 nsteps, __u32 s)
 {
 	__u64 expires = k->now + door->open_for_ns;
 
+	if (door->flags & KG_DOOR_CLAIM) {
+		kg_hand_up(st, k, slot, door, nsteps, s);
+		return;
+	}
 	if (kg_spend(st, k, slot, door, s, nsteps))
 		return;
 	if (kg_grant_set(st, src, slot, expires) == 0) {

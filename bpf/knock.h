@@ -108,6 +108,8 @@ struct kg_port_range {
 #define KG_DOOR_ACTIVE (1U << 0)     /* slot holds a door */
 #define KG_DOOR_ALLOW_LIST (1U << 1) /* first knock must match kg_allow */
 #define KG_DOOR_FLOW_ONLY (1U << 2)  /* scope flow-only: a grant lets exactly one new flow in */
+#define KG_DOOR_CLAIM (1U << 3)      /* ROTATING, fleet mode: a completed sequence goes to the daemon
+                                      * (KG_EV_CLAIM) to be claimed fleet-wide, instead of a grant */
 
 /*
  * kg_doors[gen * KG_MAX_DOORS + slot]
@@ -273,6 +275,8 @@ enum kg_event_type {
 	KG_EV_CONSUMED = 6, /* a flow-only grant let its one connection in (and is used up) */
 	KG_EV_REJECT = 7,   /* a single-packet knock or a rotating sequence refused (reason: kg_reject_reason) */
 	KG_EV_SIGNED = 8,   /* a signed knock for the daemon to verify: struct kg_signed_event */
+	KG_EV_CLAIM = 9,    /* a rotating sequence complete (KG_DOOR_CLAIM): the daemon claims the
+			     * window fleet-wide and grants; expires_ns holds the window number */
 };
 
 enum kg_reject_reason {

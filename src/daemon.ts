@@ -20,6 +20,7 @@ import { DOOR_TYPE, EVENT, MAP, decodeEvent, decodeGrant, decodeSignedEvent, typ
 import { createLogger, type Logger } from './log.js';
 import { Metrics, type ListenAddress } from './metrics.js';
 import { parseAddress } from './net/addr.js';
+import { FleetLink, type FleetDoor } from './fleet/link.js';
 import { version } from './version.js';
 
 export interface DaemonOptions {
@@ -32,6 +33,8 @@ export interface DaemonOptions {
   metrics?: ListenAddress;
   /** test hook: receives every event after it is logged */
   onEvent?: (e: GateEvent) => void;
+  /** tests and bench: fleet engine timings */
+  fleetTuning?: { heartbeatMs?: number; requestTimeoutMs?: number; unreachableAfterMs?: number; watchQuietMs?: number };
 }
 
 const SWEEP_INTERVAL_MS = 5_000;
@@ -91,6 +94,8 @@ export class Daemon {
   /** nonces of accepted signed knocks, kept across reloads (longest skew allowed, both ways) */
   private readonly signedNonces = new NonceCache(2 * LIMITS.maxSkewMaxMs + 1000);
   private rotationTimer: NodeJS.Timeout | null = null;
+  /** fleet mode (src/fleet/link.ts): null without a fleet section */
+  private fleet: FleetLink | null = null;
 
   private constructor(
     private config: GateConfig,
@@ -146,7 +151,7 @@ export class Daemon {
       ...(this.opts.objectPath !== undefined ? { objectPath: this.opts.objectPath } : {}),
     });
     this.gate = gate;
-    await withGateLock(c.pinPath, () => gate.applyDoors(c.doors, { secrets: this.secrets.keys }));
+    await withGateLock(c.pinPath, () => gate.applyDoors(c.doors, { secrets: this.secrets.keys, claimRotating: !!c.fleet }));
     this.refreshDoorNames();
     this.scheduleRotation();
     gate.setBruteForce(c.bruteForce);
@@ -177,10 +182,23 @@ export class Daemon {
       await this.metrics.listen(this.opts.metrics);
       this.log.info({ metrics: `http://${this.opts.metrics.host.includes(':') ? `[${this.opts.metrics.host}]` : this.opts.metrics.host}:${this.opts.metrics.port}/metrics` }, 'serving metrics');
     }
+    if (c.fleet) {
+      this.fleet = await FleetLink.open({
+        config: c,
+        fleet: c.fleet,
+        gate: () => this.gate,
+        doors: () => this.fleetDoors(),
+        log: this.log,
+        registry: this.metrics?.registry ?? null,
+        ...(this.opts.fleetTuning ? { engineTuning: this.opts.fleetTuning } : {}),
+      });
+    }
     this.control = await ControlServer.listen(c.pinPath, {
+      fleet: async () => (this.fleet ? { ...(await this.fleet.status()), origins: this.fleet.replicator.origins() } : null),
       notify: (change, detail) => {
         this.log.info({ change, ...detail }, 'gate changed from the CLI');
         this.refreshDoorNames();
+        if (this.fleet && detail['fleet'] === true) this.fleet.fromCli(change, detail);
         if (change === 'grant revoked' && typeof detail['source'] === 'string' && Array.isArray(detail['doors'])) {
           this.forgetExpiry(detail['source'], detail['doors'].map(String));
         }
@@ -206,6 +224,16 @@ export class Daemon {
       },
       'knockgate running',
     );
+  }
+
+  /** The live doors by name, for fleet records (slots differ between hosts). */
+  private fleetDoors(): Map<string, FleetDoor> {
+    const out = new Map<string, FleetDoor>();
+    const byName = new Map(this.config.doors.map((d) => [d.name, d]));
+    for (const d of this.gate?.doors() ?? []) {
+      out.set(d.door.name, { slot: d.slot, openForMs: Number(d.door.openForNs / 1_000_000n), onPartition: byName.get(d.door.name)?.onPartition ?? 'local' });
+    }
+    return out;
   }
 
   /** Take a config's key material: spa keys and rotating secrets, signed doors' verifiers. */
@@ -252,7 +280,7 @@ export class Daemon {
         const now = Date.now();
         const wallMs = Math.max(now, boundary);
         const clock = { wallMs, monoNs: monoNowNs() + BigInt(wallMs - now) * 1_000_000n };
-        return gate.applyDoors(gate.doors().map((d) => doorConfigOf(d.door, d.allow)), { secrets: this.secrets.keys, clock });
+        return gate.applyDoors(gate.doors().map((d) => doorConfigOf(d.door, d.allow)), { secrets: this.secrets.keys, clock, claimRotating: !!this.config.fleet });
       });
       this.refreshDoorNames();
       this.log.debug({ doors: gate.doors().filter((d) => d.door.type === DOOR_TYPE.ROTATING).map((d) => d.door.name) }, 'rotating sequences moved to the next window');
@@ -262,8 +290,8 @@ export class Daemon {
     this.scheduleRotation(boundary);
   }
 
-  /** A signed knock the kernel passed up: verify it and grant, or log why not. */
-  private onSigned(rec: Buffer): void {
+  /** A signed knock the kernel passed up: verify it (and in fleet mode claim its nonce fleet-wide), then grant, or log why not. */
+  private async onSigned(rec: Buffer): Promise<void> {
     const gate = this.gate;
     if (!gate) return;
     const k = decodeSignedEvent(rec);
@@ -280,6 +308,15 @@ export class Daemon {
       this.publish({ ...base, event: 'reject', reason, ...(r.client !== undefined ? { client: r.client } : {}) });
       return;
     }
+    if (this.fleet) {
+      const skewMs = this.config.doors.find((d) => d.name === door)?.signed?.maxSkewMs ?? LIMITS.maxSkewMaxMs;
+      const claim = await this.fleet.claimNonce(door!, k.payload.subarray(16, 32), skewMs);
+      if (claim === 'lost' || claim === 'refused') {
+        this.publish({ ...base, event: 'reject', reason: claim === 'lost' ? 'replay' : 'fleet_unreachable', client: r.client });
+        return;
+      }
+      if (this.gate !== gate) return;
+    }
     const slotDoor = gate.doors().find((d) => d.slot === k.door && d.door.name === door);
     if (!slotDoor) return;
     let expires: bigint;
@@ -292,6 +329,44 @@ export class Daemon {
     const inMs = Number((expires - monoNowNs()) / 1_000_000n);
     const e: GateEvent = { ...base, event: 'grant', expires_in_ms: Math.max(0, inMs), client: r.client };
     this.publish(e);
+    this.fleet?.publishGrant(k.addr, door!, Date.now() + Math.max(0, inMs), 'signed');
+    this.watchExpiry(k.addr, k.door, e, Math.max(0, inMs));
+  }
+
+  /**
+   * Fleet mode: a rotating door's sequence completed here (the kernel marked the window spent
+   * locally and handed it up): claim the window fleet-wide, grant on a win.
+   */
+  private async onClaim(k: KEvent): Promise<void> {
+    const gate = this.gate;
+    const fleet = this.fleet;
+    if (!gate || !fleet) return;
+    const slotDoor = gate.doors().find((d) => d.slot === k.door);
+    const base = describeEvent({ ...k, type: EVENT.GRANT }, this.ctx);
+    if (!slotDoor) return;
+    const name = slotDoor.door.name;
+    const window = k.expiresNs;
+    const claim = await fleet.claimWindow(name, window, Number(slotDoor.door.windowNs / 1_000_000n));
+    if (claim === 'lost' || claim === 'refused') {
+      this.publish({ ...base, event: 'reject', reason: claim === 'lost' ? 'spent' : 'fleet_unreachable', step: k.step });
+      return;
+    }
+    if (this.gate !== gate) return;
+    const now = monoNowNs();
+    // The grant runs from the knock's completion, as the kernel's own grant would.
+    const forNs = k.tsNs + slotDoor.door.openForNs > now ? k.tsNs + slotDoor.door.openForNs - now : 0n;
+    let expires: bigint;
+    try {
+      expires = gate.grant(k.addr, k.door, forNs, now);
+    } catch (err) {
+      this.log.error({ err, door: name, source: base.source }, 'rotating window claimed, but the grant could not be written (kg_grants full? raise limits.sources)');
+      return;
+    }
+    const inMs = Number((expires - monoNowNs()) / 1_000_000n);
+    const e: GateEvent = { ...base, event: 'grant', expires_in_ms: Math.max(0, inMs) };
+    delete e.reason;
+    this.publish(e);
+    fleet.publishGrant(k.addr, name, Date.now() + Math.max(0, inMs), 'rotating');
     this.watchExpiry(k.addr, k.door, e, Math.max(0, inMs));
   }
 
@@ -351,7 +426,11 @@ export class Daemon {
     try {
       k = decodeEvent(rec);
       if (k.type === EVENT.SIGNED) {
-        this.onSigned(rec);
+        void this.onSigned(rec).catch((err: unknown) => this.log.error({ err }, 'signed knock: internal error'));
+        return;
+      }
+      if (k.type === EVENT.CLAIM) {
+        void this.onClaim(k).catch((err: unknown) => this.log.error({ err }, 'rotating claim: internal error'));
         return;
       }
       e = describeEvent(k, this.ctx);
@@ -361,6 +440,7 @@ export class Daemon {
     }
     this.publish(e);
     if (k.type === EVENT.GRANT) this.watchExpiry(k.addr, k.door, e, Number(e.expires_in_ms ?? 0));
+    this.fleet?.onKernelEvent(e, k.addr);
   }
 
   private publish(e: GateEvent): void {
@@ -436,6 +516,8 @@ export class Daemon {
       ['limits.flows', cur.limits.flows, next.limits.flows],
       ['limits.event_ring', cur.limits.eventRingBytes, next.limits.eventRingBytes],
       ['limits.first_knock_filter', cur.limits.firstKnockFilterBytes, next.limits.firstKnockFilterBytes],
+      // the fleet connection (cluster, prefix, identity, credentials' files, cooldown sharing)
+      ['fleet', JSON.stringify(cur.fleet ?? null), JSON.stringify(next.fleet ?? null)],
     ];
     const changed = fixed.filter(([, a, b]) => a !== b);
     if (changed.length > 0) {
@@ -448,7 +530,7 @@ export class Daemon {
     for (const w of next.warnings) log.warn(issueRecord(w), 'config warning');
     const gate = this.gate!;
     try {
-      await withGateLock(gate.pinPath, () => gate.applyDoors(next.doors, { secrets: secrets.keys }));
+      await withGateLock(gate.pinPath, () => gate.applyDoors(next.doors, { secrets: secrets.keys, claimRotating: !!next.fleet }));
     } catch (err) {
       log.error({ err }, 'reload refused: the new doors could not be written; the running gate keeps its last good config');
       return false;
@@ -486,6 +568,9 @@ export class Daemon {
       this.control = null;
       this.metrics?.close();
       this.metrics = null;
+      const fleet = this.fleet;
+      this.fleet = null;
+      await fleet?.close().catch((err: unknown) => this.log.warn({ err }, 'fleet: close failed'));
       const gate = this.gate;
       this.gate = null;
       if (gate) {
@@ -511,6 +596,8 @@ export class Daemon {
     this.reader?.close();
     this.control?.close();
     this.metrics?.close();
+    void this.fleet?.close().catch(() => undefined);
+    this.fleet = null;
     const gate = this.gate;
     this.gate = null;
     if (!gate) return;

@@ -79,10 +79,13 @@ export class Replicator {
   private readonly pending = new Map<string, { value: GrantRecord | CooldownRecord; leaseAtMs: number }>();
   private watches: { close(): void }[] = [];
   private flushing: Promise<void> | null = null;
+  private flushAgain = false;
   private closed = false;
   /** wall clock of the last record applied from another host, and its lag */
   lastApplied: { atMs: number; lagMs: number } | null = null;
   private readonly unknownDoors = new Set<string>();
+  /** "source/door" of granted records -> origin host */
+  private readonly origin = new Map<string, string>();
 
   constructor(private readonly o: ReplicatorOptions) {}
 
@@ -144,6 +147,8 @@ export class Replicator {
       return false;
     }
     this.stored.set(key, { atMs: rec.atMs });
+    if (rec.state === 'granted' && rec.expiresAtMs > Date.now()) this.origin.set(`${rec.source}/${rec.door}`, rec.origin);
+    else this.origin.delete(`${rec.source}/${rec.door}`);
     const mine = this.pending.get(key);
     if (mine !== undefined) {
       // A local record that waits for the store: the later of the two wins.
@@ -246,42 +251,69 @@ export class Replicator {
   }
 
   private enqueue(key: string, value: GrantRecord | CooldownRecord, leaseAtMs: number): void {
+    if ('state' in value) {
+      if (value.state === 'granted') this.origin.set(`${value.source}/${value.door}`, value.origin);
+      else this.origin.delete(`${value.source}/${value.door}`);
+    }
     this.pending.set(key, { value, leaseAtMs });
     void this.flush();
   }
 
-  /** Writes what waits. A failed write stays pending until the store is back. */
+  /**
+   * Writes what waits, one record at a time. A failed write stays pending until the store is
+   * back (the watch's next snapshot flushes again). A flush asked for while one runs is done
+   * after it.
+   */
   flush(): Promise<void> {
-    if (this.flushing) return this.flushing.then(() => (this.pending.size > 0 && !this.closed ? this.flush() : undefined));
-    this.flushing = (async () => {
-      try {
-        for (const [key, p] of [...this.pending]) {
-          if (this.closed) return;
-          if (this.pending.get(key) !== p) continue;
-          const theirs = this.stored.get(key);
-          if (theirs !== undefined && theirs.atMs > p.value.atMs) {
-            this.pending.delete(key);
-            continue;
-          }
-          const endMs = 'untilMs' in p.value ? p.value.untilMs : p.value.expiresAtMs;
-          if (Math.max(endMs, p.leaseAtMs) <= Date.now()) {
-            this.pending.delete(key);
-            continue;
-          }
-          try {
-            await this.o.store.put(key, encodeRecord(p.value), { expiresAtSec: leaseSecond(p.leaseAtMs) });
-          } catch (err) {
-            this.o.log.debug({ err: (err as Error).message, key, waiting: this.pending.size }, 'fleet: write deferred until the store is reachable');
-            return;
-          }
-          if (this.pending.get(key) === p) this.pending.delete(key);
-          this.stored.set(key, { atMs: p.value.atMs });
-        }
-      } finally {
-        this.flushing = null;
-      }
-    })();
+    if (this.flushing) {
+      this.flushAgain = true;
+      return this.flushing;
+    }
+    const run = async (): Promise<void> => {
+      // (awaited first: the body must not finish before `flushing` is set)
+      await Promise.resolve();
+      do {
+        this.flushAgain = false;
+        if (!(await this.flushOnce())) return;
+      } while (this.flushAgain && !this.closed);
+    };
+    this.flushing = run().finally(() => {
+      this.flushing = null;
+    });
     return this.flushing;
+  }
+
+  /** One pass over the pending records; false when a write failed (the store is unreachable). */
+  private async flushOnce(): Promise<boolean> {
+    for (const [key, p] of [...this.pending]) {
+      if (this.closed) return false;
+      if (this.pending.get(key) !== p) continue;
+      const theirs = this.stored.get(key);
+      if (theirs !== undefined && theirs.atMs > p.value.atMs) {
+        this.pending.delete(key);
+        continue;
+      }
+      const endMs = 'untilMs' in p.value ? p.value.untilMs : p.value.expiresAtMs;
+      if (Math.max(endMs, p.leaseAtMs) <= Date.now()) {
+        this.pending.delete(key);
+        continue;
+      }
+      try {
+        await this.o.store.put(key, encodeRecord(p.value), { expiresAtSec: leaseSecond(p.leaseAtMs) });
+      } catch (err) {
+        this.o.log.debug({ err: (err as Error).message, key, waiting: this.pending.size }, 'fleet: write deferred until the store is reachable');
+        return false;
+      }
+      if (this.pending.get(key) === p) this.pending.delete(key);
+      this.stored.set(key, { atMs: p.value.atMs });
+      this.o.log.debug({ key, state: 'state' in p.value ? p.value.state : 'cooldown' }, 'fleet: record published');
+    }
+    return true;
+  }
+
+  /** "source/door" -> the host a live grant in the store came from (for `knockgate grants`). */
+  origins(): Record<string, string> {
+    return Object.fromEntries(this.origin);
   }
 
   /** Records made here that the store has not taken yet. */

@@ -79,10 +79,10 @@ export const DOOR_TYPE = { SEQUENCE: 0, ROTATING: 1, SPA: 2, SIGNED: 3, PAYLOAD:
 export const DOOR_TYPE_NAMES = ['sequence', 'rotating', 'spa', 'signed', 'payload'] as const;
 export type DoorTypeName = (typeof DOOR_TYPE_NAMES)[number];
 
-export const DOOR_FLAG = { ACTIVE: 1, ALLOW_LIST: 2, FLOW_ONLY: 4 } as const;
+export const DOOR_FLAG = { ACTIVE: 1, ALLOW_LIST: 2, FLOW_ONLY: 4, CLAIM: 8 } as const;
 export const FLOW_FLAG = { ESTABLISHED: 1, CLOSING: 2 } as const;
 
-export const EVENT = { STEP: 1, RESET: 2, GRANT: 3, DENY: 4, COOLDOWN: 5, CONSUMED: 6, REJECT: 7, SIGNED: 8 } as const;
+export const EVENT = { STEP: 1, RESET: 2, GRANT: 3, DENY: 4, COOLDOWN: 5, CONSUMED: 6, REJECT: 7, SIGNED: 8, CLAIM: 9 } as const;
 export const REJECT_REASON = { MALFORMED: 1, BAD_MAC: 2, STALE: 3, REPLAY: 4, SPENT: 5, PAYLOAD: 6, NOT_ALLOWED: 7 } as const;
 export const RESET_REASON = { NONE: 0, WRONG_PORT: 1, STEP_TIMEOUT: 2, SEQ_TIMEOUT: 3 } as const;
 export const DENY_REASON = { NO_GRANT: 1, EXPIRED: 2, NO_FLOW: 3 } as const;

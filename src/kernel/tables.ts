@@ -36,6 +36,11 @@ export interface PlannedDoor {
 export interface PlanContext {
   secrets?: ReadonlyMap<string, Buffer>;
   clock?: { wallMs: number; monoNs: bigint };
+  /**
+   * Fleet mode: rotating doors hand completed sequences to the daemon (DOOR_FLAG.CLAIM) instead
+   * of granting. Unset: each door keeps what its slot had (a CLI change leaves it as it was).
+   */
+  claimRotating?: boolean;
 }
 
 export interface GenerationPlan {
@@ -229,7 +234,11 @@ export function planGeneration(previous: readonly SlotState[], doors: readonly D
       type: TYPE_NUMBER[d.type],
     };
     Object.assign(kdoor, typeFields(d, prev, ctx.secrets));
-    if (d.type === 'rotating') Object.assign(kdoor, rotatingFields(d, kdoor, prev, ctx));
+    if (d.type === 'rotating') {
+      Object.assign(kdoor, rotatingFields(d, kdoor, prev, ctx));
+      const claim = ctx.claimRotating ?? (prev !== null && prev.name === d.name && (prev.flags & DOOR_FLAG.CLAIM) !== 0);
+      if (claim) kdoor.flags |= DOOR_FLAG.CLAIM;
+    }
     const rulesChanged = isNew || !sameKnockRules(prev, prevBySlot[slot]?.allow ?? null, d) || !sameTypeRules(prev, kdoor);
     if (rulesChanged) kdoor.epoch = (prevEpoch + 1) >>> 0;
     slots[slot] = kdoor;

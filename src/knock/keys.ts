@@ -48,7 +48,7 @@ function openError(path: string, err: unknown): KeyFileError {
 }
 
 /** Reads a key file as text; with mustBePrivate, refuses it unless it is private to its owner. */
-async function readKeyFile(path: string, mustBePrivate: boolean): Promise<string> {
+export async function readKeyFile(path: string, mustBePrivate: boolean): Promise<string> {
   let handle;
   try {
     // O_NONBLOCK: opening a FIFO must not hang; it is then refused as not a regular file.
