@@ -299,6 +299,21 @@ export class EtcdCluster {
     }
   }
 
+  /** Hands leadership to member `to` (etcdctl move-leader), and waits until it leads. */
+  async moveLeader(to: number): Promise<void> {
+    if ((await this.leader()) === to) return;
+    const name = this.members[to]!.name;
+    // `member list -w simple`: "<hex id>, started, <name>, <peer urls>, <client urls>, <learner>"
+    const line = this.etcdctl(['member', 'list']).split('\n').find((l) => l.split(', ')[2] === name);
+    if (!line) throw new Error(`etcd: member ${name} not in the member list`);
+    this.etcdctl(['move-leader', line.split(', ')[0]!]);
+    const deadline = Date.now() + 30_000;
+    while ((await this.leader()) !== to) {
+      if (Date.now() > deadline) throw new Error(`etcd: ${name} did not become the leader`);
+      await sleep(200);
+    }
+  }
+
   /** The store's current revision. */
   revision(): bigint {
     const out = JSON.parse(this.etcdctl(['endpoint', 'status', '-w', 'json'])) as { Status: { header: { revision: number | string } } }[];
