@@ -11,7 +11,8 @@
  *   that revision (the caller did its own `list()`). `onResync` gets a second argument, the
  *   reason: 'start' | 'compacted' | 'reconnected'.
  * - `EngineOptions` gained tuning knobs with defaults (`requestTimeoutMs`, `unreachableAfterMs`,
- *   `watchQuietMs`) and `heartbeatInfo` (extra fields for this host's heartbeat record).
+ *   `watchQuietMs`), `heartbeatInfo` (extra fields for this host's heartbeat record) and
+ *   `heartbeat: false` (no heartbeat written or deleted: short-lived CLI engines).
  * - `hosts()` returns `{ host, lastHeartbeatMs, info }` where `info` is the whole heartbeat record.
  * - Read-only getters besides `state`: `stateReason` (reason of the last transition), `member`
  *   (the endpoint in use, or null), `prefix` (normalised, ends with '/'), `hostId`.
@@ -64,6 +65,12 @@ export interface EngineOptions {
   /** etcd user. Never logged (nor is anything in `tls`). */
   auth?: { username: string; password: string };
   logger: Logger;
+  /**
+   * false: this engine writes no heartbeat and its close() leaves `hosts/<hostId>` alone (a
+   * short-lived CLI engine, which must not pose as, or delete the record of, a running daemon
+   * with the same host id). Default true.
+   */
+  heartbeat?: boolean;
   /** heartbeat period; the heartbeat key lives on a lease of max(5 s, 3 periods). Default 2000. */
   heartbeatMs?: number;
   /** extra fields for this host's heartbeat record (e.g. the fleet state, grant counts). */
@@ -304,8 +311,10 @@ export class FleetEngine extends EventEmitter {
       ...(opts.auth ? { auth: { username: opts.auth.username, password: opts.auth.password } } : {}),
     };
     this.repin('opening');
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
-    this.heartbeatTimer.unref();
+    if (opts.heartbeat !== false) {
+      this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
+      this.heartbeatTimer.unref();
+    }
   }
 
   get state(): EngineState {
@@ -455,7 +464,7 @@ export class FleetEngine extends EventEmitter {
     for (const w of this.watches) w.close();
     this.watches.clear();
     const m = this.pinned;
-    if (m) {
+    if (m && this.opts.heartbeat !== false) {
       const deadline = { deadline: Date.now() + Math.min(this.requestTimeoutMs, 1000) };
       const lease = this.heartbeatLease;
       await Promise.allSettled([

@@ -121,6 +121,11 @@ describe('fleet engine (real etcd)', skip === null ? {} : { skip }, () => {
       assert.deepEqual(hosts.map((h) => h.host), ['host-a', 'host-b']);
       assert.equal(hosts[0]!.info['state'], 'connected');
       assert.equal(a.states.filter(([s]) => s === 'connected').length, 1);
+      // an engine without heartbeat (the CLI's) neither appears nor removes a record on close
+      const cli = open(etcd, 'host-a', { heartbeat: false }).engine;
+      assert.equal((await cli.hosts()).length, 2);
+      await cli.close();
+      assert.deepEqual((await b.engine.hosts()).map((h) => h.host), ['host-a', 'host-b']);
     });
   });
 
