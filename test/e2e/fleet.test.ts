@@ -29,7 +29,7 @@ const SEQ = ['7000/tcp', '8000/udp', '9000/tcp'];
 const ROT = { first: 40000, last: 40999, length: 4, windowMs: 20_000 } as const;
 const SIG_PORT = 62202;
 
-function gateConfig(lab: FleetLab, gw: Gw, extra: { rotSecret?: string; signedPub?: string; openFor?: string } = {}): string {
+function gateConfig(lab: FleetLab, gw: Gw, extra: { rotSecret?: string; signedPub?: string; openFor?: string; web?: boolean } = {}): string {
   return `# fleet e2e: ${gw.host}
 interfaces: [${gw.dataIf}]
 xdp_mode: native
@@ -45,7 +45,11 @@ ${fleetSection(lab, gw)}doors:
     sequence: [${SEQ.join(', ')}]
     protects: [${SERVICE_PORT}/tcp]
     open_for: ${extra.openFor ?? '120s'}
-${
+${extra.web ? `  web:
+    sequence: [7100/tcp, 8100/udp, 9100/tcp]
+    protects: [2223/tcp]
+    open_for: 120s
+` : ''}${
   extra.rotSecret
     ? `  rot:
     type: rotating
@@ -77,6 +81,29 @@ const isEvent = (event: string, extra: Record<string, unknown> = {}) => (l: LogL
 
 async function knockAt(lab: FleetLab, i: number, steps = SEQ): Promise<void> {
   assert.deepEqual(await lab.client(['knock', lab.gws[i]!.addr, ...steps]), { ok: true });
+}
+
+/** Whether gateway i's kernel holds a grant of `door` for the source, polled until it does (bounded). */
+async function hasGrantSoon(lab: FleetLab, i: number, door: string, timeoutMs = 20_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await lab.cli(i, ['grants', '--json', '--pin-path', lab.gws[i]!.pin]);
+    const rows = (JSON.parse(r.stdout) as { grants: { source: string; door: string }[] }).grants;
+    if (rows.some((g) => g.source === SOURCE && g.door === door)) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(300);
+  }
+}
+
+async function lacksGrantSoon(lab: FleetLab, i: number, door: string, timeoutMs = 20_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await lab.cli(i, ['grants', '--json', '--pin-path', lab.gws[i]!.pin]);
+    const rows = (JSON.parse(r.stdout) as { grants: { source: string; door: string }[] }).grants;
+    if (!rows.some((g) => g.source === SOURCE && g.door === door)) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(300);
+  }
 }
 
 /** Waits until every daemon says it loaded the fleet's records (its first snapshot). */
@@ -138,4 +165,99 @@ kernelSuite('fleet mode, end to end: three gates and a 3-member etcd cluster', (
       assert.equal(await lab.opensSoon(2), true, 'C opens again after its restart (grant reloaded from etcd)');
     });
   });
+
+  test('one-time means once per fleet: a rotating window spent at A is refused at B; a signed datagram accepted at A is a replay at B', { skip: skip ?? false }, async () => {
+    await withFleetLab({ gateways: 2 }, async (lab) => {
+      const rotSecret = join(lab.dir, 'rot.secret');
+      const alice = join(lab.dir, 'alice');
+      for (const [type, path] of [['rotating', rotSecret], ['signed', alice]] as const) {
+        const r = await runAsync(process.execPath, [CLI, 'keygen', '--type', type, path]);
+        assert.equal(r.status, 0, r.stderr);
+      }
+      lab.writeConfigs((gw) => gateConfig(lab, gw, { rotSecret, signedPub: `${alice}.pub` }));
+      for (let i = 0; i < 2; i++) await lab.start(i);
+      for (let i = 0; i < 2; i++) await fleetReady(lab, i);
+      const [a, b] = [lab.gws[0]!.daemon!, lab.gws[1]!.daemon!];
+      const revokeAll = async (): Promise<void> => {
+        const rv = await lab.cli(0, ['revoke', SOURCE, '-c', lab.gws[0]!.cfg]);
+        assert.equal(rv.status, 0, rv.stderr);
+        for (const i of [0, 1]) assert.equal(await lab.closesSoon(i), true, `${lab.gws[i]!.host} closed after the fleet-wide revoke`);
+      };
+
+      // Rotating: the window's sequence at A opens (claim won); the same sequence at B is spent.
+      const secret = Buffer.from((await import('node:fs')).readFileSync(rotSecret, 'utf8').replace(/\s+/g, ''), 'hex');
+      // Not in the last 8 s of a window: the sequence must stay live at A and then at B.
+      if (ROT.windowMs - (Date.now() % ROT.windowMs) < 8_000) await sleep(ROT.windowMs - (Date.now() % ROT.windowMs) + 500);
+      const w = windowOf(Date.now(), ROT.windowMs);
+      const seq = rotatingSequence(secret, 'rot', w, { first: ROT.first, last: ROT.last }, ROT.length).map((p) => `${p}/udp`);
+      await knockAt(lab, 0, seq);
+      await a.waitFor(isEvent('grant', { door: 'rot' }), 10_000, 'rotating grant at A');
+      await revokeAll();
+      let mark = b.lines.length;
+      await knockAt(lab, 1, seq);
+      await b.waitFor((l) => b.lines.indexOf(l) >= mark && isEvent('reject', { door: 'rot', reason: 'spent' })(l), 10_000, 'the spent window refused at B');
+      assert.equal(b.lines.slice(mark).find(isEvent('grant', { door: 'rot' })), undefined, 'B granted nothing for the spent window');
+
+      // Signed: the datagram opens at A; replayed at B it is a replay (B's own cache never saw it).
+      const key = await readPrivateKey(alice);
+      const datagram = encodeSigned({ privateKey: key, door: 'sig', source: parseAddress(SOURCE), time: Math.floor(Date.now() / 1000) });
+      await lab.sendUdp(0, SIG_PORT, datagram);
+      await a.waitFor(isEvent('grant', { door: 'sig', client: 'alice' }), 10_000, 'signed grant at A');
+      await revokeAll();
+      mark = b.lines.length;
+      await lab.sendUdp(1, SIG_PORT, datagram);
+      await b.waitFor((l) => b.lines.indexOf(l) >= mark && isEvent('reject', { door: 'sig', reason: 'replay' })(l), 10_000, 'the replay refused at B');
+      assert.equal(b.lines.slice(mark).find(isEvent('grant', { door: 'sig' })), undefined, 'B granted nothing for the replay');
+
+      // A fresh signed knock at B opens (the claim is per nonce, not per door).
+      const fresh = encodeSigned({ privateKey: key, door: 'sig', source: parseAddress(SOURCE), time: Math.floor(Date.now() / 1000) });
+      await lab.sendUdp(1, SIG_PORT, fresh);
+      await b.waitFor(isEvent('grant', { door: 'sig', client: 'alice' }), 10_000, 'a fresh signed knock opens at B');
+
+      const st = await lab.cli(1, ['fleet', 'status', '-c', lab.gws[1]!.cfg, '--json']);
+      const claims = (JSON.parse(st.stdout) as { claims: { won: number; lost: number } }).claims;
+      assert.ok(claims.lost >= 2 && claims.won >= 1, `B's claims: ${JSON.stringify(claims)}`);
+    });
+  });
+
+  test('partition: with all of etcd stopped every gate keeps enforcing and granting locally; when it returns grants and revokes made meanwhile reach the other hosts', { skip: skip ?? false }, async () => {
+    await withFleetLab({ gateways: 2 }, async (lab) => {
+      lab.writeConfigs((gw) => gateConfig(lab, gw, { web: true }));
+      for (let i = 0; i < 2; i++) await lab.start(i);
+      for (let i = 0; i < 2; i++) await fleetReady(lab, i);
+      const [a, b] = [lab.gws[0]!.daemon!, lab.gws[1]!.daemon!];
+      // Before: a manual grant of door web at A reaches B.
+      const gr = await lab.cli(0, ['grant', SOURCE, '--door', 'web', '--for', '10m', '-c', lab.gws[0]!.cfg]);
+      assert.equal(gr.status, 0, gr.stderr);
+      assert.equal(await hasGrantSoon(lab, 1, 'web'), true, 'B holds the web grant made at A');
+
+      await lab.etcd.stopAll();
+      const down = await a.waitFor((l) => l.msg?.startsWith('fleet: etcd unreachable') === true, 60_000, 'A notices the partition');
+      assert.equal(typeof down['reason'], 'string', 'the partition is logged with its reason');
+      await b.waitFor((l) => l.msg?.startsWith('fleet: etcd unreachable') === true, 60_000, 'B notices the partition');
+      const st = await lab.cli(0, ['fleet', 'status', '-c', lab.gws[0]!.cfg, '--json']);
+      assert.equal(st.status, 1, 'fleet status fails while etcd is unreachable');
+      assert.equal((JSON.parse(st.stdout) as { state: string }).state, 'unreachable');
+
+      // Local enforcement and local grants go on: a knock at A opens A, not B.
+      assert.equal(await lab.connects(0), false, 'A still enforces');
+      await knockAt(lab, 0);
+      await a.waitFor(isEvent('grant', { door: 'ssh' }), 10_000, 'local grant at A during the partition');
+      assert.equal(await lab.opensSoon(0), true, 'A opens from local state');
+      assert.equal(await lab.connects(1), false, 'B does not (nothing replicated during the partition)');
+      // A revoke at B during the partition: local now, fleet-wide later.
+      const rv = await lab.cli(1, ['revoke', SOURCE, '--door', 'web', '-c', lab.gws[1]!.cfg]);
+      assert.equal(rv.status, 0, rv.stderr);
+      assert.equal(await hasGrantSoon(lab, 1, 'web', 2_000), false, 'B cut web at once');
+      assert.equal(await hasGrantSoon(lab, 0, 'web', 500), true, 'A keeps web while partitioned');
+
+      await lab.etcd.restartAll();
+      await a.waitFor((l) => l.msg === 'fleet: connected to etcd; records resynchronised both ways' && a.lines.indexOf(l) > a.lines.indexOf(down), 90_000, 'A reconnects');
+      assert.equal(await lab.opensSoon(1, 60_000), true, "B opens: A's partition-time grant was published when etcd returned");
+      assert.equal(await lacksGrantSoon(lab, 0, 'web', 60_000), true, "A cut web: B's partition-time revoke was applied");
+      // Logged once per partition, not once per failed write.
+      assert.equal(a.lines.filter((l) => l.msg?.startsWith('fleet: etcd unreachable') === true).length, 1, 'the partition is logged once');
+    });
+  });
 });
+

@@ -53,6 +53,8 @@ export interface FleetLab {
   opensSoon(i: number, timeoutMs?: number): Promise<boolean>;
   /** waits (bounded) until gateway i drops the source again */
   closesSoon(i: number, timeoutMs?: number): Promise<boolean>;
+  /** UDP datagrams (exact bytes) from the source to gateway i's port, 20 ms apart */
+  sendUdp(i: number, port: number, ...datagrams: Buffer[]): Promise<void>;
   /** the CLI in gateway i's namespace (host mounts) */
   cli(i: number, args: readonly string[], timeoutMs?: number): Promise<{ status: number | null; stdout: string; stderr: string }>;
 }
@@ -72,6 +74,19 @@ export function runAsync(cmd: string, args: readonly string[], timeoutMs = 30_00
     });
   });
 }
+
+/** node -e SEND HOST PORT HEX...: UDP datagrams, 20 ms apart */
+const SEND = String.raw`
+const s = require('node:dgram').createSocket('udp4');
+const [host, port, ...hex] = process.argv.slice(1);
+(async () => {
+  for (const h of hex) {
+    await new Promise((res, rej) => s.send(Buffer.from(h, 'hex'), Number(port), host, (e) => (e ? rej(e) : res())));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  s.close();
+})().catch((e) => { console.error(String(e)); process.exit(1); });
+`;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -173,6 +188,10 @@ export async function withFleetLab<T>(opts: { gateways?: number; etcdMembers?: n
           if (Date.now() > deadline) return false;
           await sleep(200);
         }
+      },
+      async sendUdp(i, port, ...datagrams) {
+        const r = await runAsync('ip', ['netns', 'exec', clientNs, process.execPath, '-e', SEND, gws[i]!.addr, String(port), ...datagrams.map((d) => d.toString('hex'))], 15_000);
+        if (r.status !== 0) throw new Error(`sending to ${gws[i]!.addr}:${port}: ${r.stderr}`);
       },
       cli(i, args, timeoutMs = 30_000) {
         return runAsync('nsenter', [`--net=/run/netns/${gws[i]!.ns}`, process.execPath, CLI, ...args], timeoutMs);
