@@ -16,8 +16,8 @@ need_root() {
 # build and run: clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux;
 # benchmarks (baselines measured in the same run): nftables knockd ethtool;
 # tests: systemd (systemd-analyze verify of the unit), vagrant (vagrant validate), zsh (completion);
-# fleet mode (tests start their own members): etcd-server etcd-client
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh etcd-server etcd-client nodejs npm)
+# fleet mode (tests start their own members, with certificates made by openssl): etcd-server etcd-client openssl
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh etcd-server etcd-client openssl nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -313,6 +313,29 @@ describe('fleet engine (real etcd)', skip === null ? {} : { skip }, () => {
     });
   });
 
+  it('TLS with client certificates: works with them, unreachable without (key material never logged)', async (t) => {
+    const sink = new LogSink();
+    const open = opener(t, sink);
+    await withEtcd({ members: 1, tls: true }, async (etcd) => {
+      const tls = etcd.tls!;
+      const a = open(etcd, 'host-a', { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } }).engine;
+      const view = new View();
+      a.watch('grants/', view.onEvents, view.onResync);
+      await a.put('grants/x', 'over tls', { expiresAtSec: nowSec() + 30 });
+      await until('the put over TLS', () => view.keys.get('grants/x') === 'over tls');
+      assert.ok(etcd.endpoints[0]!.startsWith('https://'));
+      // the server requires a client certificate: the CA alone is not enough
+      const noCert = open(etcd, 'host-b', { tls: { ca: tls.ca }, unreachableAfterMs: 500 });
+      await until('no client certificate: unreachable', () => noCert.engine.state === 'unreachable');
+      // a CA that did not sign the server's certificate: refused too
+      const other = open(etcd, 'host-c', { tls: { ca: tls.cert, cert: tls.cert, key: tls.key }, unreachableAfterMs: 500 });
+      await until('wrong CA: unreachable', () => other.engine.state === 'unreachable');
+      await Promise.all([a.close(), noCert.engine.close(), other.engine.close()]);
+      const keyBody = tls.key.toString().split('\n').filter((l) => l.length > 40)[0]!;
+      assert.ok(!sink.text.includes(keyBody), 'the private key reached the logs');
+    });
+  });
+
   it('open() never throws for an unreachable cluster; bad options throw', async (t) => {
     const open = opener(t);
     const fake = { endpoints: ['http://127.0.0.1:1'], prefix: '/kg-none/' } as unknown as EtcdCluster;

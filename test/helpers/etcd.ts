@@ -11,7 +11,8 @@
  * address of a veth or bridge they created (198.18.0.0/15) and pass it here.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, openSync, closeSync, rmSync, readFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, openSync, closeSync, rmSync, readFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +42,51 @@ export interface EtcdOptions {
   prefix?: string;
   /** extra etcd flags for every member */
   extraArgs?: string[];
+  /**
+   * TLS on the client port (https://, a CA made for this cluster with openssl, client
+   * certificates required: --client-cert-auth). Peers talk plain http on the host.
+   */
+  tls?: boolean;
+}
+
+/** PEM files of a TLS cluster (paths) and their contents. */
+export interface EtcdTls {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** A CA, a server certificate for `host` and a client certificate (CN knockgate), with openssl. */
+function makeTls(dir: string, host: string): { client: EtcdTls; serverCert: string; serverKey: string } {
+  const f = (name: string): string => join(dir, name);
+  const ossl = (args: string[]): void => {
+    const r = spawnSync('openssl', args, { encoding: 'utf8', timeout: 30_000 });
+    if (r.error || r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.error?.message ?? r.stderr.trim()}`);
+  };
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ossl(['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '2', '-subj', '/CN=kg-test-ca']);
+  const san = host.includes(':') || /^[0-9.]+$/.test(host) ? `IP:${host}` : `DNS:${host}`;
+  writeFileSync(f('server.ext'), `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\n`);
+  writeFileSync(f('client.ext'), 'extendedKeyUsage=clientAuth\n');
+  for (const [who, cn] of [['server', 'kg-etcd'], ['client', 'knockgate']] as const) {
+    ossl(['req', ...ec, '-keyout', f(`${who}.key`), '-out', f(`${who}.csr`), '-subj', `/CN=${cn}`]);
+    ossl(['x509', '-req', '-in', f(`${who}.csr`), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${who}.crt`), '-days', '2', '-extfile', f(`${who}.ext`)]);
+  }
+  return {
+    client: {
+      caFile: f('ca.crt'),
+      certFile: f('client.crt'),
+      keyFile: f('client.key'),
+      ca: readFileSync(f('ca.crt')),
+      cert: readFileSync(f('client.crt')),
+      key: readFileSync(f('client.key')),
+    },
+    serverCert: f('server.crt'),
+    serverKey: f('server.key'),
+  };
 }
 
 /** Users created when `auth` is set (passwords random per cluster). */
@@ -97,6 +143,9 @@ export class EtcdCluster {
   readonly members: EtcdMember[];
   readonly prefix: string;
   auth: EtcdAuth | null = null;
+  /** client TLS material when started with `tls` */
+  tls: EtcdTls | null = null;
+  private serverTls: { cert: string; key: string } | null = null;
   private readonly dir: string;
 
   private constructor(readonly host: string, dir: string, members: EtcdMember[], prefix: string, private readonly extraArgs: string[]) {
@@ -114,6 +163,7 @@ export class EtcdCluster {
     for (let attempt = 0; attempt < 3; attempt++) {
       const dir = mkdtempSync(join(tmpdir(), 'kg-etcd-'));
       const ports = await freePorts(host, 2 * n);
+      const scheme = opts.tls ? 'https' : 'http';
       const members: EtcdMember[] = [];
       for (let i = 0; i < n; i++) {
         const name = `kg${i + 1}`;
@@ -121,7 +171,7 @@ export class EtcdCluster {
         mkdirSync(dataDir);
         members.push({
           name,
-          clientUrl: `http://${urlHost(host)}:${ports[2 * i]}`,
+          clientUrl: `${scheme}://${urlHost(host)}:${ports[2 * i]}`,
           peerUrl: `http://${urlHost(host)}:${ports[2 * i + 1]}`,
           dataDir,
           logFile: join(dir, `${name}.log`),
@@ -130,6 +180,11 @@ export class EtcdCluster {
       }
       const cluster = new EtcdCluster(host, dir, members, prefix, opts.extraArgs ?? []);
       try {
+        if (opts.tls) {
+          const t = makeTls(dir, host);
+          cluster.tls = t.client;
+          cluster.serverTls = { cert: t.serverCert, key: t.serverKey };
+        }
         for (let i = 0; i < n; i++) cluster.spawnMember(i, 'new');
         await cluster.waitHealthy();
         if (opts.auth) await cluster.enableAuth();
@@ -164,6 +219,9 @@ export class EtcdCluster {
       '--initial-cluster', this.initialCluster(),
       '--initial-cluster-state', state,
       '--initial-cluster-token', `kg-${this.dir.slice(-6)}`,
+      ...(this.serverTls
+        ? ['--cert-file', this.serverTls.cert, '--key-file', this.serverTls.key, '--trusted-ca-file', this.tls!.caFile, '--client-cert-auth']
+        : []),
       '--logger', 'zap',
       '--log-outputs', 'stderr',
       ...this.extraArgs,
@@ -191,9 +249,7 @@ export class EtcdCluster {
       for (;;) {
         if (!this.running(i)) throw new Error(`etcd member ${m.name} exited: ${this.tail(i)}`);
         try {
-          const res = await fetch(`${m.clientUrl}/health`, { signal: AbortSignal.timeout(2000) });
-          const body = (await res.json()) as { health?: string };
-          if (body.health === 'true') break;
+          if ((await this.health(m.clientUrl)) === 'true') break;
         } catch {
           // not yet
         }
@@ -201,6 +257,31 @@ export class EtcdCluster {
         await sleep(200);
       }
     }
+  }
+
+  /** GET /health (https with this cluster's client certificate when TLS is on). */
+  private async health(url: string): Promise<string | undefined> {
+    if (!this.tls) {
+      const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2000) });
+      return ((await res.json()) as { health?: string }).health;
+    }
+    const tls = this.tls;
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(`${url}/health`, { ca: tls.ca, cert: tls.cert, key: tls.key, timeout: 2000, servername: '' }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => {
+          try {
+            resolve((JSON.parse(body) as { health?: string }).health);
+          } catch (err) {
+            reject(err);
+          }
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', reject);
+      req.end();
+    });
   }
 
   /** last lines of a member's log (for error messages) */
@@ -271,7 +352,12 @@ export class EtcdCluster {
     const who = user === undefined ? this.auth?.root ?? null : user;
     const r = spawnSync(
       ETCDCTL,
-      [`--endpoints=${endpoints.join(',')}`, ...(who ? [`--user=${who.username}:${who.password}`] : []), ...args],
+      [
+        `--endpoints=${endpoints.join(',')}`,
+        ...(this.tls ? [`--cacert=${this.tls.caFile}`, `--cert=${this.tls.certFile}`, `--key=${this.tls.keyFile}`] : []),
+        ...(who ? [`--user=${who.username}:${who.password}`] : []),
+        ...args,
+      ],
       { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, ETCDCTL_API: '3' } },
     );
     if (r.error) throw new Error(`etcdctl ${args.join(' ')}: ${r.error.message}`);
