@@ -417,6 +417,7 @@ export class FleetEngine extends EventEmitter {
    * given, after a compaction past the watch's revision, after the engine returns from
    * `unreachable`): the caller reconciles both ways (drop what is gone, add what is new, push what
    * it made locally meanwhile). Events resume after a broken stream from the last revision seen.
+   * `fromRevision` is the first revision to deliver (a `list()`'s revision + 1).
    * Callbacks run one at a time; an exception in one is logged and does not stop the watch.
    */
   watch(
@@ -519,9 +520,11 @@ export class FleetEngine extends EventEmitter {
     this.pinned = null;
     this.outageSince ??= Date.now();
     if (this.probing) return;
-    this.probing = this.probeLoop().finally(() => {
-      this.probing = null;
-    });
+    this.probing = this.probeLoop()
+      .catch((err: unknown) => this.log.error({ err: message(err) }, 'fleet: probing etcd members failed'))
+      .finally(() => {
+        this.probing = null;
+      });
   }
 
   private async probeLoop(): Promise<void> {
