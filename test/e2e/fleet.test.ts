@@ -259,5 +259,116 @@ kernelSuite('fleet mode, end to end: three gates and a 3-member etcd cluster', (
       assert.equal(a.lines.filter((l) => l.msg?.startsWith('fleet: etcd unreachable') === true).length, 1, 'the partition is logged once');
     });
   });
+
+  test('the etcd leader killed during grants: none is lost and the watches resume', { skip: skip ?? false }, async () => {
+    await withFleetLab({}, async (lab) => {
+      lab.writeConfigs((gw) => gateConfig(lab, gw));
+      for (let i = 0; i < 3; i++) await lab.start(i);
+      for (let i = 0; i < 3; i++) await fleetReady(lab, i);
+      const sources = Array.from({ length: 16 }, (_, k) => `198.18.77.${k + 1}`);
+      let killed = false;
+      for (const [k, src] of sources.entries()) {
+        if (k === 4) {
+          await lab.etcd.kill(await lab.etcd.leader());
+          killed = true;
+        }
+        const r = await lab.cli(0, ['grant', src, '--door', 'ssh', '--for', '10m', '-c', lab.gws[0]!.cfg]);
+        assert.equal(r.status, 0, `grant ${src}: ${r.stderr}`);
+      }
+      assert.ok(killed);
+      for (const i of [1, 2]) {
+        const deadline = Date.now() + 90_000;
+        let missing: string[] = sources;
+        while (missing.length > 0 && Date.now() < deadline) {
+          const r = await lab.cli(i, ['grants', '--json', '--pin-path', lab.gws[i]!.pin]);
+          const have = new Set((JSON.parse(r.stdout) as { grants: { source: string }[] }).grants.map((g) => g.source));
+          missing = sources.filter((s) => !have.has(s));
+          if (missing.length > 0) await sleep(500);
+        }
+        assert.deepEqual(missing, [], `${lab.gws[i]!.host} holds every grant made at A across the leader's death`);
+      }
+      // The watches resumed: a knock at A now still reaches B and C.
+      await knockAt(lab, 0);
+      assert.equal(await lab.opensSoon(1, 30_000), true, 'B opens after a knock at A (after the leader kill)');
+      assert.equal(await lab.opensSoon(2, 30_000), true, 'C opens after a knock at A (after the leader kill)');
+    });
+  });
+
+  test('a compacted revision: a host whose watch fell behind a compaction reloads every record', { skip: skip ?? false }, async () => {
+    await withFleetLab({ gateways: 2 }, async (lab) => {
+      lab.writeConfigs((gw) => gateConfig(lab, gw));
+      for (let i = 0; i < 2; i++) await lab.start(i);
+      for (let i = 0; i < 2; i++) await fleetReady(lab, i);
+      const b = lab.gws[1]!.daemon!;
+      // B's member, from B's heartbeat; B frozen, its member killed: B's watch must resume elsewhere.
+      let hbText = '';
+      for (const deadline = Date.now() + 30_000; hbText === '' && Date.now() < deadline; ) {
+        hbText = lab.etcd.etcdctl(['get', `${lab.etcd.prefix}hosts/gw2`, '--print-value-only']).trim();
+        if (hbText === '') await sleep(300);
+      }
+      const hb = JSON.parse(hbText) as { endpoint: string };
+      const member = lab.etcd.members.findIndex((m) => m.clientUrl === hb.endpoint);
+      assert.ok(member >= 0, `B's member ${hb.endpoint}`);
+      b.signal('SIGSTOP');
+      try {
+        await lab.etcd.kill(member);
+        const sources = ['198.18.78.1', '198.18.78.2', '198.18.78.3'];
+        for (const src of sources) {
+          const r = await lab.cli(0, ['grant', src, '--door', 'ssh', '--for', '10m', '-c', lab.gws[0]!.cfg]);
+          assert.equal(r.status, 0, r.stderr);
+        }
+        // Let A publish, then compact past everything B saw.
+        const deadline = Date.now() + 30_000;
+        while (lab.etcd.etcdctl(['get', '--prefix', `${lab.etcd.prefix}grants/`, '--keys-only']).trim().split('\n').filter((l) => l !== '').length < 3) {
+          assert.ok(Date.now() < deadline, 'A published its grants');
+          await sleep(300);
+        }
+        lab.etcd.compact();
+      } finally {
+        b.signal('SIGCONT');
+      }
+      await b.waitFor((l) => l.msg === 'fleet: records loaded' && l['reason'] === 'compacted', 60_000, 'B reloads after the compaction');
+      for (const src of ['198.18.78.1', '198.18.78.2', '198.18.78.3']) {
+        const r = await lab.cli(1, ['grants', '--json', '--pin-path', lab.gws[1]!.pin]);
+        assert.ok((JSON.parse(r.stdout) as { grants: { source: string }[] }).grants.some((g) => g.source === src), `B holds ${src} after the reload`);
+      }
+    });
+  });
+
+  test('bad fleet sections are refused with file:line:col errors, and a live daemon refuses a changed fleet section', { skip: skip ?? false }, async () => {
+    await withFleetLab({ gateways: 1, etcdMembers: 1 }, async (lab) => {
+      const gw = lab.gws[0]!;
+      const good = gateConfig(lab, gw);
+      const cases: [string, RegExp][] = [
+        [good.replace('  host_id: gw1\n', '  host_id: gw1\n  cooldown: shared\n'), /:\d+:3: fleet\.cooldown: unknown key "cooldown": did you mean "cooldowns"\?/],
+        [good.replace(/  endpoints: \[.*\]\n/, '  endpoints: [ftp://198.19.0.1:2379]\n'), /:\d+:\d+: fleet\.endpoints\[0\]: .*http:\/\/ or https:\/\//],
+        [good.replace(/  prefix: .*\n/, '  prefix: /\n'), /:\d+:\d+: fleet\.prefix: "\/" is the whole key space/],
+        [good.replace('  host_id: gw1\n', '  host_id: gw1\n  username: kg\n'), /fleet\.password_file: username is given without password_file/],
+        [good.replace('    open_for: 120s\n', '    open_for: 120s\n    on_partition: closed\n'), /doors\.ssh\.on_partition: on_partition applies to one-time doors/],
+      ];
+      for (const [text, want] of cases) {
+        writeFileSync(gw.cfg, text);
+        const r = await lab.cli(0, ['check', '-c', gw.cfg]);
+        assert.equal(r.status, 4, `check refuses: ${r.stdout}${r.stderr}`);
+        assert.match(r.stdout + r.stderr, want);
+        assert.ok((r.stdout + r.stderr).includes(gw.cfg), 'the error names the file');
+      }
+      // A password file readable by others is refused before the daemon starts.
+      const pw = join(lab.dir, 'etcd.password');
+      writeFileSync(pw, 'secret-password-123\n', { mode: 0o644 });
+      writeFileSync(gw.cfg, good.replace('  host_id: gw1\n', `  host_id: gw1\n  username: kg\n  password_file: ${pw}\n`));
+      const run = await lab.cli(0, ['run', '-c', gw.cfg], 30_000);
+      assert.notEqual(run.status, 0);
+      assert.match(run.stdout + run.stderr, /fleet\.password_file/);
+      assert.ok(!(run.stdout + run.stderr).includes('secret-password-123'), 'the password is never printed');
+
+      // A live daemon keeps its fleet section: a reload that changes it is refused with what to do.
+      writeFileSync(gw.cfg, good);
+      const d = await lab.start(0);
+      writeFileSync(gw.cfg, good.replace('  host_id: gw1\n', '  host_id: gw9\n'));
+      d.signal('SIGHUP');
+      await d.waitFor((l) => l['key'] === 'fleet' && String(l.msg).includes('restart the daemon'), 20_000, 'reload refused for fleet');
+    });
+  });
 });
 
