@@ -1,7 +1,8 @@
 /**
  * The fleet engine's own latency: a put on one engine -> the event in another engine's watch
  * callback (two FleetEngine instances, two gRPC connections, one process, one monotonic clock),
- * on 1 member and on 3 members (writer and watcher pinned to different members).
+ * on 1 member and on 3 members (writer and watcher pinned to different members); and the cost of
+ * a one-time claim (the create-if-absent transaction), sequential, on a follower.
  *
  *   node dist/bench/fleet-engine.js [--puts 1000] [--gap-ms 5] [--members 1,3] [--json]
  *
@@ -18,7 +19,7 @@ import { quantile, round } from './stats.js';
 export interface EngineLatencyParams {
   /** puts measured (>= 500 for a p99 worth the name); default 1000 */
   puts?: number;
-  /** pause between two puts (they are not awaited one by one); default 5 ms */
+  /** pause after each put's answer before the next put; default 5 ms */
   gapMs?: number;
   /** puts before measuring (connections, leases warm); default 50 */
   warmup?: number;
@@ -89,14 +90,13 @@ export async function measureEngineLatency(
     };
     for (let i = 0; i < warmup; i++) send(`${dir}w${i}`);
     await Promise.all(pending.splice(0));
-    const t0 = Date.now();
+    // one put at a time, gapMs after the previous one's answer: the latency of a put, not of a
+    // queue that a late timer would build by firing several due puts at once
     for (let i = 0; i < puts; i++) {
-      const due = t0 + i * gapMs;
-      const wait = due - Date.now();
-      if (wait > 0) await sleep(wait);
       send(`${dir}m${i}`);
+      await pending.pop();
+      if (gapMs > 0) await sleep(gapMs);
     }
-    await Promise.all(pending);
     const end = Date.now() + 10_000;
     while (latencies.length < puts && Date.now() < end) await sleep(20);
   } finally {
@@ -122,12 +122,65 @@ export async function measureEngineLatency(
   };
 }
 
+export interface ClaimLatency {
+  endpoint: string;
+  claims: number;
+  won: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/**
+ * The cost of a one-time claim (the create-if-absent transaction a signed nonce or a rotating
+ * window pays before its grant): `claims` sequential claims of fresh keys, each on its own
+ * expiry second's lease as the daemon's are (leases granted on the way are part of the cost).
+ */
+export async function measureClaimLatency(
+  endpoint: string,
+  prefix: string,
+  claims = 500,
+  auth?: { username: string; password: string },
+): Promise<ClaimLatency> {
+  const logger = createLogger({ level: 'warn', destination: 2 });
+  const engine = FleetEngine.open({ endpoints: [endpoint], prefix, hostId: 'bench-claimer', logger, heartbeat: false, ...(auth ? { auth } : {}) });
+  const dir = `bench-claims-${Math.random().toString(16).slice(2, 10)}/`;
+  const ms: number[] = [];
+  let won = 0;
+  try {
+    const deadline = Date.now() + 30_000;
+    while (engine.state !== 'connected') {
+      if (Date.now() > deadline) throw new Error(`fleet bench: engine not connected (${engine.state}: ${engine.stateReason})`);
+      await sleep(20);
+    }
+    const exp = Math.floor(Date.now() / 1000) + 30;
+    for (let i = 0; i < claims; i++) {
+      const t = process.hrtime.bigint();
+      if (await engine.claim(`${dir}n${i}`, 'bench', exp + (i % 10))) won++;
+      ms.push(Number(process.hrtime.bigint() - t) / 1e6);
+    }
+    const left = await engine.list(dir);
+    await Promise.all(left.items.map((kv) => engine.delete(kv.key)));
+  } finally {
+    await engine.close();
+  }
+  return { endpoint, claims, won, p50Ms: round(quantile(ms, 0.5), 2), p99Ms: round(quantile(ms, 0.99), 2) };
+}
+
 /** Starts a cluster of each size in turn and measures it (writer on member 1, watcher on the last). */
-export async function runFleetEngineBench(sizes: readonly number[] = [1, 3], params: EngineLatencyParams = {}): Promise<EngineLatency[]> {
-  const out: EngineLatency[] = [];
+export async function runFleetEngineBench(
+  sizes: readonly number[] = [1, 3],
+  params: EngineLatencyParams = {},
+): Promise<(EngineLatency & { claim: ClaimLatency })[]> {
+  const out: (EngineLatency & { claim: ClaimLatency })[] = [];
   for (const members of sizes) {
-    const r = await withEtcd({ members }, (etcd) => measureEngineLatency(etcd.endpoints[0]!, etcd.endpoints[members - 1]!, etcd.prefix, params));
-    out.push({ members, ...r });
+    await withEtcd({ members }, async (etcd) => {
+      const r = await measureEngineLatency(etcd.endpoints[0]!, etcd.endpoints[members - 1]!, etcd.prefix, params);
+      // on a follower when there is one: the transaction goes through the leader, as most hosts' would
+      const leader = members > 1 ? await etcd.leader() : 0;
+      const on = members > 1 ? (leader + 1) % members : 0;
+      const claim = await measureClaimLatency(etcd.endpoints[on]!, etcd.prefix, Math.max(500, Math.min(params.puts ?? 1000, 2000)));
+      out.push({ members, ...r, claim });
+    });
   }
   return out;
 }
@@ -149,12 +202,15 @@ if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).
   if (process.argv.includes('--json')) {
     console.log(JSON.stringify(results, null, 2));
   } else {
-    console.log(`etcd put -> watch through FleetEngine, ${puts} puts ${gapMs} ms apart (writer and watcher on different members when there are several)`);
-    console.log('members  received  lost   p50 ms   p90 ms   p99 ms   max ms');
+    console.log(`etcd put -> watch through FleetEngine, ${puts} puts one at a time, ${gapMs} ms between (writer and watcher on different members when there are several)`);
+    console.log('members  received  lost   p50 ms   p90 ms   p99 ms   max ms | claims  won  claim p50 ms  claim p99 ms');
     for (const r of results) {
       console.log(
-        `${String(r.members).padStart(7)}  ${String(r.received).padStart(8)}  ${String(r.lost).padStart(4)}  ${r.p50Ms.toFixed(2).padStart(7)}  ${r.p90Ms.toFixed(2).padStart(7)}  ${r.p99Ms.toFixed(2).padStart(7)}  ${r.maxMs.toFixed(2).padStart(7)}`,
+        `${String(r.members).padStart(7)}  ${String(r.received).padStart(8)}  ${String(r.lost).padStart(4)}  ${r.p50Ms.toFixed(2).padStart(7)}  ${r.p90Ms.toFixed(2).padStart(7)}  ${r.p99Ms.toFixed(2).padStart(7)}  ${r.maxMs.toFixed(2).padStart(7)} | ` +
+          `${String(r.claim.claims).padStart(6)}  ${String(r.claim.won).padStart(3)}  ${r.claim.p50Ms.toFixed(2).padStart(12)}  ${r.claim.p99Ms.toFixed(2).padStart(12)}`,
       );
     }
+    const load = (await import('node:os')).loadavg()[0]!;
+    console.log(`(load average ${load.toFixed(1)} on ${(await import('node:os')).cpus().length} CPUs during the run: read the numbers with it)`);
   }
 }
