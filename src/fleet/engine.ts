@@ -155,6 +155,8 @@ const PROBE_TIMEOUT_MS = 1000;
 const RETRY_PAUSE_MS = 100;
 /** a grant's lease outlives its expiry by this much: the kernel enforces expiry, the lease only cleans up */
 const LEASE_SLACK_SEC = 2;
+/** keys per range request of list(): a fleet's whole state does not fit gRPC's 4 MiB messages */
+export const LIST_PAGE = 1000;
 
 interface Member {
   endpoint: string;
@@ -163,14 +165,18 @@ interface Member {
 
 type WatchStream = IDuplexStream<IWatchRequest, IWatchResponse>;
 
-type ErrorKind = 'transient' | 'access' | 'lease' | 'token' | 'fatal';
+/** transient: try again, on another member if need be; retry: again on the same member (a lease
+ * to re-grant, a paged read to restart); token: a fresh client (new auth token); access: refused. */
+type ErrorKind = 'transient' | 'retry' | 'access' | 'token' | 'fatal';
 
 /** gRPC status codes worth another attempt (possibly on another member). */
 const TRANSIENT_CODES = new Set([1, 2, 4, 8, 10, 13, 14]);
 const TRANSIENT_MESSAGE = /etcdserver: (leader changed|no leader|request timed out|too many requests|server stopped|not capable|request cancelled)|unavailable|deadline|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|closed|No connection established|stream ended/i;
 
 function classify(err: unknown): ErrorKind {
-  if (err instanceof EtcdLeaseInvalidError) return 'lease';
+  if (err instanceof EtcdLeaseInvalidError) return 'retry';
+  // a paged list() whose revision was compacted between two pages starts over
+  if (err instanceof Error && /required revision has been compacted/.test(err.message)) return 'retry';
   // etcd3 renews an expired token for unary calls itself, not for streams: a fresh client does
   if (err instanceof EtcdInvalidAuthTokenError) return 'token';
   if (
@@ -297,6 +303,8 @@ export class FleetEngine extends EventEmitter {
         'grpc.keepalive_timeout_ms': 5_000,
         'grpc.initial_reconnect_backoff_ms': 200,
         'grpc.max_reconnect_backoff_ms': 2_000,
+        // a watch response carries every event of a revision range (a burst of grants)
+        'grpc.max_receive_message_length': 64 * 1024 * 1024,
       },
       ...(opts.tls
         ? {
@@ -360,15 +368,26 @@ export class FleetEngine extends EventEmitter {
     });
   }
 
-  /** Everything under `prefix` (relative to the engine's prefix; '' for all), at one revision. */
+  /**
+   * Everything under `prefix` (relative to the engine's prefix; '' for all), at one revision:
+   * read in pages of LIST_PAGE keys, every page at the first page's revision.
+   */
   async list(prefix: string): Promise<Snapshot> {
     const from = this.fullKey(prefix);
+    const end = prefixEnd(from);
     return this.withMember(`list ${prefix === '' ? '(all)' : prefix}`, async (m) => {
-      const res = await m.client.kv.range({ key: from, range_end: prefixEnd(from) });
-      return {
-        revision: BigInt(res.header.revision),
-        items: res.kvs.map((kv) => ({ key: this.relativeKey(kv.key), value: kv.value, revision: BigInt(kv.mod_revision) })),
-      };
+      const items: KeyValue[] = [];
+      let revision: string | null = null;
+      let key = from;
+      for (;;) {
+        const res = await m.client.kv.range({ key, range_end: end, limit: LIST_PAGE, ...(revision !== null ? { revision } : {}) });
+        revision ??= res.header.revision;
+        for (const kv of res.kvs) items.push({ key: this.relativeKey(kv.key), value: kv.value, revision: BigInt(kv.mod_revision) });
+        const last = res.kvs[res.kvs.length - 1];
+        if (!res.more || !last) break;
+        key = Buffer.concat([last.key, Buffer.from([0])]);
+      }
+      return { revision: BigInt(revision), items };
     });
   }
 

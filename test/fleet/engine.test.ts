@@ -10,6 +10,7 @@ import {
   FleetEngine,
   FleetAccessError,
   FleetUnavailableError,
+  LIST_PAGE,
   type EngineOptions,
   type EngineState,
   type ResyncReason,
@@ -227,6 +228,27 @@ describe('fleet engine (real etcd)', skip === null ? {} : { skip }, () => {
       await a.engine.put('grants/after', '1');
       await until('a put after the restart', () => view.keys.has('grants/after'));
       assert.ok(view.keys.has('grants/before'));
+    });
+  });
+
+  it('list and the start snapshot page through more keys than one range request returns', async (t) => {
+    const open = opener(t);
+    await withEtcd({ members: 1 }, async (etcd) => {
+      const a = open(etcd, 'host-a').engine;
+      const n = 2 * LIST_PAGE + 17;
+      for (let i = 0; i < n; i += 100) {
+        await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, j) => a.put(`grants/k${String(i + j).padStart(5, '0')}`, `v${i + j}`)));
+      }
+      await a.put('other/x', 'x');
+      const snap = await a.list('grants/');
+      assert.equal(snap.items.length, n);
+      assert.equal(new Set(snap.items.map((kv) => kv.key)).size, n);
+      assert.equal(snap.items[n - 1]!.value.toString(), `v${n - 1}`);
+      assert.ok(snap.items.every((kv) => kv.revision <= snap.revision));
+      const view = new View();
+      a.watch('grants/', view.onEvents, view.onResync);
+      await until('the start snapshot', () => view.resyncs.length === 1);
+      assert.equal(view.keys.size, n);
     });
   });
 
