@@ -612,6 +612,42 @@ static __always_inline int kg_single_grant(struct kg_stats *st, const struct kg_
 }
 
 /*
+ * Fleet mode: an SPA grant whose event carries the nonce, for the daemon to copy into the other
+ * hosts' kg_nonces (the MAC binds the source address: a replay elsewhere would re-open a grant
+ * that was revoked or ended). Returns 1.
+ */
+static __always_inline int kg_spa_fleet_grant(struct kg_stats *st, const struct kg_knock *k, __u32 slot,
+					      const struct kg_door *door, __u64 now, const struct kg_nonce *nonce)
+{
+	struct kg_nonce_event *e;
+	struct kg_addr src;
+	__u64 expires = now + door->open_for_ns;
+
+	__builtin_memcpy(&src, &k->pkt.src, sizeof(src));
+	if (kg_grant_set(st, &src, slot, expires))
+		return 1;
+	st->c[KG_C_GRANT]++;
+	e = bpf_ringbuf_reserve(&kg_events, sizeof(*e), 0);
+	if (!e) {
+		st->c[KG_C_EVENT_LOST]++;
+		return 1;
+	}
+	__builtin_memset(&e->ev, 0, sizeof(e->ev));
+	e->ev.ts_ns = now;
+	e->ev.expires_ns = expires;
+	__builtin_memcpy(e->ev.addr, k->pkt.src32, sizeof(e->ev.addr));
+	e->ev.port = k->pkt.dport;
+	e->ev.proto = k->pkt.proto;
+	e->ev.type = KG_EV_GRANT;
+	e->ev.door = slot;
+	e->ev.step = 1;
+	e->ev.ifindex = k->pkt.ifindex;
+	__builtin_memcpy(&e->nonce, nonce, sizeof(e->nonce));
+	bpf_ringbuf_submit(e, 0);
+	return 1;
+}
+
+/*
  * An SPA datagram: magic and door id, MAC (SipHash-2-4 over source address || bytes 0..31),
  * timestamp within max_skew of the wall clock, nonce never seen. Returns 1 on a grant.
  */
@@ -649,6 +685,8 @@ static __always_inline int kg_spa(struct xdp_md *xdp, struct kg_stats *st, const
 	if (bpf_map_lookup_elem(&kg_nonces, &nonce) ||
 	    bpf_map_update_elem(&kg_nonces, &nonce, &now, BPF_NOEXIST))
 		return kg_reject(st, k, slot, KG_REJECT_REPLAY, now);
+	if (door->flags & KG_DOOR_CLAIM)
+		return kg_spa_fleet_grant(st, k, slot, door, now, &nonce);
 	return kg_single_grant(st, k, slot, door, now);
 }
 

@@ -108,8 +108,10 @@ struct kg_port_range {
 #define KG_DOOR_ACTIVE (1U << 0)     /* slot holds a door */
 #define KG_DOOR_ALLOW_LIST (1U << 1) /* first knock must match kg_allow */
 #define KG_DOOR_FLOW_ONLY (1U << 2)  /* scope flow-only: a grant lets exactly one new flow in */
-#define KG_DOOR_CLAIM (1U << 3)      /* ROTATING, fleet mode: a completed sequence goes to the daemon
-                                      * (KG_EV_CLAIM) to be claimed fleet-wide, instead of a grant */
+#define KG_DOOR_CLAIM (1U << 3)      /* fleet mode. ROTATING: a completed sequence goes to the daemon
+                                      * (KG_EV_CLAIM) to be claimed fleet-wide, instead of a grant.
+                                      * SPA: the grant's event carries the nonce (kg_nonce_event), which
+                                      * the daemon copies into every host's kg_nonces */
 
 /*
  * kg_doors[gen * KG_MAX_DOORS + slot]
@@ -338,6 +340,12 @@ struct kg_event {
 	__u32 ifindex;    /* interface the packet came in on */
 };
 
+/* A KG_EV_GRANT record of an SPA door with KG_DOOR_CLAIM: the event and the knock's nonce. */
+struct kg_nonce_event {
+	struct kg_event ev;
+	struct kg_nonce nonce;
+};
+
 /* A KG_EV_SIGNED record: the event (door = slot, port, source) and the datagram. */
 struct kg_signed_event {
 	struct kg_event ev;
@@ -439,6 +447,7 @@ _Static_assert(sizeof(struct kg_flow) == 32, "kg_flow layout");
 _Static_assert(sizeof(struct kg_event) == 48, "kg_event layout");
 _Static_assert(sizeof(struct kg_signed_event) == 48 + KG_SIGNED_LEN, "kg_signed_event layout");
 _Static_assert(sizeof(struct kg_nonce) == 16, "kg_nonce layout");
+_Static_assert(sizeof(struct kg_nonce_event) == 48 + 16, "kg_nonce_event layout");
 _Static_assert(sizeof(struct kg_spent_key) == 16, "kg_spent_key layout");
 _Static_assert(2 * KG_ROT_STEPS <= KG_MAX_STEPS, "two rotating sequences fit in steps[]");
 _Static_assert(sizeof(struct kg_stats) == 8 * KG_STAT_MAX, "kg_stats layout");

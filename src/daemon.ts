@@ -16,7 +16,7 @@ import { doorConfigOf } from './kernel/doors.js';
 import { EVENT_MESSAGES, describeEvent, type EventContext, type EventReason, type GateEvent } from './kernel/events.js';
 import { Gate, monoNowNs } from './kernel/gate.js';
 import { withGateLock } from './kernel/lock.js';
-import { DOOR_TYPE, EVENT, MAP, decodeEvent, decodeGrant, decodeSignedEvent, type KEvent } from './kernel/layout.js';
+import { DOOR_TYPE, EVENT, MAP, decodeEvent, decodeGrant, decodeSignedEvent, nonceOfGrantEvent, type KEvent } from './kernel/layout.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics, type ListenAddress } from './metrics.js';
 import { parseAddress } from './net/addr.js';
@@ -151,7 +151,7 @@ export class Daemon {
       ...(this.opts.objectPath !== undefined ? { objectPath: this.opts.objectPath } : {}),
     });
     this.gate = gate;
-    await withGateLock(c.pinPath, () => gate.applyDoors(c.doors, { secrets: this.secrets.keys, claimRotating: !!c.fleet }));
+    await withGateLock(c.pinPath, () => gate.applyDoors(c.doors, { secrets: this.secrets.keys, fleet: !!c.fleet }));
     this.refreshDoorNames();
     this.scheduleRotation();
     gate.setBruteForce(c.bruteForce);
@@ -280,7 +280,7 @@ export class Daemon {
         const now = Date.now();
         const wallMs = Math.max(now, boundary);
         const clock = { wallMs, monoNs: monoNowNs() + BigInt(wallMs - now) * 1_000_000n };
-        return gate.applyDoors(gate.doors().map((d) => doorConfigOf(d.door, d.allow)), { secrets: this.secrets.keys, clock, claimRotating: !!this.config.fleet });
+        return gate.applyDoors(gate.doors().map((d) => doorConfigOf(d.door, d.allow)), { secrets: this.secrets.keys, clock, fleet: !!this.config.fleet });
       });
       this.refreshDoorNames();
       this.log.debug({ doors: gate.doors().filter((d) => d.door.type === DOOR_TYPE.ROTATING).map((d) => d.door.name) }, 'rotating sequences moved to the next window');
@@ -440,7 +440,11 @@ export class Daemon {
     }
     this.publish(e);
     if (k.type === EVENT.GRANT) this.watchExpiry(k.addr, k.door, e, Number(e.expires_in_ms ?? 0));
-    this.fleet?.onKernelEvent(e, k.addr);
+    if (this.fleet) {
+      this.fleet.onKernelEvent(e, k.addr);
+      const nonce = k.type === EVENT.GRANT ? nonceOfGrantEvent(rec) : null;
+      if (nonce !== null) this.fleet.publishSpaNonce(nonce, this.config.doors.find((d) => d.name === e.door)?.spa?.maxSkewMs ?? LIMITS.maxSkewMaxMs);
+    }
   }
 
   private publish(e: GateEvent): void {
@@ -530,7 +534,7 @@ export class Daemon {
     for (const w of next.warnings) log.warn(issueRecord(w), 'config warning');
     const gate = this.gate!;
     try {
-      await withGateLock(gate.pinPath, () => gate.applyDoors(next.doors, { secrets: secrets.keys, claimRotating: !!next.fleet }));
+      await withGateLock(gate.pinPath, () => gate.applyDoors(next.doors, { secrets: secrets.keys, fleet: !!next.fleet }));
     } catch (err) {
       log.error({ err }, 'reload refused: the new doors could not be written; the running gate keeps its last good config');
       return false;

@@ -42,6 +42,7 @@ export async function withCliEngine<T>(f: { config: GateConfig; fleet: FleetConf
     ...(creds.auth ? { auth: creds.auth } : {}),
     logger,
     unreachableAfterMs: Math.min(timeoutMs, 5_000),
+    heartbeat: false,
   });
   try {
     const state = await new Promise<{ state: EngineState; reason: string }>((resolve) => {

@@ -154,6 +154,11 @@ export class FleetLink {
     }
   }
 
+  /** An SPA knock accepted here: its nonce goes into every host's kg_nonces. */
+  publishSpaNonce(nonce: Buffer, maxSkewMs: number): void {
+    this.replicator.publishSpaNonce(nonce, Date.now() + 2 * maxSkewMs + 1000);
+  }
+
   /** Claims a signed knock's nonce, for as long as a replay could pass the time check. */
   claimNonce(door: string, nonce: Buffer, maxSkewMs: number): Promise<ClaimOutcome> {
     return this.claim(door, nonceKey(door, nonce), Date.now() + 2 * maxSkewMs + 1000);

@@ -32,6 +32,7 @@ import {
   encodeRecord,
   grantKey,
   leaseSecond,
+  spaKey,
   sourceText,
   type CooldownRecord,
   type GrantRecord,
@@ -96,7 +97,7 @@ export class Replicator {
    * first snapshot of every watch.
    */
   start(): void {
-    const prefixes = [PREFIX.grants, ...(this.o.shareCooldowns ? [PREFIX.cooldowns] : [])];
+    const prefixes = [PREFIX.grants, PREFIX.spa, ...(this.o.shareCooldowns ? [PREFIX.cooldowns] : [])];
     let waiting = prefixes.length;
     for (const p of prefixes) {
       let first = true;
@@ -134,6 +135,7 @@ export class Replicator {
   private applyKey(key: string, value: Buffer | null, revision: bigint, withOwn: boolean): boolean {
     if ((this.seen.get(key) ?? -1n) >= revision) return false;
     this.seen.set(key, revision);
+    if (key.startsWith(PREFIX.spa)) return this.applySpaNonce(key, value, withOwn);
     if (key.startsWith(PREFIX.cooldowns)) {
       const rec = decodeCooldownRecord(value);
       if (rec === null) return false;
@@ -197,6 +199,35 @@ export class Replicator {
       this.o.log.debug({ source: rec.source, door: rec.door, state: rec.state, origin: rec.origin, lag_ms: lagMs }, 'fleet record applied');
     }
     return changed;
+  }
+
+  /** An SPA nonce accepted on some host: this kernel refuses it from now on (kg_nonces). */
+  private applySpaNonce(key: string, value: Buffer | null, withOwn: boolean): boolean {
+    const gate = this.o.gate();
+    const hex = key.slice(PREFIX.spa.length);
+    if (!gate || !/^[0-9a-f]{32}$/.test(hex)) return false;
+    let origin = '';
+    try {
+      origin = String((JSON.parse(value?.toString('utf8') ?? '{}') as { origin?: unknown }).origin ?? '');
+    } catch {
+      return false;
+    }
+    if (origin === this.o.hostId && !withOwn) return false;
+    const nonce = Buffer.from(hex, 'hex');
+    const m = gate.map(MAP.NONCES);
+    if (m.lookup(nonce)) return false;
+    const at = Buffer.alloc(8);
+    at.writeBigUInt64LE(monoNowNs());
+    m.update(nonce, at, BPF_ANY);
+    return true;
+  }
+
+  /** An SPA nonce this kernel accepted: published so that no other host accepts it. */
+  publishSpaNonce(nonce: Buffer, untilMs: number): void {
+    const key = spaKey(nonce);
+    const rec = { v: RECORD_VERSION, origin: this.o.hostId, atMs: Date.now(), untilMs };
+    this.pending.set(key, { value: rec as unknown as CooldownRecord, leaseAtMs: untilMs });
+    void this.flush();
   }
 
   private applyCooldown(key: string, rec: CooldownRecord): boolean {

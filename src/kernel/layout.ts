@@ -153,6 +153,7 @@ export const SIZEOF = {
   flow: 32,
   event: 48,
   signed_event: 48 + 112,
+  nonce_event: 48 + 16,
   nonce: 16,
   spent_key: 16,
   stats: 8 * STAT_MAX,
@@ -214,6 +215,7 @@ export const OFFSETS = {
     ifindex: 44,
   },
   signed_event: { ev: 0, payload: 48 },
+  nonce_event: { ev: 0, nonce: 48 },
   spent_key: { door_id: 0, window: 8 },
   globals: {
     active_gen: 0,
@@ -659,6 +661,13 @@ export function decodeSignedEvent(b: Buffer): KSignedEvent {
   if (b.length < SIZEOF.signed_event) throw new RangeError(`signed event record of ${b.length} bytes, ${SIZEOF.signed_event} expected`);
   const o = OFFSETS.signed_event.payload;
   return { ...decodeEvent(b), payload: Buffer.from(b.subarray(o, o + KG.SIGNED_LEN)) };
+}
+
+/** The nonce of a KG_EV_GRANT record of an SPA door in fleet mode (struct kg_nonce_event), or null. */
+export function nonceOfGrantEvent(b: Buffer): Buffer | null {
+  if (b.length < SIZEOF.nonce_event) return null;
+  const o = OFFSETS.nonce_event.nonce;
+  return Buffer.from(b.subarray(o, o + 16));
 }
 
 export function encodeSpentKey(doorId: number, window: bigint): Buffer {

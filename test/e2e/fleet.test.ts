@@ -16,20 +16,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { kernelSuite } from '../helpers/kernel.js';
 import { etcdSkipReason } from '../helpers/etcd.js';
 import { SERVICE_PORT, SOURCE, fleetSection, runAsync, withFleetLab, type FleetLab, type Gw } from '../helpers/fleet-lab.js';
 import { CLI, sleep, type LogLine } from '../helpers/daemon.js';
-import { encodeSigned, readPrivateKey, rotatingSequence, windowOf } from '../../src/knock/index.js';
+import { encodeSigned, encodeSpa, readPrivateKey, rotatingSequence, windowOf } from '../../src/knock/index.js';
 import { parseAddress } from '../../src/net/addr.js';
 
 const SEQ = ['7000/tcp', '8000/udp', '9000/tcp'];
 const ROT = { first: 40000, last: 40999, length: 4, windowMs: 20_000 } as const;
 const SIG_PORT = 62202;
+const SPA_PORT = 62201;
 
-function gateConfig(lab: FleetLab, gw: Gw, extra: { rotSecret?: string; signedPub?: string; openFor?: string; web?: boolean } = {}): string {
+function gateConfig(lab: FleetLab, gw: Gw, extra: { rotSecret?: string; signedPub?: string; spaKey?: string; openFor?: string; web?: boolean } = {}): string {
   return `# fleet e2e: ${gw.host}
 interfaces: [${gw.dataIf}]
 xdp_mode: native
@@ -70,6 +71,17 @@ ${extra.web ? `  web:
       alice: ${extra.signedPub}
     max_skew: 30s
     protects: [2202/tcp]
+    open_for: 120s
+`
+    : ''
+}${
+  extra.spaKey
+    ? `  spa:
+    type: spa
+    port: ${SPA_PORT}/udp
+    key_file: ${extra.spaKey}
+    max_skew: 30s
+    protects: [2201/tcp]
     open_for: 120s
 `
     : ''
@@ -170,11 +182,12 @@ kernelSuite('fleet mode, end to end: three gates and a 3-member etcd cluster', (
     await withFleetLab({ gateways: 2 }, async (lab) => {
       const rotSecret = join(lab.dir, 'rot.secret');
       const alice = join(lab.dir, 'alice');
-      for (const [type, path] of [['rotating', rotSecret], ['signed', alice]] as const) {
+      const spaKey = join(lab.dir, 'spa.key');
+      for (const [type, path] of [['rotating', rotSecret], ['signed', alice], ['spa', spaKey]] as const) {
         const r = await runAsync(process.execPath, [CLI, 'keygen', '--type', type, path]);
         assert.equal(r.status, 0, r.stderr);
       }
-      lab.writeConfigs((gw) => gateConfig(lab, gw, { rotSecret, signedPub: `${alice}.pub` }));
+      lab.writeConfigs((gw) => gateConfig(lab, gw, { rotSecret, signedPub: `${alice}.pub`, spaKey }));
       for (let i = 0; i < 2; i++) await lab.start(i);
       for (let i = 0; i < 2; i++) await fleetReady(lab, i);
       const [a, b] = [lab.gws[0]!.daemon!, lab.gws[1]!.daemon!];
@@ -185,7 +198,7 @@ kernelSuite('fleet mode, end to end: three gates and a 3-member etcd cluster', (
       };
 
       // Rotating: the window's sequence at A opens (claim won); the same sequence at B is spent.
-      const secret = Buffer.from((await import('node:fs')).readFileSync(rotSecret, 'utf8').replace(/\s+/g, ''), 'hex');
+      const secret = Buffer.from(readFileSync(rotSecret, 'utf8').replace(/\s+/g, ''), 'hex');
       // Not in the last 8 s of a window: the sequence must stay live at A and then at B.
       if (ROT.windowMs - (Date.now() % ROT.windowMs) < 8_000) await sleep(ROT.windowMs - (Date.now() % ROT.windowMs) + 500);
       const w = windowOf(Date.now(), ROT.windowMs);
@@ -213,6 +226,19 @@ kernelSuite('fleet mode, end to end: three gates and a 3-member etcd cluster', (
       const fresh = encodeSigned({ privateKey: key, door: 'sig', source: parseAddress(SOURCE), time: Math.floor(Date.now() / 1000) });
       await lab.sendUdp(1, SIG_PORT, fresh);
       await b.waitFor(isEvent('grant', { door: 'sig', client: 'alice' }), 10_000, 'a fresh signed knock opens at B');
+
+      // SPA: verified in each kernel, which never waits for etcd; the nonce accepted at A reaches
+      // B's kg_nonces, so the same datagram replayed at B (after a revoke) is a replay there.
+      const spaBytes = Buffer.from(readFileSync(spaKey, 'utf8').replace(/\s+/g, ''), 'hex');
+      const spa = encodeSpa({ key: spaBytes, door: 'spa', source: parseAddress(SOURCE), time: Math.floor(Date.now() / 1000) });
+      await lab.sendUdp(0, SPA_PORT, spa);
+      await a.waitFor(isEvent('grant', { door: 'spa' }), 10_000, 'spa grant at A');
+      await revokeAll();
+      await sleep(1_000); // the nonce's way to B: milliseconds, given a generous bound
+      mark = b.lines.length;
+      await lab.sendUdp(1, SPA_PORT, spa);
+      await b.waitFor((l) => b.lines.indexOf(l) >= mark && isEvent('reject', { door: 'spa', reason: 'replay' })(l), 10_000, 'the spa replay refused at B');
+      assert.equal(b.lines.slice(mark).find(isEvent('grant', { door: 'spa' })), undefined, 'B granted nothing for the spa replay');
 
       const st = await lab.cli(1, ['fleet', 'status', '-c', lab.gws[1]!.cfg, '--json']);
       const claims = (JSON.parse(st.stdout) as { claims: { won: number; lost: number } }).claims;

@@ -66,6 +66,7 @@ const fields: Record<string, readonly string[]> = {
   kg_flow: ['created_ns', 'last_ns', 'idle_ns', 'slot', 'flags'],
   kg_event: ['ts_ns', 'expires_ns', 'addr', 'port', 'doors', 'proto', 'type', 'door', 'step', 'reason', 'ifindex'],
   kg_signed_event: ['ev', 'payload'],
+  kg_nonce_event: ['ev', 'nonce'],
   kg_spent_key: ['door_id', 'window'],
   kg_globals: ['active_gen', 'max_failures', 'deny_tokens', 'knock_tokens', 'failure_window_ns', 'cooldown_ns', 'fk_window_ns', 'fk_seed', 'fk_mask',
     'icmp_doors', 'signed_tokens', 'wall_offset_ns', 'hint'],
@@ -73,7 +74,7 @@ const fields: Record<string, readonly string[]> = {
 const sized = [
   'kg_port_info', 'kg_step', 'kg_port_range', 'kg_door', 'kg_allow_key', 'kg_addr', 'kg_door_progress', 'kg_progress',
   'kg_first_knock', 'kg_probation', 'kg_fk_block', 'kg_penalty', 'kg_grant', 'kg_flow_key', 'kg_flow', 'kg_event', 'kg_stats',
-  'kg_globals', 'kg_signed_event', 'kg_nonce', 'kg_spent_key',
+  'kg_globals', 'kg_signed_event', 'kg_nonce_event', 'kg_nonce', 'kg_spent_key',
 ];
 const constants = [
   'KG_MAX_DOORS', 'KG_MAX_STEPS', 'KG_MAX_PROTECTS', 'KG_NAME_LEN', 'KG_GENS', 'KG_PROTOS', 'KG_PORTS', 'KG_PORT_SLOTS',
