@@ -4,7 +4,10 @@
  * on 1 member and on 3 members (writer and watcher pinned to different members); and the cost of
  * a one-time claim (the create-if-absent transaction), sequential, on a follower.
  *
- *   node dist/bench/fleet-engine.js [--puts 1000] [--gap-ms 5] [--members 1,3] [--json]
+ *   node dist/bench/fleet-engine.js [--puts 1000] [--gap-ms 5] [--members 1,3] [--throughput] [--json]
+ *
+ * --throughput adds sustained writes on 3 members (32 puts in flight, grant-like leases) with 1
+ * and with 20 watching engines: how far one cluster goes.
  *
  * Starts its own etcd members (test/helpers/etcd.ts: free loopback ports, temp data dirs, stopped
  * by PID at the end). For the knock-at-A -> grant-in-B benchmark, call `measureEngineLatency` on
@@ -166,6 +169,77 @@ export async function measureClaimLatency(
   return { endpoint, claims, won, p50Ms: round(quantile(ms, 0.5), 2), p99Ms: round(quantile(ms, 0.99), 2) };
 }
 
+export interface Throughput {
+  watchers: number;
+  inFlight: number;
+  seconds: number;
+  /** puts answered per second */
+  putsPerSec: number;
+  /** events delivered per second, summed over the watchers */
+  eventsPerSec: number;
+  /** true if every watcher got every put */
+  complete: boolean;
+}
+
+/**
+ * Sustained writes: `inFlight` puts outstanding at all times for `seconds`, each on a grant-like
+ * lease (one per expiry second), while `watchers` engines (the fleet's hosts) watch the prefix.
+ */
+export async function measureThroughput(endpoints: string[], prefix: string, watchers: number, seconds = 5, inFlight = 32): Promise<Throughput> {
+  const logger = createLogger({ level: 'warn', destination: 2 });
+  const writer = FleetEngine.open({ endpoints: [endpoints[0]!], prefix, hostId: 'bench-writer', logger, heartbeat: false });
+  const dir = `bench-tp-${Math.random().toString(16).slice(2, 10)}/`;
+  let events = 0;
+  let ready = 0;
+  const ws = Array.from({ length: watchers }, (_, i) => {
+    const e = FleetEngine.open({ endpoints: [endpoints[(i + 1) % endpoints.length]!], prefix, hostId: `bench-w${i}`, logger, heartbeat: false });
+    const h = e.watch(
+      dir,
+      (evs) => {
+        for (const ev of evs) if (ev.type === 'put') events++;
+      },
+      () => ready++,
+    );
+    return { e, h };
+  });
+  let puts = 0;
+  try {
+    const deadline = Date.now() + 30_000;
+    while (ready < watchers || writer.state !== 'connected') {
+      if (Date.now() > deadline) throw new Error('fleet bench: watchers not ready');
+      await sleep(20);
+    }
+    const stopAt = Date.now() + seconds * 1000;
+    const t0 = Date.now();
+    let n = 0;
+    await Promise.all(
+      Array.from({ length: inFlight }, async () => {
+        while (Date.now() < stopAt) {
+          const i = n++;
+          await writer.put(`${dir}g${i}`, 'x'.repeat(96), { expiresAtSec: Math.floor(Date.now() / 1000) + 30 + (i % 60) });
+          puts++;
+        }
+      }),
+    );
+    const elapsed = (Date.now() - t0) / 1000;
+    const end = Date.now() + 20_000;
+    while (events < puts * watchers && Date.now() < end) await sleep(50);
+    const deliveredIn = (Date.now() - t0) / 1000;
+    return {
+      watchers,
+      inFlight,
+      seconds: round(elapsed, 1),
+      putsPerSec: Math.round(puts / elapsed),
+      eventsPerSec: Math.round(events / deliveredIn),
+      complete: events === puts * watchers,
+    };
+  } finally {
+    for (const w of ws) w.h.close();
+    await Promise.all(ws.map((w) => w.e.close()));
+    await writer.close();
+  }
+}
+
 /** Starts a cluster of each size in turn and measures it (writer on member 1, watcher on the last). */
 export async function runFleetEngineBench(
   sizes: readonly number[] = [1, 3],
@@ -195,12 +269,15 @@ if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).
   const gapMs = Number(arg('--gap-ms') ?? 5);
   const sizes = (arg('--members') ?? '1,3').split(',').map(Number);
   if (!Number.isInteger(puts) || puts < 1 || sizes.some((n) => !Number.isInteger(n) || n < 1 || n > 7)) {
-    console.error('usage: node dist/bench/fleet-engine.js [--puts N] [--gap-ms MS] [--members 1,3] [--json]');
+    console.error('usage: node dist/bench/fleet-engine.js [--puts N] [--gap-ms MS] [--members 1,3] [--throughput] [--json]');
     process.exit(2);
   }
   const results = await runFleetEngineBench(sizes, { puts, gapMs });
+  const throughput = process.argv.includes('--throughput')
+    ? await withEtcd({ members: 3 }, async (etcd) => [await measureThroughput(etcd.endpoints, etcd.prefix, 1), await measureThroughput(etcd.endpoints, etcd.prefix, 20)])
+    : [];
   if (process.argv.includes('--json')) {
-    console.log(JSON.stringify(results, null, 2));
+    console.log(JSON.stringify({ latency: results, throughput }, null, 2));
   } else {
     console.log(`etcd put -> watch through FleetEngine, ${puts} puts one at a time, ${gapMs} ms between (writer and watcher on different members when there are several)`);
     console.log('members  received  lost   p50 ms   p90 ms   p99 ms   max ms | claims  won  claim p50 ms  claim p99 ms');
@@ -208,6 +285,11 @@ if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).
       console.log(
         `${String(r.members).padStart(7)}  ${String(r.received).padStart(8)}  ${String(r.lost).padStart(4)}  ${r.p50Ms.toFixed(2).padStart(7)}  ${r.p90Ms.toFixed(2).padStart(7)}  ${r.p99Ms.toFixed(2).padStart(7)}  ${r.maxMs.toFixed(2).padStart(7)} | ` +
           `${String(r.claim.claims).padStart(6)}  ${String(r.claim.won).padStart(3)}  ${r.claim.p50Ms.toFixed(2).padStart(12)}  ${r.claim.p99Ms.toFixed(2).padStart(12)}`,
+      );
+    }
+    for (const t of throughput) {
+      console.log(
+        `throughput, 3 members, ${t.inFlight} puts in flight for ${t.seconds} s, ${t.watchers} watcher(s): ${t.putsPerSec} puts/s, ${t.eventsPerSec} events/s delivered${t.complete ? '' : ' (INCOMPLETE)'}`,
       );
     }
     const load = (await import('node:os')).loadavg()[0]!;
