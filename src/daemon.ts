@@ -441,7 +441,7 @@ export class Daemon {
     this.publish(e);
     if (k.type === EVENT.GRANT) this.watchExpiry(k.addr, k.door, e, Number(e.expires_in_ms ?? 0));
     if (this.fleet) {
-      this.fleet.onKernelEvent(e, k.addr);
+      this.fleet.onKernelEvent(e, k.addr, k.tsNs);
       const nonce = k.type === EVENT.GRANT ? nonceOfGrantEvent(rec) : null;
       if (nonce !== null) this.fleet.publishSpaNonce(nonce, this.config.doors.find((d) => d.name === e.door)?.spa?.maxSkewMs ?? LIMITS.maxSkewMaxMs);
     }

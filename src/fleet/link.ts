@@ -14,7 +14,8 @@ import { FleetAccessError, FleetEngine, type EngineState } from './engine.js';
 import { loadFleetCredentials } from './credentials.js';
 import { FleetMetrics, type ClaimResult } from './metrics.js';
 import { leaseSecond, nonceKey, spentKey } from './records.js';
-import { Replicator, type DoorInfo } from './replicator.js';
+import { Replicator, wallNowMs, type DoorInfo } from './replicator.js';
+import { monoNowNs } from '../kernel/gate.js';
 import { parseAddress } from '../net/addr.js';
 
 export interface FleetDoor extends DoorInfo {
@@ -121,9 +122,13 @@ export class FleetLink {
   }
 
   /** A kernel event about a local decision: publish grants, flow-only uses and cooldowns. */
-  onKernelEvent(e: GateEvent, addr: Buffer): void {
+  onKernelEvent(e: GateEvent, addr: Buffer, tsNs?: bigint): void {
     const now = Date.now();
-    if (e.event === 'grant') this.replicator.publishGrant(addr, e.door, now + (e.expires_in_ms ?? 0), 'knock');
+    if (e.event === 'grant') {
+      // made when the kernel granted (the event's clock), on the wall clock: the lag's start
+      const madeAt = tsNs !== undefined && tsNs > 0n ? wallNowMs() - Number(monoNowNs() - tsNs) / 1e6 : undefined;
+      this.replicator.publishGrant(addr, e.door, now + (e.expires_in_ms ?? 0), 'knock', madeAt);
+    }
     else if (e.event === 'consume') this.replicator.publishConsumed(addr, e.door, now + (this.o.doors().get(e.door)?.openForMs ?? 0));
     else if (e.event === 'cooldown' && e.cooldown_ms !== undefined) this.replicator.publishCooldown(addr, now + e.cooldown_ms);
   }

@@ -193,7 +193,7 @@ export class Replicator {
       changed = true;
     }
     if (changed && rec.origin !== this.o.hostId) {
-      const lagMs = Math.max(0, nowMs - rec.atMs);
+      const lagMs = Math.max(0, wallNowMs() - rec.atMs);
       this.lastApplied = { atMs: nowMs, lagMs };
       this.o.onApplied?.(rec.state, rec, lagMs);
       this.o.log.debug({ source: rec.source, door: rec.door, state: rec.state, origin: rec.origin, lag_ms: lagMs }, 'fleet record applied');
@@ -252,8 +252,8 @@ export class Replicator {
   }
 
   /** A grant this host made (kernel knock, signed knock, claim, CLI): publish it. */
-  publishGrant(addr: Buffer, door: string, expiresAtMs: number, how: GrantRecord['how']): void {
-    const rec: GrantRecord = { v: RECORD_VERSION, state: 'granted', source: sourceText(addr), door, expiresAtMs, atMs: Date.now(), origin: this.o.hostId, ...(how ? { how } : {}) };
+  publishGrant(addr: Buffer, door: string, expiresAtMs: number, how: GrantRecord['how'], madeAtMs = wallNowMs()): void {
+    const rec: GrantRecord = { v: RECORD_VERSION, state: 'granted', source: sourceText(addr), door, expiresAtMs, atMs: madeAtMs, origin: this.o.hostId, ...(how ? { how } : {}) };
     this.enqueue(grantKey(door, addr), rec, expiresAtMs);
   }
 
@@ -357,6 +357,11 @@ export class Replicator {
     for (const w of this.watches) w.close();
     this.watches = [];
   }
+}
+
+/** The wall clock in ms with sub-ms resolution (lags of a few ms are measured with it). */
+export function wallNowMs(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 /** The 16-byte address of a source given as text (for the CLI). */
