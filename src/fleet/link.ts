@@ -223,7 +223,7 @@ export class FleetLink {
       since: new Date(this.stateSince).toISOString(),
       cooldowns: this.o.fleet.cooldowns,
       pending: this.replicator.pendingCount(),
-      last_applied: last ? { at: new Date(last.atMs).toISOString(), lag_ms: last.lagMs } : null,
+      last_applied: last ? { at: new Date(last.atMs).toISOString(), lag_ms: Math.round(last.lagMs * 100) / 100 } : null,
       claims: { ...this.claimCounts, p50_ms: q(0.5), p99_ms: q(0.99) },
       hosts: null,
     };
