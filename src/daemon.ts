@@ -438,13 +438,14 @@ export class Daemon {
       this.log.warn({ err, bytes: rec.length }, 'undecodable kernel event');
       return;
     }
-    this.publish(e);
-    if (k.type === EVENT.GRANT) this.watchExpiry(k.addr, k.door, e, Number(e.expires_in_ms ?? 0));
+    // Fleet first: the other hosts wait for this record; the log line can wait a moment.
     if (this.fleet) {
       this.fleet.onKernelEvent(e, k.addr, k.tsNs);
       const nonce = k.type === EVENT.GRANT ? nonceOfGrantEvent(rec) : null;
       if (nonce !== null) this.fleet.publishSpaNonce(nonce, this.config.doors.find((d) => d.name === e.door)?.spa?.maxSkewMs ?? LIMITS.maxSkewMaxMs);
     }
+    this.publish(e);
+    if (k.type === EVENT.GRANT) this.watchExpiry(k.addr, k.door, e, Number(e.expires_in_ms ?? 0));
   }
 
   private publish(e: GateEvent): void {

@@ -116,7 +116,15 @@ export function sourceText(addr: Buffer): string {
   return formatAddress(addr);
 }
 
-/** The expiry second whose lease holds a key that must live until `ms` (wall clock). */
+/**
+ * Leases are shared per expiry step: a key that must live until `ms` (wall clock) goes on the
+ * lease of the next multiple of LEASE_STEP_SEC after it. The engine grants one lease per expiry
+ * second it is given; rounding up to 10 s steps makes that one lease grant (one extra round trip
+ * before a put) per 10 s instead of per second, at the cost of keys outliving their grant by up
+ * to 10 s in the store (the kernels enforce the expiry; the leases only clean up).
+ */
+export const LEASE_STEP_SEC = 10;
+
 export function leaseSecond(ms: number): number {
-  return Math.ceil(ms / 1000);
+  return Math.ceil(ms / 1000 / LEASE_STEP_SEC) * LEASE_STEP_SEC;
 }

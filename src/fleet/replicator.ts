@@ -301,17 +301,18 @@ export class Replicator {
       return this.flushing;
     }
     const run = async (): Promise<void> => {
-      // (awaited first: the body must not finish before `flushing` is set)
-      await Promise.resolve();
       do {
         this.flushAgain = false;
         if (!(await this.flushOnce())) return;
       } while (this.flushAgain && !this.closed);
     };
-    this.flushing = run().finally(() => {
-      this.flushing = null;
+    // `flushing` is set before the body can finish (it awaits at its first put at the earliest,
+    // and .finally runs asynchronously), so a finished flush never leaves a stale promise.
+    const p = run().finally(() => {
+      if (this.flushing === p) this.flushing = null;
     });
-    return this.flushing;
+    this.flushing = p;
+    return p;
   }
 
   /** One pass over the pending records; false when a write failed (the store is unreachable). */
