@@ -142,6 +142,13 @@ export class FleetAccessError extends Error {
   override readonly name = 'FleetAccessError';
 }
 
+/** internal: an attempt failed in a way another attempt may not */
+class RetryError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(message(cause));
+  }
+}
+
 /** Key of a host's heartbeat record, relative to the prefix. */
 export const HOSTS_PREFIX = 'hosts/';
 
@@ -155,6 +162,12 @@ const PROBE_TIMEOUT_MS = 1000;
 const RETRY_PAUSE_MS = 100;
 /** a grant's lease outlives its expiry by this much: the kernel enforces expiry, the lease only cleans up */
 const LEASE_SLACK_SEC = 2;
+/**
+ * Unary calls in flight at once; the rest queue (and their deadlines start when they leave the
+ * queue): a burst of hundreds of writes would otherwise time out against a slow member, be taken
+ * for a dead one, and be retried on top of itself.
+ */
+const MAX_IN_FLIGHT = 32;
 /** keys per range request of list(): a fleet's whole state does not fit gRPC's 4 MiB messages */
 export const LIST_PAGE = 1000;
 
@@ -266,6 +279,8 @@ export class FleetEngine extends EventEmitter {
   private heartbeatLease: string | null = null;
   private heartbeatRunning = false;
   private heartbeatRefused = '';
+  private inFlight = 0;
+  private readonly slotWaiters: (() => void)[] = [];
 
   private constructor(private readonly opts: EngineOptions) {
     super();
@@ -561,6 +576,9 @@ export class FleetEngine extends EventEmitter {
         this.lastPinned = endpoint;
         this.outageSince = null;
         this.log.info({ member: endpoint }, 'fleet: using etcd member');
+        // watches follow: a member we left may be cut off from the quorum, and a watch there can
+        // stay open and silent about everything the others write
+        for (const w of this.watches) w.onPinned(endpoint);
         this.setState('connected', `etcd member ${endpoint} answers and has a leader`);
         this.wakePinWaiters();
         return;
@@ -643,26 +661,58 @@ export class FleetEngine extends EventEmitter {
    * again, for up to three request timeouts in all.
    */
   private async withMember<T>(what: string, fn: (m: Member, attempt: number) => Promise<T>): Promise<T> {
-    const deadline = Date.now() + this.requestTimeoutMs * 3;
+    let deadline: number | null = null;
     for (let attempt = 0; ; attempt++) {
-      const m = await this.usableMember(what, deadline);
+      await this.acquireSlot();
+      deadline ??= Date.now() + this.requestTimeoutMs * 3;
       try {
-        return await fn(m, attempt);
+        const m = await this.usableMember(what, deadline);
+        return await this.attempt(what, m, attempt, deadline, fn);
       } catch (err) {
-        if (err instanceof FleetUnavailableError || err instanceof FleetAccessError) throw err;
-        if (this.closing) throw new FleetUnavailableError(`${what}: the fleet engine is closed`);
-        const kind = classify(err);
-        if (kind === 'access') {
-          throw new FleetAccessError(
-            `${what}: etcd refused it (${message(err)}): the etcd user needs read-write access to the keys under ${this.prefix}`,
-          );
+        if (err instanceof RetryError) {
+          if (Date.now() >= deadline) throw new FleetUnavailableError(`${what}: ${message(err.cause)}`);
+        } else {
+          throw err;
         }
-        if (kind === 'fatal') throw new Error(`fleet: ${what}: ${message(err)}`, { cause: err });
-        if (kind === 'transient') this.memberFailed(m, `${what}: ${message(err)}`);
-        if (kind === 'token') this.streamFailed(m, err, what);
-        if (Date.now() >= deadline) throw new FleetUnavailableError(`${what}: ${message(err)}`);
-        await sleep(RETRY_PAUSE_MS);
+      } finally {
+        this.releaseSlot();
       }
+      await sleep(RETRY_PAUSE_MS);
+    }
+  }
+
+  private async acquireSlot(): Promise<void> {
+    if (this.inFlight < MAX_IN_FLIGHT) {
+      this.inFlight++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+  }
+
+  private releaseSlot(): void {
+    const next = this.slotWaiters.shift();
+    if (next) next(); // the slot passes on
+    else this.inFlight--;
+  }
+
+  /** One attempt: the result, a RetryError (worth another attempt), or the error to throw. */
+  private async attempt<T>(what: string, m: Member, attempt: number, deadline: number, fn: (m: Member, attempt: number) => Promise<T>): Promise<T> {
+    try {
+      return await fn(m, attempt);
+    } catch (err) {
+      if (err instanceof FleetUnavailableError || err instanceof FleetAccessError) throw err;
+      if (this.closing) throw new FleetUnavailableError(`${what}: the fleet engine is closed`);
+      const kind = classify(err);
+      if (kind === 'access') {
+        throw new FleetAccessError(
+          `${what}: etcd refused it (${message(err)}): the etcd user needs read-write access to the keys under ${this.prefix}`,
+        );
+      }
+      if (kind === 'fatal') throw new Error(`fleet: ${what}: ${message(err)}`, { cause: err });
+      if (kind === 'transient') this.memberFailed(m, `${what}: ${message(err)}`);
+      if (kind === 'token') this.streamFailed(m, err, what);
+      if (Date.now() >= deadline) throw new FleetUnavailableError(`${what}: ${message(err)}`);
+      throw new RetryError(err);
     }
   }
 
@@ -794,6 +844,7 @@ class FleetWatch {
   private resyncReason: ResyncReason = 'start';
   private resyncSeq = 0;
   private stream: WatchStream | null = null;
+  private streamMember: string | null = null;
   private endStream: ((why: string, failed?: boolean) => void) | null = null;
   private lastHeard = Date.now();
   private progressAsked = false;
@@ -823,6 +874,11 @@ class FleetWatch {
     this.closed = true;
     clearInterval(this.timer);
     this.endStream?.('closed');
+  }
+
+  /** The engine moved to `endpoint`: a stream on another member is re-created there. */
+  onPinned(endpoint: string): void {
+    if (this.streamMember !== null && this.streamMember !== endpoint) this.endStream?.(`engine moved to ${endpoint}`);
   }
 
   requestResync(reason: ResyncReason): void {
@@ -904,13 +960,14 @@ class FleetWatch {
     const m = await this.engine.usableMember(`watch ${this.relPrefix}`, Date.now() + this.engine.opDeadlineMs);
     const stream = await m.client.watchClient.watch();
     stream.on('error', () => undefined); // errors are handled below; cancel() also emits one
-    if (this.closed || this.nextRev === null) {
-      stream.cancel();
+    if (this.closed || this.nextRev === null || this.engine.member !== m.endpoint) {
+      stream.cancel(); // closed, a resync is due, or the engine moved meanwhile: start over
       return true;
     }
     const startRev = this.nextRev;
     let created = false;
     this.stream = stream;
+    this.streamMember = m.endpoint;
     this.lastHeard = Date.now();
     this.progressAsked = false;
     await new Promise<void>((resolve) => {
@@ -919,6 +976,7 @@ class FleetWatch {
         if (done) return;
         done = true;
         this.stream = null;
+        this.streamMember = null;
         this.endStream = null;
         try {
           stream.cancel();

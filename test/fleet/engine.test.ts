@@ -122,6 +122,9 @@ describe('fleet engine (real etcd)', skip === null ? {} : { skip }, () => {
       assert.deepEqual(hosts.map((h) => h.host), ['host-a', 'host-b']);
       assert.equal(hosts[0]!.info['state'], 'connected');
       assert.equal(a.states.filter(([s]) => s === 'connected').length, 1);
+      // a burst far larger than the engine's in-flight limit queues instead of timing out
+      await Promise.all(Array.from({ length: 400 }, (_, i) => a.engine.put(`grants/burst${i}`, 'b', { expiresAtSec: nowSec() + 60 })));
+      await until('the burst at B', () => view.keys.size === 49 + 400);
       // an engine without heartbeat (the CLI's) neither appears nor removes a record on close
       const cli = open(etcd, 'host-a', { heartbeat: false }).engine;
       assert.equal((await cli.hosts()).length, 2);
@@ -137,10 +140,19 @@ describe('fleet engine (real etcd)', skip === null ? {} : { skip }, () => {
       const b = open(etcd, 'host-b', { endpoints: [etcd.endpoints[2]!] }).engine;
       const exp = nowSec() + 60;
       const keys = Array.from({ length: 250 }, (_, i) => `nonces/n${i}`);
-      const [wa, wb] = await Promise.all([
-        Promise.all(keys.map((k) => a.claim(k, 'host-a', exp))),
-        Promise.all(keys.map((k) => b.claim(k, 'host-b', exp))),
-      ]);
+      // both engines claim every key at the same moment, 25 keys at a time (a burst of 500
+      // transactions at once only measures how slow a loaded machine is)
+      const wa: boolean[] = [];
+      const wb: boolean[] = [];
+      for (let i = 0; i < keys.length; i += 25) {
+        const batch = keys.slice(i, i + 25);
+        const [ra, rb] = await Promise.all([
+          Promise.all(batch.map((k) => a.claim(k, 'host-a', exp))),
+          Promise.all(batch.map((k) => b.claim(k, 'host-b', exp))),
+        ]);
+        wa.push(...ra);
+        wb.push(...rb);
+      }
       const stored = new Map((await a.list('nonces/')).items.map((kv) => [kv.key, kv.value.toString()]));
       for (let i = 0; i < keys.length; i++) {
         assert.notEqual(wa[i], wb[i], `${keys[i]}: exactly one of A and B wins`);
@@ -157,8 +169,9 @@ describe('fleet engine (real etcd)', skip === null ? {} : { skip }, () => {
   it('leases: one per expiry second, shared; expiry deletes reach watchers', async (t) => {
     const open = opener(t);
     await withEtcd({ members: 1 }, async (etcd) => {
-      const a = open(etcd, 'host-a').engine;
-      const b = open(etcd, 'host-b').engine;
+      // no heartbeats: their leases would count too
+      const a = open(etcd, 'host-a', { heartbeat: false }).engine;
+      const b = open(etcd, 'host-b', { heartbeat: false }).engine;
       const view = new View();
       b.watch('grants/', view.onEvents, view.onResync);
       await until('the first snapshot', () => view.resyncs.length === 1);
