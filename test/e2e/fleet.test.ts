@@ -30,7 +30,7 @@ const ROT = { first: 40000, last: 40999, length: 4, windowMs: 20_000 } as const;
 const SIG_PORT = 62202;
 const SPA_PORT = 62201;
 
-function gateConfig(lab: FleetLab, gw: Gw, extra: { rotSecret?: string; signedPub?: string; spaKey?: string; openFor?: string; web?: boolean } = {}): string {
+function gateConfig(lab: FleetLab, gw: Gw, extra: { rotSecret?: string; signedPub?: string; signedClosed?: boolean; spaKey?: string; openFor?: string; web?: boolean } = {}): string {
   return `# fleet e2e: ${gw.host}
 interfaces: [${gw.dataIf}]
 xdp_mode: native
@@ -72,7 +72,7 @@ ${extra.web ? `  web:
     max_skew: 30s
     protects: [2202/tcp]
     open_for: 120s
-`
+${extra.signedClosed ? '    on_partition: closed\n' : ''}`
     : ''
 }${
   extra.spaKey
@@ -248,7 +248,10 @@ kernelSuite('fleet mode, end to end: three gates and a 3-member etcd cluster', (
 
   test('partition: with all of etcd stopped every gate keeps enforcing and granting locally; when it returns grants and revokes made meanwhile reach the other hosts', { skip: skip ?? false }, async () => {
     await withFleetLab({ gateways: 2 }, async (lab) => {
-      lab.writeConfigs((gw) => gateConfig(lab, gw, { web: true }));
+      const alice = join(lab.dir, 'alice');
+      const kg = await runAsync(process.execPath, [CLI, 'keygen', '--type', 'signed', alice]);
+      assert.equal(kg.status, 0, kg.stderr);
+      lab.writeConfigs((gw) => gateConfig(lab, gw, { web: true, signedPub: `${alice}.pub`, signedClosed: true }));
       for (let i = 0; i < 2; i++) await lab.start(i);
       for (let i = 0; i < 2; i++) await fleetReady(lab, i);
       const [a, b] = [lab.gws[0]!.daemon!, lab.gws[1]!.daemon!];
@@ -271,6 +274,12 @@ kernelSuite('fleet mode, end to end: three gates and a 3-member etcd cluster', (
       await a.waitFor(isEvent('grant', { door: 'ssh' }), 10_000, 'local grant at A during the partition');
       assert.equal(await lab.opensSoon(0), true, 'A opens from local state');
       assert.equal(await lab.connects(1), false, 'B does not (nothing replicated during the partition)');
+      // A one-time door with on_partition: closed refuses while no claim can be made.
+      const key = await readPrivateKey(alice);
+      const signed = encodeSigned({ privateKey: key, door: 'sig', source: parseAddress(SOURCE), time: Math.floor(Date.now() / 1000) });
+      await lab.sendUdp(0, SIG_PORT, signed);
+      await a.waitFor(isEvent('reject', { door: 'sig', reason: 'fleet_unreachable' }), 10_000, 'the closed signed door refuses during the partition');
+      assert.equal(a.lines.find(isEvent('grant', { door: 'sig' })), undefined, 'no signed grant during the partition');
       // A revoke at B during the partition: local now, fleet-wide later.
       const rv = await lab.cli(1, ['revoke', SOURCE, '--door', 'web', '-c', lab.gws[1]!.cfg]);
       assert.equal(rv.status, 0, rv.stderr);
