@@ -26,7 +26,8 @@
  *   `requestTimeoutMs` per call and a per-operation deadline.
  * - Host choice is ours: the client is pinned to one member at a time. On a failure every endpoint
  *   is probed in parallel (Maintenance.Status with a short deadline) and the engine re-pins to a
- *   member that answers and knows a leader; it never keeps dialling a dead member.
+ *   member that answers and knows a leader; it never keeps dialling a dead member. Watches follow
+ *   the engine to its new member. At most MAX_IN_FLIGHT unary calls run at once; the rest queue.
  * - Watches are our own gRPC watch streams (one per `watch()`), resumed from their last revision
  *   after a break; a watchdog asks each stream for a progress notification and re-creates a stream
  *   that stays quiet; a "compacted" cancel (etcd-io/etcd#8668) or a return from `unreachable`
