@@ -941,8 +941,7 @@ class FleetWatch {
         if (ok) {
           pause = 100;
           this.lastLogged = '';
-        }
-        else {
+        } else {
           await sleep(pause);
           pause = Math.min(pause * 2, 2000);
         }

@@ -283,6 +283,23 @@ describe('fleet engine (real etcd)', skip === null ? {} : { skip }, () => {
     });
   });
 
+  it('an idle watch stays: progress requests answer the watchdog, no re-creation', async (t) => {
+    const sink = new LogSink();
+    const open = opener(t, sink);
+    await withEtcd({ members: 1 }, async (etcd) => {
+      const a = open(etcd, 'host-a', { watchQuietMs: 1000, heartbeat: false }).engine;
+      const view = new View();
+      a.watch('grants/', view.onEvents, view.onResync);
+      await until('the first snapshot', () => view.resyncs.length === 1);
+      await sleep(5000); // five quiet periods without a single write
+      assert.doesNotMatch(sink.text, /watch quiet/);
+      assert.doesNotMatch(sink.text, /leaving etcd member/);
+      await a.put('grants/x', 'x');
+      await until('an event after the idle time', () => view.keys.has('grants/x'));
+      assert.deepEqual(view.resyncs, ['start']);
+    });
+  });
+
   it('a silent member (SIGSTOP): the engine and its watch move to another member, nothing lost', async (t) => {
     const open = opener(t);
     await withEtcd({ members: 3 }, async (etcd) => {
