@@ -42,6 +42,7 @@ test('the minimal config loads with every default', () => {
     openForMs: 30000,
     flowIdleMs: 600_000,
     scope: 'source',
+    onPartition: 'local',
   };
   assert.deepEqual(parseFixture('good-minimal.yaml'), {
     file: 'good-minimal.yaml',
@@ -52,6 +53,7 @@ test('the minimal config loads with every default', () => {
     limits: { sources: 65536, flows: 65536, eventRingBytes: 262144, firstKnockFilterBytes: 8 * 1024 * 1024 },
     bruteForce: { maxFailures: 5, failureWindowMs: 60_000, cooldownMs: 300_000 },
     doors: [ssh],
+    fleet: null,
     warnings: [],
   } satisfies GateConfig);
 });
@@ -86,6 +88,7 @@ test('a config with every key loads to the exact model', () => {
         openForMs: 86_400_000,
         flowIdleMs: 7_200_000,
         scope: 'flow-only',
+        onPartition: 'local',
       },
       {
         name: 'web-admin_2',
@@ -98,6 +101,7 @@ test('a config with every key loads to the exact model', () => {
         openForMs: 5_400_000,
         flowIdleMs: 1_800_000,
         scope: 'source',
+        onPartition: 'local',
       },
       {
         name: '42',
@@ -110,8 +114,10 @@ test('a config with every key loads to the exact model', () => {
         openForMs: 5_400_000,
         flowIdleMs: 1_800_000,
         scope: 'source',
+        onPartition: 'local',
       },
     ],
+    fleet: null,
     warnings: [
       { file: 'good-full.yaml', line: 46, col: 15, path: 'doors.42.sequence', message: 'a one-step sequence is opened by any scan of that port' },
     ],
@@ -187,7 +193,7 @@ const BAD: Record<string, string[]> = {
   'bad-unknown-key.yaml': [
     'bad-unknown-key.yaml:1:1: interface: unknown key "interface": did you mean "interfaces"?',
     'bad-unknown-key.yaml:6:5: doors.ssh.step_timout: unknown key "step_timout": did you mean "step_timeout"?',
-    'bad-unknown-key.yaml:7:5: doors.ssh.colour: unknown key "colour": expected type, sequence, protects, allow_from, scope, step_timeout, sequence_timeout, open_for, flow_idle, secret_file, knock_ports, length, window, port, key_file, max_skew, clients, knock or payload',
+    'bad-unknown-key.yaml:7:5: doors.ssh.colour: unknown key "colour": expected type, sequence, protects, allow_from, scope, step_timeout, sequence_timeout, open_for, flow_idle, secret_file, knock_ports, length, window, port, key_file, max_skew, clients, knock, payload or on_partition',
   ],
   'bad-duration.yaml': [
     'bad-duration.yaml:3:17: defaults.step_timeout: "5 seconds" is not a duration: write a number and a unit, e.g. 500ms, 5s, 2m, 1h30m',
