@@ -20,7 +20,7 @@ import { DOOR_TYPE, EVENT, MAP, decodeEvent, decodeGrant, decodeSignedEvent, non
 import { createLogger, type Logger } from './log.js';
 import { Metrics, type ListenAddress } from './metrics.js';
 import { parseAddress } from './net/addr.js';
-import { FleetLink, type FleetDoor } from './fleet/link.js';
+import type { FleetDoor, FleetLink } from './fleet/link.js';
 import { version } from './version.js';
 
 export interface DaemonOptions {
@@ -183,6 +183,8 @@ export class Daemon {
       this.log.info({ metrics: `http://${this.opts.metrics.host.includes(':') ? `[${this.opts.metrics.host}]` : this.opts.metrics.host}:${this.opts.metrics.port}/metrics` }, 'serving metrics');
     }
     if (c.fleet) {
+      // Loaded only in fleet mode: the etcd client (gRPC, protobufjs) is heavy for every other command.
+      const { FleetLink } = await import('./fleet/link.js');
       this.fleet = await FleetLink.open({
         config: c,
         fleet: c.fleet,

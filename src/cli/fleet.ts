@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { pino } from 'pino';
 import { loadConfigFile, type GateConfig } from '../config/index.js';
 import type { FleetConfig } from '../config/model.js';
-import { FleetEngine, type EngineState } from '../fleet/engine.js';
+import type { EngineState, FleetEngine } from '../fleet/engine.js';
 import { loadFleetCredentials } from '../fleet/credentials.js';
 import { PREFIX, RECORD_VERSION, decodeGrantRecord, encodeRecord, grantKey, leaseSecond, sourceText, type GrantRecord } from '../fleet/records.js';
 import { CliError, EXIT } from './exit.js';
@@ -33,6 +33,8 @@ export async function fleetConfigOf(opts: TargetOptions): Promise<{ config: Gate
 /** Opens an engine for one CLI command, waits (bounded) until it reaches etcd, runs fn, closes. */
 export async function withCliEngine<T>(f: { config: GateConfig; fleet: FleetConfig }, fn: (engine: FleetEngine) => Promise<T>, timeoutMs = 8_000): Promise<T> {
   const creds = await loadFleetCredentials(f.config, f.fleet);
+  // Loaded only when needed: the etcd client is heavy for every other command.
+  const { FleetEngine } = await import('../fleet/engine.js');
   const logger = pino({ level: 'silent' });
   const engine = FleetEngine.open({
     endpoints: f.fleet.endpoints,
