@@ -344,7 +344,8 @@ export class Daemon {
     const fleet = this.fleet;
     if (!gate || !fleet) return;
     const slotDoor = gate.doors().find((d) => d.slot === k.door);
-    const base = describeEvent({ ...k, type: EVENT.GRANT }, this.ctx);
+    // (described as a grant for its source, door and port; expires_ns holds the window here)
+    const { expires_in_ms: _window, ...base } = describeEvent({ ...k, type: EVENT.GRANT, expiresNs: 0n }, this.ctx);
     if (!slotDoor) return;
     const name = slotDoor.door.name;
     const window = k.expiresNs;
@@ -366,7 +367,6 @@ export class Daemon {
     }
     const inMs = Number((expires - monoNowNs()) / 1_000_000n);
     const e: GateEvent = { ...base, event: 'grant', expires_in_ms: Math.max(0, inMs) };
-    delete e.reason;
     this.publish(e);
     fleet.publishGrant(k.addr, name, Date.now() + Math.max(0, inMs), 'rotating');
     this.watchExpiry(k.addr, k.door, e, Math.max(0, inMs));

@@ -32,6 +32,8 @@ export interface GrantRecord {
   atMs: number;
   /** the host that made it */
   origin: string;
+  /** when the origin sent it to etcd (wall clock ms): splits the lag into origin and store */
+  sentAtMs?: number;
   /** how it was made: a knock, by hand (CLI), a signed knock, a rotating claim */
   how?: 'knock' | 'manual' | 'signed' | 'rotating' | 'spa' | 'resync';
 }

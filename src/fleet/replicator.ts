@@ -196,7 +196,8 @@ export class Replicator {
       const lagMs = Math.max(0, wallNowMs() - rec.atMs);
       this.lastApplied = { atMs: nowMs, lagMs };
       this.o.onApplied?.(rec.state, rec, lagMs);
-      this.o.log.debug({ source: rec.source, door: rec.door, state: rec.state, origin: rec.origin, lag_ms: lagMs }, 'fleet record applied');
+      const viaStoreMs = typeof rec.sentAtMs === 'number' ? Math.max(0, wallNowMs() - rec.sentAtMs) : undefined;
+      this.o.log.debug({ source: rec.source, door: rec.door, state: rec.state, origin: rec.origin, lag_ms: lagMs, ...(viaStoreMs !== undefined ? { store_ms: viaStoreMs } : {}) }, 'fleet record applied');
     }
     return changed;
   }
@@ -331,7 +332,8 @@ export class Replicator {
         continue;
       }
       try {
-        await this.o.store.put(key, encodeRecord(p.value), { expiresAtSec: leaseSecond(p.leaseAtMs) });
+        const value = 'state' in p.value ? { ...p.value, sentAtMs: wallNowMs() } : p.value;
+        await this.o.store.put(key, encodeRecord(value), { expiresAtSec: leaseSecond(p.leaseAtMs) });
       } catch (err) {
         this.o.log.debug({ err: (err as Error).message, key, waiting: this.pending.size }, 'fleet: write deferred until the store is reachable');
         return false;
