@@ -5,6 +5,7 @@ import { posix } from 'node:path';
 import { isAlias, isMap, isScalar, isSeq, visit, type Document, type LineCounter, type Node, type Scalar, type YAMLMap, type YAMLSeq } from 'yaml';
 import { parseCidr, type Cidr } from '../net/addr.js';
 import { checkTimeout, formatDuration, parseDuration } from './duration.js';
+import { isPattern, patternProblem } from './ifpattern.js';
 import { suggest, type ConfigIssue } from './errors.js';
 import {
   DEFAULTS,
@@ -376,9 +377,10 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
         c.error(node ?? ifEntry.keyNode, path, `expected an interface name or { name: NAME, xdp_mode: MODE }, found ${c.describe(node)}`);
       }
       if (name === undefined) continue;
-      const problem = interfaceNameProblem(name);
+      const pattern = isPattern(name);
+      const problem = pattern ? patternProblem(name) : interfaceNameProblem(name);
       if (problem !== null) {
-        c.error(nameNode, path, `${JSON.stringify(name)} is not an interface name: ${problem}`);
+        c.error(nameNode, path, `${JSON.stringify(name)} is not ${pattern ? 'a valid interface pattern' : 'an interface name'}: ${problem}`);
         continue;
       }
       const first = seen.get(name);
@@ -387,7 +389,7 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
         continue;
       }
       seen.set(name, index);
-      interfaces.push({ name, mode });
+      interfaces.push(pattern ? { name, mode, pattern: true } : { name, mode });
     }
   }
 

@@ -303,7 +303,14 @@ export class Gate {
       for (const ifname of gate.pinnedLinkNames()) {
         const link = BpfLink.openPinned(paths.link(ifname));
         try {
-          link.update(progFd);
+          // A link whose interface was deleted meanwhile is detached for good: drop its pin
+          // (the daemon attaches anew when the interface is back).
+          if (link.info().ifindex === 0) {
+            unpin(paths.link(ifname));
+            log.warn({ interface: ifname }, 'the pinned link of a deleted interface was dropped');
+          } else {
+            link.update(progFd);
+          }
         } finally {
           link.close();
         }
@@ -495,26 +502,77 @@ export class Gate {
 
   /** Attach to each interface (or move an existing link to this program); returns the state. */
   attach(ifaces: readonly InterfaceConfig[]): Attachment[] {
-    if (this.progFd < 0) throw new Error('internal: attach needs a loaded program');
-    for (const i of ifaces) {
-      const index = ifIndex(i.name);
-      const pin = this.paths.link(i.name);
-      if (existsSync(pin)) {
-        const q = xdpQuery(index);
-        const modeOk = i.mode === 'auto' || q.attachMode === i.mode;
-        if (modeOk) continue;
-        this.detachInterface(i.name);
-      }
-      const link = attachXdp(this.progFd, index, i.mode);
-      try {
-        link.pin(pin);
-      } finally {
-        link.close();
-      }
-      const q = xdpQuery(index);
-      this.log.info({ interface: i.name, xdp_mode: q.attachMode, prog_id: q.progId }, 'attached');
-    }
+    for (const i of ifaces) this.attachOne(i);
     return this.attachments();
+  }
+
+  /**
+   * The one place the gate is put on an interface (the daemon's start, reloads, and
+   * interfaces that come back all go through here). A pinned link that still holds this
+   * interface in the wanted mode is kept; a stale one (its interface was deleted: the kernel
+   * detached it, the pin stayed) or one in another mode is replaced.
+   */
+  attachOne(i: Pick<InterfaceConfig, 'name' | 'mode'>, ifindex = ifIndex(i.name)): Attachment {
+    if (this.progFd < 0) throw new Error('internal: attach needs a loaded program');
+    const pin = this.paths.link(i.name);
+    if (existsSync(pin)) {
+      const live = this.linkIfindex(i.name) === ifindex;
+      const q = xdpQuery(ifindex);
+      const modeOk = i.mode === 'auto' || q.attachMode === i.mode;
+      if (live && modeOk) return { ifname: i.name, ifindex, mode: q.attachMode, progId: q.progId };
+      if (live) this.detachInterface(i.name);
+      else this.releaseInterface(i.name);
+    }
+    const link = attachXdp(this.progFd, ifindex, i.mode);
+    try {
+      link.pin(pin);
+    } finally {
+      link.close();
+    }
+    const q = xdpQuery(ifindex);
+    this.log.info({ interface: i.name, ifindex, xdp_mode: q.attachMode, prog_id: q.progId }, 'attached');
+    return { ifname: i.name, ifindex, mode: q.attachMode, progId: q.progId };
+  }
+
+  /** The ifindex a pinned link is attached to: 0 when the kernel detached it (interface gone), -1 without a pin. */
+  linkIfindex(ifname: string): number {
+    const pin = this.paths.link(ifname);
+    if (!existsSync(pin)) return -1;
+    const link = BpfLink.openPinned(pin);
+    try {
+      return link.info().ifindex;
+    } finally {
+      link.close();
+    }
+  }
+
+  /** Drop the pin of a link whose interface is gone (nothing to detach: the kernel did). */
+  releaseInterface(ifname: string): void {
+    if (unpin(this.paths.link(ifname))) this.log.info({ interface: ifname }, 'released (the interface is gone)');
+  }
+
+  /**
+   * Pin again whatever is missing under the pin directory (removed from outside while the
+   * daemon runs): the directory, every map, the program. Links removed with them were
+   * detached by the kernel; attachOne() puts them back. Returns what was re-pinned.
+   */
+  repin(): string[] {
+    if (this.closed || this.object === null || this.progFd < 0) throw new Error('internal: repin needs a loaded gate');
+    const done: string[] = [];
+    ensureBpffs(this.pinPath);
+    mkdirSync(this.paths.maps, { recursive: true });
+    mkdirSync(this.paths.links, { recursive: true });
+    for (const name of ALL_MAPS) {
+      const path = this.paths.map(name);
+      if (existsSync(path)) continue;
+      this.map(name).pin(path);
+      done.push(path);
+    }
+    if (!existsSync(this.paths.prog)) {
+      this.object.pinProgram(PROG_NAME, this.paths.prog);
+      done.push(this.paths.prog);
+    }
+    return done;
   }
 
   attachments(): Attachment[] {
@@ -525,6 +583,17 @@ export class Gate {
         ifindex = ifIndex(ifname);
       } catch {
         out.push({ ifname, ifindex: 0, mode: 'gone', progId: 0 });
+        continue;
+      }
+      let linked = ifindex;
+      try {
+        linked = this.linkIfindex(ifname);
+      } catch {
+        /* unreadable pin: report what the interface has */
+      }
+      if (linked !== ifindex) {
+        // The interface was deleted and another took its name: the pinned link holds nothing.
+        out.push({ ifname, ifindex, mode: 'gone', progId: 0 });
         continue;
       }
       const q = xdpQuery(ifindex);
