@@ -5,9 +5,10 @@
  * /sys/fs/bpf belongs to that namespace alone and dies with the daemon: a crash would remove
  * the gate. The test: PID 1's view of the same path (through /proc/1/root) must reach the
  * same bpf filesystem (same device); if the process shares PID 1's mount namespace there is
- * nothing to check.
+ * nothing to check. Where PID 1 cannot be inspected (some sandboxes), the nearest ancestor in
+ * another mount namespace stands in for it: the shell that ran `ip netns exec`.
  */
-import { readlinkSync, statSync } from 'node:fs';
+import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { GateError } from './gate.js';
 
@@ -30,22 +31,60 @@ export class PrivateBpffsError extends GateError {
 
 export type PinFsVerdict = { ok: true; shared: boolean } | { ok: false; why: string } | { ok: null; why: string };
 
+function mntNs(proc: string, pid: number | 'self'): string | null {
+  try {
+    return readlinkSync(`${proc}/${pid}/ns/mnt`);
+  } catch {
+    return null;
+  }
+}
+
+function parentOf(proc: string, pid: number | 'self'): number | null {
+  try {
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses; the last ')' ends it.
+    const stat = readFileSync(`${proc}/${pid}/stat`, 'utf8');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return Number.isInteger(ppid) && ppid > 0 ? ppid : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The process to compare with: PID 1 if its mount namespace can be read (the authority on
+ * what outlives us), else the nearest ancestor in another mount namespace (what `ip netns
+ * exec` or `unshare -m` left behind), else null.
+ */
+function witness(proc: string, mine: string): { pid: number; ns: string } | null {
+  const init = mntNs(proc, 1);
+  if (init !== null) return { pid: 1, ns: init };
+  let pid = parentOf(proc, 'self');
+  let unreadable = false;
+  for (let hops = 0; pid !== null && pid > 1 && hops < 64; hops++) {
+    const ns = mntNs(proc, pid);
+    if (ns === null) unreadable = true;
+    else if (ns !== mine) return { pid, ns };
+    pid = parentOf(proc, pid);
+  }
+  // Every ancestor below PID 1 shares this mount namespace: it is the one the process tree
+  // was started in (by PID 1), not one made for this process.
+  return unreadable || pid !== 1 ? null : { pid: -1, ns: mine };
+}
+
 /**
  * Does the bpffs under `pinPath` (which must exist) outlive this process? ok: true (same
- * mount namespace as PID 1, or PID 1 sees the same filesystem there), false (it does not),
- * or null (cannot tell, e.g. /proc/1 not readable).
+ * mount namespace as PID 1, or the witness sees the same filesystem there), false (it does
+ * not), or null (cannot tell: neither PID 1 nor an ancestor in another mount namespace can be
+ * read).
  */
 export function pinFsVerdict(pinPath: string, proc = '/proc'): PinFsVerdict {
   const abs = resolve(pinPath);
-  let mine: string;
-  let init: string;
-  try {
-    mine = readlinkSync(`${proc}/self/ns/mnt`);
-    init = readlinkSync(`${proc}/1/ns/mnt`);
-  } catch (err) {
-    return { ok: null, why: `cannot compare mount namespaces with PID 1: ${(err as Error).message}` };
-  }
-  if (mine === init) return { ok: true, shared: true };
+  const mine = mntNs(proc, 'self');
+  if (mine === null) return { ok: null, why: `cannot read ${proc}/self/ns/mnt` };
+  const w = witness(proc, mine);
+  if (w === null) return { ok: null, why: 'neither PID 1 nor a parent process in another mount namespace can be inspected' };
+  if (w.ns === mine) return { ok: true, shared: true };
+  const who = w.pid === 1 ? 'PID 1' : `the parent process ${w.pid}`;
   let here: number;
   try {
     here = statSync(abs).dev;
@@ -54,16 +93,16 @@ export function pinFsVerdict(pinPath: string, proc = '/proc'): PinFsVerdict {
   }
   let there: number;
   try {
-    there = statSync(`${proc}/1/root${abs}`).dev;
+    there = statSync(`${proc}/${w.pid}/root${abs}`).dev;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') {
-      return { ok: false, why: `this process runs in a mount namespace of its own (${mine}, PID 1: ${init}) and PID 1 does not see ${abs}` };
+      return { ok: false, why: `this process runs in a mount namespace of its own (${mine}; ${who}: ${w.ns}) and ${who} does not see ${abs}` };
     }
-    return { ok: null, why: `cannot stat ${abs} as PID 1 sees it: ${(err as Error).message}` };
+    return { ok: null, why: `cannot stat ${abs} as ${who} sees it: ${(err as Error).message}` };
   }
   if (here !== there) {
-    return { ok: false, why: `this process runs in a mount namespace of its own (${mine}, PID 1: ${init}) and ${abs} is on another filesystem there` };
+    return { ok: false, why: `this process runs in a mount namespace of its own (${mine}; ${who}: ${w.ns}) and ${abs} is on another filesystem there` };
   }
   return { ok: true, shared: false };
 }
