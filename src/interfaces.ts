@@ -15,7 +15,21 @@ import { entryFor, isPattern } from './config/ifpattern.js';
 import type { InterfaceConfig } from './config/index.js';
 import type { Gate } from './kernel/gate.js';
 import type { Logger } from './log.js';
-import { LinkMonitor, isTunnel, listLinks, type Link, type LinkMessage } from './net/netlink.js';
+import { LinkMonitor, isTunnel, listLinks, type Link, type LinkMessage, type LinkMonitorHandlers } from './net/netlink.js';
+
+/** Where link events come from: rtnetlink (tests pass a fake). */
+export interface LinkSource {
+  list(): Link[];
+  monitor(h: LinkMonitorHandlers): { drain(): void; close(): void };
+}
+
+const NETLINK: LinkSource = {
+  list: listLinks,
+  monitor: (h) => new LinkMonitor(h).unref(),
+};
+
+/** What the supervisor needs of the gate. */
+export type SupervisedGate = Pick<Gate, 'attachOne' | 'detachInterface' | 'releaseInterface' | 'linkIfindex' | 'pinnedLinkNames'>;
 
 export type InterfaceState = 'attached' | 'waiting' | 'absent';
 export const INTERFACE_STATES: readonly InterfaceState[] = ['attached', 'waiting', 'absent'];
@@ -86,17 +100,17 @@ export class InterfaceSupervisor {
   private readonly devices = new Map<string, Device>();
   /** ms without the gate, by interface name, over the daemon's life (devices that went included) */
   private readonly unprotectedMs = new Map<string, number>();
-  private monitor: LinkMonitor | null = null;
+  private monitor: { drain(): void; close(): void } | null = null;
   private readonly log: Logger;
   /** when each interface went (for `since` of absent ones) */
   private readonly goneAtMs = new Map<string, number>();
   private readonly startedMs: number;
 
   constructor(
-    private readonly gate: Gate,
+    private readonly gate: SupervisedGate,
     private entries: readonly InterfaceConfig[],
     logger: Logger,
-    /** test hook */
+    private readonly links: LinkSource = NETLINK,
     private readonly now: () => number = Date.now,
   ) {
     this.log = logger.child({ module: 'interfaces' });
@@ -110,7 +124,7 @@ export class InterfaceSupervisor {
    */
   start(): void {
     // Events first: an interface created between the list and the subscription is not missed.
-    this.monitor = new LinkMonitor({
+    this.monitor = this.links.monitor({
       onLink: (m) => this.onLink(m),
       onOverflow: () => {
         this.log.warn('link events were lost (netlink buffer overrun): re-reading the interface list');
@@ -118,8 +132,7 @@ export class InterfaceSupervisor {
       },
       onError: (err) => this.log.error({ err }, 'link event handling failed'),
     });
-    this.monitor.unref();
-    const links = listLinks();
+    const links = this.links.list();
     for (const w of interfaceWarnings(this.entries, links)) this.log.warn(w);
     this.dropUncovered(links);
     for (const l of links) {
@@ -132,7 +145,7 @@ export class InterfaceSupervisor {
   /** A reload: the new entries take effect (interfaces no longer covered are detached). */
   setEntries(entries: readonly InterfaceConfig[]): void {
     this.entries = entries;
-    const links = listLinks();
+    const links = this.links.list();
     for (const w of interfaceWarnings(entries, links)) this.log.warn(w);
     for (const d of [...this.devices.values()]) {
       const entry = entryFor(entries, d.name);
@@ -275,7 +288,7 @@ export class InterfaceSupervisor {
   resync(): void {
     let links: Link[];
     try {
-      links = listLinks();
+      links = this.links.list();
     } catch (err) {
       this.log.error({ err }, 'cannot list interfaces');
       return;
