@@ -7,11 +7,14 @@
  */
 import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { posix } from 'node:path';
 
 export const CONTROL_DIR = process.env['KNOCKGATE_RUN_DIR'] ?? '/run/knockgate';
 
 export function controlSocketPath(pinPath: string): string {
-  const name = pinPath.replace(/^\/+/, '').replace(/[^A-Za-z0-9_.-]+/g, '-') || 'root';
+  // Normalized, so that `--pin-path /sys/fs/bpf/x/` finds the daemon of pin_path /sys/fs/bpf/x.
+  const normal = posix.normalize(posix.resolve(pinPath)).replace(/\/+$/, '');
+  const name = normal.replace(/^\/+/, '').replace(/[^A-Za-z0-9_.-]+/g, '-') || 'root';
   return `${CONTROL_DIR}/${name}.sock`;
 }
 
