@@ -33,10 +33,11 @@ export function statusCommand(): Command {
       const gate = await openTarget({ pinPath });
       try {
         const now = monoNowNs();
-        const daemon = (await controlRequest(pinPath, { op: 'recent', limit: 1 }, 1000)) !== null;
-        // The daemon knows the config's interfaces and patterns and what became of each.
-        const ifAnswer = daemon ? await controlRequest(pinPath, { op: 'interfaces' }, 1000) : null;
-        const configured = Array.isArray(ifAnswer?.['interfaces']) ? (ifAnswer['interfaces'] as InterfaceStatus[]) : null;
+        // One round trip: any answer means a daemon runs; it knows the config's interfaces and
+        // patterns and what became of each (a daemon of an earlier version answers "unknown op").
+        const answer = await controlRequest(pinPath, { op: 'interfaces' }, 1000);
+        const daemon = answer !== null;
+        const configured = Array.isArray(answer?.['interfaces']) ? (answer['interfaces'] as InterfaceStatus[]) : null;
         const stats = gate.stats();
         const progress = gate.progress(now).filter((p) => !p.stale);
         const flows = flowRows(gate, now);
