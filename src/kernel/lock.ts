@@ -4,7 +4,7 @@
  * the lock goes with the gate it protects). Locks die with their process, so a crash never
  * leaves the gate locked.
  */
-import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import koffi from 'koffi';
 import { controlSocketPath } from '../control.js';
@@ -76,6 +76,16 @@ export class DaemonRunningError extends GateError {
 const LOCK_SH = 1;
 const LOCK_UN = 8;
 
+function sameFile(fd: number, path: string): boolean {
+  try {
+    const a = fstatSync(fd);
+    const b = statSync(path);
+    return a.ino === b.ino && a.dev === b.dev;
+  } catch {
+    return false;
+  }
+}
+
 function readPid(path: string): number | null {
   try {
     const n = Number(readFileSync(path, 'utf8').trim());
@@ -98,28 +108,35 @@ export class DaemonLock {
   static acquire(pinPath: string): DaemonLock {
     const path = daemonLockPath(pinPath);
     mkdirSync(dirname(path), { recursive: true, mode: 0o750 });
-    const fd = openSync(path, 'a+', 0o600);
     for (let attempt = 0; ; attempt++) {
-      if (flock(fd, LOCK_EX | LOCK_NB) === 0) break;
+      const fd = openSync(path, 'a+', 0o600);
+      if (flock(fd, LOCK_EX | LOCK_NB) === 0) {
+        // A daemon that stopped cleanly unlinks its file while it holds the lock: a lock taken
+        // on that old file (opened just before) is worthless, so the file must still be `path`.
+        if (sameFile(fd, path)) {
+          ftruncateSync(fd, 0);
+          writeSync(fd, `${process.pid}\n`, 0);
+          return new DaemonLock(path, fd);
+        }
+        closeSync(fd);
+        continue;
+      }
       const errno = koffi.errno();
-      if (errno !== EWOULDBLOCK) {
-        closeSync(fd);
-        throw new GateError(`cannot lock ${path} (errno ${errno})`);
-      }
-      if (attempt >= 4) {
-        closeSync(fd);
-        throw new DaemonRunningError(pinPath, readPid(path));
-      }
+      closeSync(fd);
+      if (errno !== EWOULDBLOCK) throw new GateError(`cannot lock ${path} (errno ${errno})`);
+      if (attempt >= 4) throw new DaemonRunningError(pinPath, readPid(path));
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 25);
     }
-    ftruncateSync(fd, 0);
-    writeSync(fd, `${process.pid}\n`, 0);
-    return new DaemonLock(path, fd);
   }
 
-  /** Release the lock (the process's end does it too). */
+  /** Release the lock and remove its file (a crash leaves the file, which blocks nothing). */
   release(): void {
     if (this.fd < 0) return;
+    try {
+      unlinkSync(this.path); // while still holding the lock: see acquire()
+    } catch {
+      /* already gone */
+    }
     closeSync(this.fd);
     this.fd = -1;
   }

@@ -4,7 +4,7 @@
 // fake /proc.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -200,7 +200,11 @@ test('one daemon per gate: the lock refuses a second holder with its PID, and fr
       (err: Error) => err.name === 'DaemonRunningError' && new RegExp(`PID ${process.pid}\\b`).test(err.message) && /knockgate status/.test(err.message),
     );
     held.release();
+    assert.equal(existsSync(held.path), false, 'a clean stop removes the lock file');
     assert.equal(lock.daemonHolding(pin), null, 'a released (or dead) holder blocks nothing');
+    // A lock file left by a crash (no holder) blocks nothing either.
+    writeFileSync(held.path, '999999\n');
+    assert.equal(lock.daemonHolding(pin), null);
     const again = lock.DaemonLock.acquire(pin);
     again.release();
   } finally {
