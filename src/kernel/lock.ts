@@ -174,3 +174,21 @@ export async function waitDaemonGone(pinPath: string, timeoutMs: number): Promis
   }
   return true;
 }
+
+/** Remove the lock file a crashed (or killed) daemon left, if nobody holds it; true if removed. */
+export function removeStaleDaemonLock(pinPath: string): boolean {
+  const path = daemonLockPath(pinPath);
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return false;
+  }
+  try {
+    if (flock(fd, LOCK_EX | LOCK_NB) !== 0 || !sameFile(fd, path)) return false;
+    unlinkSync(path);
+    return true;
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -13,6 +13,7 @@ import { CLI, cli, client, sleep, startClient, startDaemon, type LogLine, type P
 import { parseProm } from '../helpers/prom.js';
 import { EXIT } from '../../src/cli/exit.js';
 import { controlSocketPath } from '../../src/control.js';
+import { removeStaleDaemonLock } from '../../src/kernel/lock.js';
 
 const PORT = 2222;
 const METRICS = '127.0.0.1:9479';
@@ -63,6 +64,7 @@ async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
       await server.stop();
       rmSync(dir, { recursive: true, force: true });
       if (existsSync(pin)) rmSync(pin, { recursive: true, force: true });
+      removeStaleDaemonLock(pin); // left by a daemon the test killed
     }
   });
 }

@@ -10,7 +10,7 @@ import { Command } from 'commander';
 import { controlRequest, controlSocketPath } from '../../control.js';
 import { MapLayoutError } from '../../bpf/index.js';
 import { GateError, NoGateError, removePins, type Gate } from '../../kernel/gate.js';
-import { daemonHolding, waitDaemonGone, withGateLock } from '../../kernel/lock.js';
+import { daemonHolding, removeStaleDaemonLock, waitDaemonGone, withGateLock } from '../../kernel/lock.js';
 import { CliError, EXIT } from '../exit.js';
 import { openTarget, resolvePinPath, targetOptions, type TargetOptions } from '../target.js';
 
@@ -87,6 +87,9 @@ async function stopDaemon(pinPath: string, pid: number): Promise<void> {
   signal('SIGTERM');
   if (await waitDaemonGone(pinPath, SIGTERM_GRACE_MS)) return;
   signal('SIGKILL');
-  if (await waitDaemonGone(pinPath, SIGTERM_GRACE_MS)) return;
+  if (await waitDaemonGone(pinPath, SIGTERM_GRACE_MS)) {
+    removeStaleDaemonLock(pinPath);
+    return;
+  }
   throw new CliError(`the daemon (PID ${pid}) did not stop after SIGTERM and SIGKILL: nothing was detached`);
 }
