@@ -24,6 +24,7 @@ const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
+const SO_RCVBUFFORCE = 33;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const MSG_DONTWAIT = 0x40;
@@ -198,10 +199,21 @@ function sockaddrLl(ifindex: number): Buffer {
   return b;
 }
 
-/** A packet socket bound to one interface: every frame in or out of it, and frames to send. */
-export function packetSocket(ifindex: number): number {
+/**
+ * A packet socket bound to one interface: every frame in or out of it, and frames to send.
+ * rcvbufBytes: a receive buffer of that size (SO_RCVBUFFORCE), so that a burst is not lost.
+ */
+export function packetSocket(ifindex: number, rcvbufBytes = 0): number {
   const fd = c().socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, ((ETH_P_ALL & 0xff) << 8) | (ETH_P_ALL >> 8));
   if (fd < 0) fail('socket(AF_PACKET)');
+  if (rcvbufBytes > 0) {
+    const v = Buffer.alloc(4);
+    v.writeInt32LE(rcvbufBytes);
+    if (c().setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, v, 4) !== 0) {
+      c().close(fd);
+      fail('setsockopt(SO_RCVBUFFORCE)');
+    }
+  }
   const sa = sockaddrLl(ifindex);
   if (c().bind(fd, sa, sa.length) !== 0) {
     c().close(fd);
