@@ -73,6 +73,16 @@ function source(r: Rng, v6: boolean): string {
 
 function extChain(r: Rng): Ipv6ExtSpec[] {
   const n = r.pick([1, 1, 2, 3, 4, 7, 8, 9, 10]);
+  if (r.chance(0.6)) {
+    // A chain Linux walks to the end: hop-by-hop first if at all, then destination options,
+    // routing (segments left 0) and atomic fragments; no AH (no SA here: the stack drops it).
+    const out: Ipv6ExtSpec[] = r.chance(0.3) ? [{ type: 'hop-by-hop' }] : [];
+    while (out.length < n) {
+      const k = r.int(3);
+      out.push(k === 0 ? { type: 'dest-options' } : k === 1 ? { type: 'routing', segmentsLeft: 0 } : { type: 'fragment', offset: 0, more: false, id: r.int(0x7fffffff) });
+    }
+    return out;
+  }
   const out: Ipv6ExtSpec[] = [];
   for (let i = 0; i < n; i++) {
     const k = r.int(6);

@@ -221,7 +221,10 @@ kernelSuite('Differential fuzzing: what the gate passes, a gateless host must no
           const recent: Replayed[] = [];
           const byKey = new Map<string, number>();
           const failures: string[] = [];
+          const seen = new Set<string>();
           const report = (why: string, key: string | null): void => {
+            if (seen.has(why)) return; // a SYN-ACK retransmitted
+            seen.add(why);
             const i = key === null ? undefined : byKey.get(key);
             const hit = i === undefined ? undefined : recent.find((r) => r.index === i);
             if (hit) failures.push(`${why}: frame #${hit.index} (${hit.frame.framing}, ${hit.frame.how}):\n  ${hit.frame.bytes.toString('hex')}`);
