@@ -9,9 +9,11 @@
  *
  * Every fd is the caller's to close (closeFd), in a finally.
  */
-import { constants, openSync, readSync, writeSync } from 'node:fs';
+import { constants, existsSync, openSync, readSync, writeSync } from 'node:fs';
+import type { TestContext } from 'node:test';
 import { isIPv4 } from 'node:net';
 import koffi from 'koffi';
+import { IN_CI } from './kernel.js';
 import { parseIPv4, parseIPv6 } from './packets.js';
 
 const AF_INET = 2;
@@ -81,6 +83,15 @@ export function closeFd(fd: number): void {
 }
 
 // ---- TUN ----------------------------------------------------------------------------------
+
+/** Call first in a test that needs TUN devices: false (skipped) without /dev/net/tun; throws in CI. */
+export function requireTun(t: TestContext): boolean {
+  if (existsSync('/dev/net/tun')) return true;
+  const reason = 'no /dev/net/tun: this kernel has no TUN driver (CONFIG_TUN), or /dev is not populated';
+  if (IN_CI) throw new Error(`kernel test cannot run in CI (CI=true): ${reason}`);
+  t.skip(reason);
+  return false;
+}
 
 /** A new TUN (or TAP) device `name` in the calling thread's namespace; the device lives as long as the fd. */
 export function openTun(name: string, kind: 'tun' | 'tap' = 'tun'): number {

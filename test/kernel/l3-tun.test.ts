@@ -10,14 +10,14 @@
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { it } from 'node:test';
+import { it, type TestContext } from 'node:test';
 import { progInfo, xdpQuery, ifIndex } from '../../src/bpf/index.js';
 import { Gate, GateError } from '../../src/kernel/gate.js';
 import type { StatName, Stats } from '../../src/kernel/layout.js';
 import { doorsOf, silentLogger, toL3 } from '../helpers/gate.js';
 import { kernelSuite, run, withNetns, withPinDir, type NetnsPair } from '../helpers/kernel.js';
 import { IPPROTO, TCP_FLAGS, buildFrame } from '../helpers/packets.js';
-import { closeFd, openTun, readTun, recvDatagram, setTunLinkType, tcpListen, udpBind, writeTun } from '../helpers/sockets.js';
+import { closeFd, openTun, requireTun, readTun, recvDatagram, setTunLinkType, tcpListen, udpBind, writeTun } from '../helpers/sockets.js';
 
 const YAML = `
 interfaces: [lo]
@@ -100,7 +100,8 @@ async function withTun(fn: (env: NetnsPair, tun: string, fd: number, dir: string
 kernelSuite('L3 devices: the gate on a real TUN device', () => {
   // A TUN device (unlike a TAP) has no native XDP: 'auto' falls back to generic.
   for (const mode of ['generic', 'auto'] as const) {
-    it(`${mode} XDP: issue 11's SYN is dropped until a knock, then answered; IPv4 and IPv6; an adopted gate keeps the L3 program`, async () => {
+    it(`${mode} XDP: issue 11's SYN is dropped until a knock, then answered; IPv4 and IPv6; an adopted gate keeps the L3 program`, async (t: TestContext) => {
+      if (!requireTun(t)) return;
       await withTun(async (env, tun, fd, dir) => {
         const ns = env.nsB;
         run('ip', ['-n', ns, 'addr', 'add', `${HOST4}/24`, 'dev', tun]);
@@ -170,7 +171,8 @@ kernelSuite('L3 devices: the gate on a real TUN device', () => {
     });
   }
 
-  it('a device type the gate cannot parse is refused by name and type, and nothing is attached', async () => {
+  it('a device type the gate cannot parse is refused by name and type, and nothing is attached', async (t: TestContext) => {
+    if (!requireTun(t)) return;
     await withTun(async (env, tun, fd, dir) => {
       const gate = Gate.open({ pinPath: `${dir}/gate`, sources: 1024, eventRingBytes: 64 * 1024, logger: silentLogger });
       try {
