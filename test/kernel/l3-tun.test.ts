@@ -33,6 +33,8 @@ const HOST4 = '198.18.20.1';
 const PEER4 = '198.18.20.2';
 const HOST6 = '2001:db8:20::1';
 const PEER6 = '2001:db8:20::2';
+/** PEER4 as an IPv4-mapped IPv6 source */
+const MAPPED = '::ffff:198.18.20.2';
 
 /**
  * The IPv4 SYN of issue 11 (id 1, seq 1234, window 8192, port 42022 -> 22), with the test's
@@ -133,6 +135,8 @@ kernelSuite('L3 devices: the gate on a real TUN device', () => {
           for (let i = 0; i < 500 && (got = recvDatagram(udp4)) === null; i++) await sleep(20);
           assert.equal(got?.data.toString(), 'after', 'the listener got the datagram sent after the knock, and only that one');
           assert.equal(recvDatagram(udp4), null);
+          // The granted host's address, IPv4-mapped, over IPv6: not the granted source (dropped as malformed).
+          assert.deepEqual(judged(gate, fd, udp(MAPPED, 5000, 'mapped')), { drop_malformed: 1 }, `${MAPPED} does not share ${PEER4}'s grant`);
 
           // Adoption: a new process takes the pinned gate over; the TUN's link must move to the
           // L3 program (the device type is looked up again in the namespace).
@@ -163,6 +167,15 @@ kernelSuite('L3 devices: the gate on a real TUN device', () => {
           const short = [1, 2, 8, 13, 19].map((n) => syn(PEER4).subarray(0, n));
           const moved = judged(gate, fd, ...short);
           assert.deepEqual(moved, { drop_malformed: short.length }, 'a cut IPv4 header is malformed, never passed');
+          assert.equal(recvDatagram(udp6), null, `the ${MAPPED} datagram never arrived`);
+
+          // Without the gate, Linux delivers the mapped datagram: the drop above is what stopped it.
+          gate.destroy();
+          gate = null;
+          writeTun(fd, udp(MAPPED, 5000, 'mapped, no gate'));
+          got = null;
+          for (let i = 0; i < 500 && (got = recvDatagram(udp6)) === null; i++) await sleep(20);
+          assert.equal(got?.data.toString(), 'mapped, no gate', `with no gate the IPv6 listener receives a datagram from ${MAPPED}`);
         } finally {
           gate?.destroy();
           for (const f of fds) closeFd(f);
