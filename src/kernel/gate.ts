@@ -316,7 +316,7 @@ export class Gate {
         try {
           // The program for the device's framing (an interface that is gone, or of a type the gate
           // refuses, keeps the Ethernet one it had: attach() names the problem).
-          let fd = progFd;
+          let fd: number;
           try {
             fd = gate.programFor(framingOf(ifname));
           } catch {
@@ -530,7 +530,7 @@ export class Gate {
   /**
    * Attach to each interface (or move an existing link to this program); returns the state.
    * The interface's device type picks the program (framingOf): a type the gate cannot parse
-   * throws UnsupportedLinkError naming the interface and its type, and nothing is attached to it.
+   * throws a GateError naming the interface and its type, and nothing is attached to it.
    */
   attach(ifaces: readonly InterfaceConfig[]): Attachment[] {
     if (this.progFd < 0) throw new Error('internal: attach needs a loaded program');
