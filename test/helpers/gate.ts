@@ -48,7 +48,7 @@ import {
   type Stats,
 } from '../../src/kernel/layout.js';
 import { formatAddress } from '../../src/net/addr.js';
-import { withPinDir } from './kernel.js';
+import { kernelSuite, withPinDir } from './kernel.js';
 import { ETH_P_IP, ETH_P_IPV6, TPID_8021AD, TPID_8021Q, addrKey } from './packets.js';
 
 export const XDP_DROP = 1;
@@ -174,6 +174,17 @@ export function toL3(frame: Buffer): Buffer {
     off += 4;
   }
   return Buffer.from(frame.subarray(off));
+}
+
+/**
+ * kernelSuite(name) once per framing, named "<prefix> (<framing> framing): <rest>" for a name
+ * "<prefix>: <rest>"; fn gets the framing to hand GateHarness.with. One table, both programs.
+ */
+export function framingSuites(name: string, fn: (framing: HarnessFraming) => void): void {
+  const i = name.indexOf(': ');
+  for (const framing of FRAMINGS) {
+    kernelSuite(i < 0 ? `${name} (${framing} framing)` : `${name.slice(0, i)} (${framing} framing)${name.slice(i)}`, () => fn(framing));
+  }
 }
 
 export interface HarnessOptions {

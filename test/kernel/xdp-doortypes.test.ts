@@ -58,9 +58,9 @@ import {
   VERDICT_NAMES,
   XDP_DROP,
   XDP_PASS,
-  FRAMINGS,
   config,
   doorsOf,
+  framingSuites,
   ev,
   frameSource,
   silentLogger,
@@ -591,259 +591,257 @@ kernelSuite('XDP doors: what applyDoors writes for the new types', () => {
 // =============================================================================================
 
 // Through both programs: single-packet doors read their payload at an offset from the frame's start.
-for (const framing of FRAMINGS) {
-  kernelSuite(`XDP doors (${framing} framing): spa`, () => {
-    it('a right knock opens for its source only, IPv4 and IPv6, and burns its nonce', async () => {
-      await withGate({ framing }, async (h) => {
-        const b = new FlowBook();
-        const k4 = spaDatagram(A4);
-        const k6 = spaDatagram(A6);
-        await table(h, [
-          noGrant(`${A4}: SYN to 2201/tcp before the knock: dropped`, syn(A4, 2201)),
-          opens(`${A4}: spa knock: GRANT (step 1), nonce recorded`, udp(A4, SPA_PORT, k4.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k4.nonce] }),
-          passes(b, `${A4}: SYN to 2201/tcp passes`, A4, 2201),
-          noGrant(`${B4}: SYN to 2201/tcp from another source: dropped`, syn(B4, 2201)),
-          noGrant(`${A4}: SYN to 2202/tcp (door sig): drop_expired`, syn(A4, 2202), 'drop_expired'),
-          opens(`${A6}: spa knock over IPv6: GRANT`, udp(A6, SPA_PORT, k6.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k6.nonce] }),
-          passes(b, `${A6}: SYN to 2201/tcp passes`, A6, 2201),
-          noGrant(`${B6}: SYN to 2201/tcp from another IPv6 source: dropped`, syn(B6, 2201)),
-          untouched(`${B4}: TCP SYN to ${SPA_PORT}/tcp: the door is UDP, the port is nobody's`, syn(B4, SPA_PORT), 'pass_unrelated'),
-        ]);
-        const s = spaDatagram(C4);
-        const o = spaDatagram(D4);
-        const x = spaDatagram(B6);
-        await table(h, [
-          opens(`${C4}: in an 802.1Q tag`, buildFrame({ vlans: [{ vid: 7 }], ipv4: to(C4), l4: { proto: 'udp', dport: SPA_PORT, payload: s.payload } }), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [s.nonce] }),
-          opens(`${D4}: with IPv4 options (the payload is found after them)`, buildFrame({ ipv4: { ...to(D4), options: Buffer.from([1, 1, 1, 1, 1, 1, 1, 0]) }, l4: { proto: 'udp', dport: SPA_PORT, payload: o.payload } }), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [o.nonce] }),
-          opens(`${B6}: behind an IPv6 destination-options header`, buildFrame({ ipv6: { ...to(B6), extensions: [{ type: 'dest-options' }] }, l4: { proto: 'udp', dport: SPA_PORT, payload: x.payload } }), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [x.nonce] }),
-        ]);
-        assert.deepEqual(h.gate.grants().map((g) => g.door).sort(), ['spa', 'spa', 'spa', 'spa', 'spa']);
-      });
-    });
-
-    it('replays, another source, stale and garbage timestamps, a wrong key: refused with their reason, nothing granted', async () => {
-      await withGate({ framing }, async (h) => {
-        const k = spaDatagram(A4);
-        const now = unixNow();
-        // A timestamp whose value in ns wraps (mod 2^64) onto the gate's clock: only the range check
-        // (ts <= 2^34) can refuse it, since ts * 1e9 would then look fresh.
-        const wrapped = wrappingTimestamp(BigInt(Date.now()) * 1_000_000n);
-        await table(h, [
-          opens(`${A4}: the knock`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
-          refused(`${A4}: the same 40 bytes again: replay (no new grant: kg_grants unchanged)`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'replay'),
-          refused(`${B4}: the same 40 bytes from another source: bad MAC (the MAC covers the source)`, udp(B4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'bad_mac'),
-          refused(`${B6}: the same 40 bytes from an IPv6 source: bad MAC`, udp(B6, SPA_PORT, k.payload), 'spa', SPA_PORT, 'bad_mac'),
-          refused(`${B4}: a knock made for ${A4}, sent from ${B4}: bad MAC`, udp(B4, SPA_PORT, spaDatagram(B4, { macFor: A4 }).payload), 'spa', SPA_PORT, 'bad_mac'),
-          refused(`${B6}: a knock made for ${B4}, sent from ${B6}: bad MAC`, udp(B6, SPA_PORT, spaDatagram(B6, { macFor: B4 }).payload), 'spa', SPA_PORT, 'bad_mac'),
-          refused(`${B4}: a new knock (fresh time, valid MAC) reusing ${A4}'s nonce: replay`, udp(B4, SPA_PORT, spaDatagram(B4, { nonce: k.nonce, time: now + 1 }).payload), 'spa', SPA_PORT, 'replay'),
-          refused(`${B4}: timestamp 120 s behind: stale`, udp(B4, SPA_PORT, spaDatagram(B4, { time: now - 120 }).payload), 'spa', SPA_PORT, 'stale'),
-          refused(`${B4}: timestamp 120 s ahead: stale`, udp(B4, SPA_PORT, spaDatagram(B4, { time: now + 120 }).payload), 'spa', SPA_PORT, 'stale'),
-          refused(`${B4}: timestamp 0: stale`, udp(B4, SPA_PORT, spaDatagram(B4, { time: 0 }).payload), 'spa', SPA_PORT, 'stale'),
-          refused(`${B4}: timestamp 2^64-1: stale (no overflow)`, udp(B4, SPA_PORT, spaDatagram(B4, { time: (1n << 64n) - 1n }).payload), 'spa', SPA_PORT, 'stale'),
-          refused(`${B4}: timestamp ${wrapped} (x 1e9 wraps to now mod 2^64): stale`, udp(B4, SPA_PORT, spaDatagram(B4, { time: wrapped }).payload), 'spa', SPA_PORT, 'stale'),
-          refused(`${B4}: MAC under another key: bad MAC`, udp(B4, SPA_PORT, spaDatagram(B4, { key: WRONG_KEY }).payload), 'spa', SPA_PORT, 'bad_mac'),
-          refused(`${B4}: a knock for another door (id of "sig"): malformed`, udp(B4, SPA_PORT, spaDatagram(B4, { door: 'sig' }).payload), 'spa', SPA_PORT, 'malformed'),
-          refused(`${B4}: a signed datagram (112 bytes) to the spa port: malformed`, udp(B4, SPA_PORT, signedDatagram(B4, { door: 'spa' })), 'spa', SPA_PORT, 'malformed'),
-          noGrant(`${B4}: after all that, SYN to 2201/tcp still drops`, syn(B4, 2201)),
-          noGrant(`${B6}: and for the IPv6 source`, syn(B6, 2201)),
-        ]);
-        assert.deepEqual(h.gate.grants().map((g) => [formatAddress(g.addr), g.door]), [[A4, 'spa']]);
-      });
-    });
-
-    it('every byte is covered: magic and door id malformed, time, nonce and MAC a bad MAC; lengths other than 40 malformed', async () => {
-      await withGate({ framing }, async (h) => {
-        const k = spaDatagram(A4);
-        const rows: DRow[] = [];
-        for (let i = 0; i < KG.SPA_LEN; i++) {
-          const t = Buffer.from(k.payload);
-          t[i] = t[i]! ^ 0x01;
-          const region = i < 4 ? 'magic' : i < 8 ? 'door id' : i < 16 ? 'timestamp' : i < 32 ? 'nonce' : 'MAC';
-          rows.push(refused(`${A4}: byte ${i} (${region}) flipped`, udp(A4, SPA_PORT, t), 'spa', SPA_PORT, i < 8 ? 'malformed' : 'bad_mac'));
-        }
-        const cut = (n: number): Buffer => Buffer.from(k.payload.subarray(0, n));
-        rows.push(
-          refused(`${A4}: empty datagram`, udp(A4, SPA_PORT, Buffer.alloc(0)), 'spa', SPA_PORT, 'malformed'),
-          refused(`${A4}: 8 bytes (magic and door id only)`, udp(A4, SPA_PORT, cut(8)), 'spa', SPA_PORT, 'malformed'),
-          refused(`${A4}: 39 bytes`, udp(A4, SPA_PORT, cut(39)), 'spa', SPA_PORT, 'malformed'),
-          refused(`${A4}: 41 bytes (the knock and one more)`, udp(A4, SPA_PORT, Buffer.concat([k.payload, Buffer.from([0])])), 'spa', SPA_PORT, 'malformed'),
-          refused(`${A4}: 80 bytes (the knock twice)`, udp(A4, SPA_PORT, Buffer.concat([k.payload, k.payload])), 'spa', SPA_PORT, 'malformed'),
-          refused(
-            `${A4}: 40 bytes in the frame, but the UDP length says 39`,
-            buildFrame({ ipv4: to(A4), l4: { proto: 'udp', dport: SPA_PORT, payload: k.payload, length: 8 + 39 } }),
-            'spa',
-            SPA_PORT,
-            'malformed',
-          ),
-          refused(`${A4}: 39 bytes in the IP packet, the 40th in the Ethernet trailer`, Buffer.concat([udp(A4, SPA_PORT, cut(39)), k.payload.subarray(39)]), 'spa', SPA_PORT, 'malformed'),
-          quietDrop(`${A4}: the knock as the first fragment of a datagram (MF): dropped, not judged`, buildFrame({ ipv4: { ...to(A4), moreFragments: true }, l4: { proto: 'udp', dport: SPA_PORT, payload: k.payload } })),
-          // None of the refusals above burnt the nonce: the untouched datagram still opens.
-          opens(`${A4}: the untouched datagram after all its forgeries: GRANT`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
-        );
-        await table(h, rows);
-      });
-    });
-
-    it('only a knock that verifies burns its nonce: forged and stale ones do not', async () => {
-      await withGate({ framing }, async (h) => {
-        const nonce = freshNonce();
-        const now = unixNow();
-        const stale = spaDatagram(A4, { nonce, time: now - 3600 });
-        const forged = Buffer.from(spaDatagram(A4, { nonce }).payload);
-        forged[39] = forged[39]! ^ 0x80;
-        const good = spaDatagram(A4, { nonce, time: now });
-        await table(h, [
-          refused(`${A4}: stale knock with nonce N`, udp(A4, SPA_PORT, stale.payload), 'spa', SPA_PORT, 'stale'),
-          refused(`${A4}: forged MAC with nonce N`, udp(A4, SPA_PORT, forged), 'spa', SPA_PORT, 'bad_mac'),
-          refused(`${B4}: a knock made for ${B4} with another key and nonce N`, udp(B4, SPA_PORT, spaDatagram(B4, { nonce, key: WRONG_KEY }).payload), 'spa', SPA_PORT, 'bad_mac'),
-          opens(`${A4}: a fresh knock with nonce N: GRANT`, udp(A4, SPA_PORT, good.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [nonce] }),
-          refused(`${A4}: N once more with another fresh timestamp: replay`, udp(A4, SPA_PORT, spaDatagram(A4, { nonce, time: now - 1 }).payload), 'spa', SPA_PORT, 'replay'),
-        ]);
-      });
-    });
-
-    it('spoofed packets cannot undo a spa grant: other ports, a sequence reset, garbage to the spa port', async () => {
-      await withGate({ framing }, async (h) => {
-        const b = new FlowBook();
-        const k = spaDatagram(A4);
-        const [p0] = seqOf(W);
-        const q = firstFreePort([...seqOf(W), ...seqOf(W - 1n)]);
-        await table(h, [
-          opens(`${A4}: spa knock`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
-          quietDrop(`${A4}: a port of the rotating range that is no step`, udp(A4, q)),
-          {
-            description: `${A4}: 7000/tcp, step 1 of seq`,
-            frame: syn(A4, 7000),
-            verdict: XDP_DROP,
-            counter: 'drop_knock',
-            map: { progress: { [A4]: { seq: 1 } } },
-            events: [evx.knock('seq', 1, 7000)],
-            counters: { knock_step: 1 },
-          },
-          {
-            description: `${A4}: 9000/tcp: seq reset (wrong port); the spa grant is untouched`,
-            frame: syn(A4, 9000),
-            verdict: XDP_DROP,
-            counter: 'drop_knock',
-            map: { progress: { [A4]: {} } },
-            events: [evx.reset('seq', 1, 9000)],
-            counters: { reset_wrong_port: 1 },
-          },
-          {
-            description: `${A4}: rot's first step ${p0}`,
-            frame: udp(A4, p0!),
-            verdict: XDP_DROP,
-            counter: 'drop_knock',
-            map: { progress: { [A4]: { rot: 1 } } },
-            events: [evx.knock('rot', 1, p0!)],
-            counters: { knock_step: 1 },
-          },
-          {
-            description: `${A4}: then ${q}: rot reset (wrong port); the spa grant is untouched`,
-            frame: udp(A4, q),
-            verdict: XDP_DROP,
-            counter: 'drop_knock',
-            map: { progress: { [A4]: {} } },
-            events: [evx.reset('rot', 1, q)],
-            counters: { reset_wrong_port: 1 },
-          },
-          refused(`${A4}: garbage to the spa port`, udp(A4, SPA_PORT, Buffer.from('garbage')), 'spa', SPA_PORT, 'malformed'),
-          refused(`${A4}: a forged knock to the spa port`, udp(A4, SPA_PORT, spaDatagram(A4, { key: WRONG_KEY }).payload), 'spa', SPA_PORT, 'bad_mac'),
-          refused(`${A4}: its own knock replayed`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'replay'),
-          refused(`${A4}: a payload-door miss`, udp(A4, PAY_PORT, Buffer.from('nope')), 'pay', PAY_PORT, 'payload'),
-          passes(b, `${A4}: SYN to 2201/tcp still passes`, A4, 2201),
-        ]);
-        assert.deepEqual(h.grantsOf(A4), ['spa']);
-      });
-    });
-
-    it('a source in brute-force cooldown can still use the single-packet doors (judged before the cooldown)', async () => {
-      await withGate({ framing, bruteForce: { maxFailures: 1, failureWindowMs: 60_000, cooldownMs: 300_000 } }, async (h) => {
-        h.gate.setSignedTokens(10);
-        const b = new FlowBook();
-        const k = spaDatagram(A4);
-        const [p0] = seqOf(W);
-        await table(h, [
-          {
-            description: `${A4}: 7000/tcp, step 1 of seq`,
-            frame: syn(A4, 7000),
-            verdict: XDP_DROP,
-            counter: 'drop_knock',
-            map: { progress: { [A4]: { seq: 1 } } },
-            events: [evx.knock('seq', 1, 7000)],
-            counters: { knock_step: 1 },
-          },
-          {
-            description: `${A4}: 9000/tcp: reset, a failure, the first one (max 1): COOLDOWN`,
-            frame: syn(A4, 9000),
-            verdict: XDP_DROP,
-            counter: 'drop_knock',
-            map: { progress: { [A4]: {} }, penalty: { [A4]: { failures: 0, cooldown: true } } },
-            events: [evx.reset('seq', 1, 9000), ev.cooldown(1, 9000)],
-            counters: { reset_wrong_port: 1, failure: 1, cooldown: 1 },
-          },
-          quietDrop(`${A4}: 7000/tcp in cooldown: ignored`, syn(A4, 7000), { cooldown_knock: 1 }),
-          quietDrop(`${A4}: rot's first step ${p0} in cooldown: ignored (rotating doors are sequences)`, udp(A4, p0!), { cooldown_knock: 1 }),
-          opens(`${A4}: spa knock in cooldown: GRANT`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
-          opens(`${A4}: payload knock in cooldown: GRANT`, udp(A4, PAY_PORT, Buffer.from('knock')), 'pay', PAY_PORT, 'udp', ['pay', 'spa']),
-          opens(`${A4}: ICMP knock in cooldown: GRANT`, icmp(A4, 'open-sesame'), 'ping', 0, 'icmp', ['pay', 'ping', 'spa']),
-          {
-            description: `${A4}: signed knock in cooldown: passed to the daemon`,
-            frame: udp(A4, SIG_PORT, signedDatagram(A4)),
-            verdict: XDP_DROP,
-            counter: 'drop_knock',
-            map: NO_MAP_UPDATE,
-            events: [evx.signed('sig', SIG_PORT)],
-            counters: { signed_queued: 1 },
-          },
-          passes(b, `${A4}: SYN to 2201/tcp passes`, A4, 2201),
-          passes(b, `${A4}: SYN to 2203/tcp passes`, A4, 2203),
-          passes(b, `${A4}: SYN to 2204/tcp passes`, A4, 2204),
-        ]);
-        assert.deepEqual(h.penaltyOf(A4), { failures: 0, cooldown: true }, 'still in cooldown');
-      });
-    });
-
-    it('refusals spend knock tokens (else knock_suppressed); grants and signed records do not', async () => {
-      await withGate({ framing, knockTokens: 1 }, async (h) => {
-        h.gate.setSignedTokens(10);
-        const k = spaDatagram(A4);
-        const knockTokens = (): bigint => globals(h).readBigInt64LE(OFFSETS.globals.knock_tokens);
-        await table(h, [
-          refused(`${B4}: 39-byte spa datagram, the one token`, udp(B4, SPA_PORT, k.payload.subarray(0, 39)), 'spa', SPA_PORT, 'malformed'),
-          { action: 'the token is spent', run: () => assert.equal(knockTokens(), 0n) },
-          quietDrop(`${B4}: forged spa knock, no token`, udp(B4, SPA_PORT, spaDatagram(B4, { key: WRONG_KEY }).payload), { reject_bad_mac: 1, knock_suppressed: 1 }),
-          quietDrop(`${B4}: stale spa knock, no token`, udp(B4, SPA_PORT, spaDatagram(B4, { time: unixNow() - 600 }).payload), { reject_stale: 1, knock_suppressed: 1 }),
-          quietDrop(`${B4}: payload miss, no token`, udp(B4, PAY_PORT, Buffer.from('nope')), { reject_payload: 1, knock_suppressed: 1 }),
-          quietDrop(`${B4}: malformed signed, no token`, udp(B4, SIG_PORT, Buffer.alloc(112)), { reject_malformed: 1, knock_suppressed: 1 }),
-          {
-            description: `${B4}: ICMP payload miss, no token: passes, counted`,
-            frame: icmp(B4, 'open-sesamE'),
-            verdict: XDP_PASS,
-            counter: 'pass_other_l4',
-            map: NO_MAP_UPDATE,
-            events: NO_EVENT,
-            counters: { reject_payload: 1, knock_suppressed: 1 },
-          },
-          opens(`${A4}: spa knock: its GRANT needs no token`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
-          opens(`${A4}: payload knock: GRANT`, udp(A4, PAY_PORT, Buffer.from('knock')), 'pay', PAY_PORT, 'udp', ['pay', 'spa']),
-          {
-            description: `${A4}: signed knock: its record needs no knock token`,
-            frame: udp(A4, SIG_PORT, signedDatagram(A4)),
-            verdict: XDP_DROP,
-            counter: 'drop_knock',
-            map: NO_MAP_UPDATE,
-            events: [evx.signed('sig', SIG_PORT)],
-            counters: { signed_queued: 1 },
-          },
-          { action: 'still no token, never below 0', run: () => assert.equal(knockTokens(), 0n) },
-          { action: 'refill: 1 token', run: (g) => g.gate.setKnockTokens(1) },
-          refused(`${A4}: its knock replayed, after the refill`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'replay'),
-        ]);
-      });
+framingSuites('XDP doors: spa', (framing) => {
+  it('a right knock opens for its source only, IPv4 and IPv6, and burns its nonce', async () => {
+    await withGate({ framing }, async (h) => {
+      const b = new FlowBook();
+      const k4 = spaDatagram(A4);
+      const k6 = spaDatagram(A6);
+      await table(h, [
+        noGrant(`${A4}: SYN to 2201/tcp before the knock: dropped`, syn(A4, 2201)),
+        opens(`${A4}: spa knock: GRANT (step 1), nonce recorded`, udp(A4, SPA_PORT, k4.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k4.nonce] }),
+        passes(b, `${A4}: SYN to 2201/tcp passes`, A4, 2201),
+        noGrant(`${B4}: SYN to 2201/tcp from another source: dropped`, syn(B4, 2201)),
+        noGrant(`${A4}: SYN to 2202/tcp (door sig): drop_expired`, syn(A4, 2202), 'drop_expired'),
+        opens(`${A6}: spa knock over IPv6: GRANT`, udp(A6, SPA_PORT, k6.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k6.nonce] }),
+        passes(b, `${A6}: SYN to 2201/tcp passes`, A6, 2201),
+        noGrant(`${B6}: SYN to 2201/tcp from another IPv6 source: dropped`, syn(B6, 2201)),
+        untouched(`${B4}: TCP SYN to ${SPA_PORT}/tcp: the door is UDP, the port is nobody's`, syn(B4, SPA_PORT), 'pass_unrelated'),
+      ]);
+      const s = spaDatagram(C4);
+      const o = spaDatagram(D4);
+      const x = spaDatagram(B6);
+      await table(h, [
+        opens(`${C4}: in an 802.1Q tag`, buildFrame({ vlans: [{ vid: 7 }], ipv4: to(C4), l4: { proto: 'udp', dport: SPA_PORT, payload: s.payload } }), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [s.nonce] }),
+        opens(`${D4}: with IPv4 options (the payload is found after them)`, buildFrame({ ipv4: { ...to(D4), options: Buffer.from([1, 1, 1, 1, 1, 1, 1, 0]) }, l4: { proto: 'udp', dport: SPA_PORT, payload: o.payload } }), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [o.nonce] }),
+        opens(`${B6}: behind an IPv6 destination-options header`, buildFrame({ ipv6: { ...to(B6), extensions: [{ type: 'dest-options' }] }, l4: { proto: 'udp', dport: SPA_PORT, payload: x.payload } }), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [x.nonce] }),
+      ]);
+      assert.deepEqual(h.gate.grants().map((g) => g.door).sort(), ['spa', 'spa', 'spa', 'spa', 'spa']);
     });
   });
-}
+
+  it('replays, another source, stale and garbage timestamps, a wrong key: refused with their reason, nothing granted', async () => {
+    await withGate({ framing }, async (h) => {
+      const k = spaDatagram(A4);
+      const now = unixNow();
+      // A timestamp whose value in ns wraps (mod 2^64) onto the gate's clock: only the range check
+      // (ts <= 2^34) can refuse it, since ts * 1e9 would then look fresh.
+      const wrapped = wrappingTimestamp(BigInt(Date.now()) * 1_000_000n);
+      await table(h, [
+        opens(`${A4}: the knock`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
+        refused(`${A4}: the same 40 bytes again: replay (no new grant: kg_grants unchanged)`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'replay'),
+        refused(`${B4}: the same 40 bytes from another source: bad MAC (the MAC covers the source)`, udp(B4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'bad_mac'),
+        refused(`${B6}: the same 40 bytes from an IPv6 source: bad MAC`, udp(B6, SPA_PORT, k.payload), 'spa', SPA_PORT, 'bad_mac'),
+        refused(`${B4}: a knock made for ${A4}, sent from ${B4}: bad MAC`, udp(B4, SPA_PORT, spaDatagram(B4, { macFor: A4 }).payload), 'spa', SPA_PORT, 'bad_mac'),
+        refused(`${B6}: a knock made for ${B4}, sent from ${B6}: bad MAC`, udp(B6, SPA_PORT, spaDatagram(B6, { macFor: B4 }).payload), 'spa', SPA_PORT, 'bad_mac'),
+        refused(`${B4}: a new knock (fresh time, valid MAC) reusing ${A4}'s nonce: replay`, udp(B4, SPA_PORT, spaDatagram(B4, { nonce: k.nonce, time: now + 1 }).payload), 'spa', SPA_PORT, 'replay'),
+        refused(`${B4}: timestamp 120 s behind: stale`, udp(B4, SPA_PORT, spaDatagram(B4, { time: now - 120 }).payload), 'spa', SPA_PORT, 'stale'),
+        refused(`${B4}: timestamp 120 s ahead: stale`, udp(B4, SPA_PORT, spaDatagram(B4, { time: now + 120 }).payload), 'spa', SPA_PORT, 'stale'),
+        refused(`${B4}: timestamp 0: stale`, udp(B4, SPA_PORT, spaDatagram(B4, { time: 0 }).payload), 'spa', SPA_PORT, 'stale'),
+        refused(`${B4}: timestamp 2^64-1: stale (no overflow)`, udp(B4, SPA_PORT, spaDatagram(B4, { time: (1n << 64n) - 1n }).payload), 'spa', SPA_PORT, 'stale'),
+        refused(`${B4}: timestamp ${wrapped} (x 1e9 wraps to now mod 2^64): stale`, udp(B4, SPA_PORT, spaDatagram(B4, { time: wrapped }).payload), 'spa', SPA_PORT, 'stale'),
+        refused(`${B4}: MAC under another key: bad MAC`, udp(B4, SPA_PORT, spaDatagram(B4, { key: WRONG_KEY }).payload), 'spa', SPA_PORT, 'bad_mac'),
+        refused(`${B4}: a knock for another door (id of "sig"): malformed`, udp(B4, SPA_PORT, spaDatagram(B4, { door: 'sig' }).payload), 'spa', SPA_PORT, 'malformed'),
+        refused(`${B4}: a signed datagram (112 bytes) to the spa port: malformed`, udp(B4, SPA_PORT, signedDatagram(B4, { door: 'spa' })), 'spa', SPA_PORT, 'malformed'),
+        noGrant(`${B4}: after all that, SYN to 2201/tcp still drops`, syn(B4, 2201)),
+        noGrant(`${B6}: and for the IPv6 source`, syn(B6, 2201)),
+      ]);
+      assert.deepEqual(h.gate.grants().map((g) => [formatAddress(g.addr), g.door]), [[A4, 'spa']]);
+    });
+  });
+
+  it('every byte is covered: magic and door id malformed, time, nonce and MAC a bad MAC; lengths other than 40 malformed', async () => {
+    await withGate({ framing }, async (h) => {
+      const k = spaDatagram(A4);
+      const rows: DRow[] = [];
+      for (let i = 0; i < KG.SPA_LEN; i++) {
+        const t = Buffer.from(k.payload);
+        t[i] = t[i]! ^ 0x01;
+        const region = i < 4 ? 'magic' : i < 8 ? 'door id' : i < 16 ? 'timestamp' : i < 32 ? 'nonce' : 'MAC';
+        rows.push(refused(`${A4}: byte ${i} (${region}) flipped`, udp(A4, SPA_PORT, t), 'spa', SPA_PORT, i < 8 ? 'malformed' : 'bad_mac'));
+      }
+      const cut = (n: number): Buffer => Buffer.from(k.payload.subarray(0, n));
+      rows.push(
+        refused(`${A4}: empty datagram`, udp(A4, SPA_PORT, Buffer.alloc(0)), 'spa', SPA_PORT, 'malformed'),
+        refused(`${A4}: 8 bytes (magic and door id only)`, udp(A4, SPA_PORT, cut(8)), 'spa', SPA_PORT, 'malformed'),
+        refused(`${A4}: 39 bytes`, udp(A4, SPA_PORT, cut(39)), 'spa', SPA_PORT, 'malformed'),
+        refused(`${A4}: 41 bytes (the knock and one more)`, udp(A4, SPA_PORT, Buffer.concat([k.payload, Buffer.from([0])])), 'spa', SPA_PORT, 'malformed'),
+        refused(`${A4}: 80 bytes (the knock twice)`, udp(A4, SPA_PORT, Buffer.concat([k.payload, k.payload])), 'spa', SPA_PORT, 'malformed'),
+        refused(
+          `${A4}: 40 bytes in the frame, but the UDP length says 39`,
+          buildFrame({ ipv4: to(A4), l4: { proto: 'udp', dport: SPA_PORT, payload: k.payload, length: 8 + 39 } }),
+          'spa',
+          SPA_PORT,
+          'malformed',
+        ),
+        refused(`${A4}: 39 bytes in the IP packet, the 40th in the Ethernet trailer`, Buffer.concat([udp(A4, SPA_PORT, cut(39)), k.payload.subarray(39)]), 'spa', SPA_PORT, 'malformed'),
+        quietDrop(`${A4}: the knock as the first fragment of a datagram (MF): dropped, not judged`, buildFrame({ ipv4: { ...to(A4), moreFragments: true }, l4: { proto: 'udp', dport: SPA_PORT, payload: k.payload } })),
+        // None of the refusals above burnt the nonce: the untouched datagram still opens.
+        opens(`${A4}: the untouched datagram after all its forgeries: GRANT`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
+      );
+      await table(h, rows);
+    });
+  });
+
+  it('only a knock that verifies burns its nonce: forged and stale ones do not', async () => {
+    await withGate({ framing }, async (h) => {
+      const nonce = freshNonce();
+      const now = unixNow();
+      const stale = spaDatagram(A4, { nonce, time: now - 3600 });
+      const forged = Buffer.from(spaDatagram(A4, { nonce }).payload);
+      forged[39] = forged[39]! ^ 0x80;
+      const good = spaDatagram(A4, { nonce, time: now });
+      await table(h, [
+        refused(`${A4}: stale knock with nonce N`, udp(A4, SPA_PORT, stale.payload), 'spa', SPA_PORT, 'stale'),
+        refused(`${A4}: forged MAC with nonce N`, udp(A4, SPA_PORT, forged), 'spa', SPA_PORT, 'bad_mac'),
+        refused(`${B4}: a knock made for ${B4} with another key and nonce N`, udp(B4, SPA_PORT, spaDatagram(B4, { nonce, key: WRONG_KEY }).payload), 'spa', SPA_PORT, 'bad_mac'),
+        opens(`${A4}: a fresh knock with nonce N: GRANT`, udp(A4, SPA_PORT, good.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [nonce] }),
+        refused(`${A4}: N once more with another fresh timestamp: replay`, udp(A4, SPA_PORT, spaDatagram(A4, { nonce, time: now - 1 }).payload), 'spa', SPA_PORT, 'replay'),
+      ]);
+    });
+  });
+
+  it('spoofed packets cannot undo a spa grant: other ports, a sequence reset, garbage to the spa port', async () => {
+    await withGate({ framing }, async (h) => {
+      const b = new FlowBook();
+      const k = spaDatagram(A4);
+      const [p0] = seqOf(W);
+      const q = firstFreePort([...seqOf(W), ...seqOf(W - 1n)]);
+      await table(h, [
+        opens(`${A4}: spa knock`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
+        quietDrop(`${A4}: a port of the rotating range that is no step`, udp(A4, q)),
+        {
+          description: `${A4}: 7000/tcp, step 1 of seq`,
+          frame: syn(A4, 7000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [A4]: { seq: 1 } } },
+          events: [evx.knock('seq', 1, 7000)],
+          counters: { knock_step: 1 },
+        },
+        {
+          description: `${A4}: 9000/tcp: seq reset (wrong port); the spa grant is untouched`,
+          frame: syn(A4, 9000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [A4]: {} } },
+          events: [evx.reset('seq', 1, 9000)],
+          counters: { reset_wrong_port: 1 },
+        },
+        {
+          description: `${A4}: rot's first step ${p0}`,
+          frame: udp(A4, p0!),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [A4]: { rot: 1 } } },
+          events: [evx.knock('rot', 1, p0!)],
+          counters: { knock_step: 1 },
+        },
+        {
+          description: `${A4}: then ${q}: rot reset (wrong port); the spa grant is untouched`,
+          frame: udp(A4, q),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [A4]: {} } },
+          events: [evx.reset('rot', 1, q)],
+          counters: { reset_wrong_port: 1 },
+        },
+        refused(`${A4}: garbage to the spa port`, udp(A4, SPA_PORT, Buffer.from('garbage')), 'spa', SPA_PORT, 'malformed'),
+        refused(`${A4}: a forged knock to the spa port`, udp(A4, SPA_PORT, spaDatagram(A4, { key: WRONG_KEY }).payload), 'spa', SPA_PORT, 'bad_mac'),
+        refused(`${A4}: its own knock replayed`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'replay'),
+        refused(`${A4}: a payload-door miss`, udp(A4, PAY_PORT, Buffer.from('nope')), 'pay', PAY_PORT, 'payload'),
+        passes(b, `${A4}: SYN to 2201/tcp still passes`, A4, 2201),
+      ]);
+      assert.deepEqual(h.grantsOf(A4), ['spa']);
+    });
+  });
+
+  it('a source in brute-force cooldown can still use the single-packet doors (judged before the cooldown)', async () => {
+    await withGate({ framing, bruteForce: { maxFailures: 1, failureWindowMs: 60_000, cooldownMs: 300_000 } }, async (h) => {
+      h.gate.setSignedTokens(10);
+      const b = new FlowBook();
+      const k = spaDatagram(A4);
+      const [p0] = seqOf(W);
+      await table(h, [
+        {
+          description: `${A4}: 7000/tcp, step 1 of seq`,
+          frame: syn(A4, 7000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [A4]: { seq: 1 } } },
+          events: [evx.knock('seq', 1, 7000)],
+          counters: { knock_step: 1 },
+        },
+        {
+          description: `${A4}: 9000/tcp: reset, a failure, the first one (max 1): COOLDOWN`,
+          frame: syn(A4, 9000),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: { progress: { [A4]: {} }, penalty: { [A4]: { failures: 0, cooldown: true } } },
+          events: [evx.reset('seq', 1, 9000), ev.cooldown(1, 9000)],
+          counters: { reset_wrong_port: 1, failure: 1, cooldown: 1 },
+        },
+        quietDrop(`${A4}: 7000/tcp in cooldown: ignored`, syn(A4, 7000), { cooldown_knock: 1 }),
+        quietDrop(`${A4}: rot's first step ${p0} in cooldown: ignored (rotating doors are sequences)`, udp(A4, p0!), { cooldown_knock: 1 }),
+        opens(`${A4}: spa knock in cooldown: GRANT`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
+        opens(`${A4}: payload knock in cooldown: GRANT`, udp(A4, PAY_PORT, Buffer.from('knock')), 'pay', PAY_PORT, 'udp', ['pay', 'spa']),
+        opens(`${A4}: ICMP knock in cooldown: GRANT`, icmp(A4, 'open-sesame'), 'ping', 0, 'icmp', ['pay', 'ping', 'spa']),
+        {
+          description: `${A4}: signed knock in cooldown: passed to the daemon`,
+          frame: udp(A4, SIG_PORT, signedDatagram(A4)),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: NO_MAP_UPDATE,
+          events: [evx.signed('sig', SIG_PORT)],
+          counters: { signed_queued: 1 },
+        },
+        passes(b, `${A4}: SYN to 2201/tcp passes`, A4, 2201),
+        passes(b, `${A4}: SYN to 2203/tcp passes`, A4, 2203),
+        passes(b, `${A4}: SYN to 2204/tcp passes`, A4, 2204),
+      ]);
+      assert.deepEqual(h.penaltyOf(A4), { failures: 0, cooldown: true }, 'still in cooldown');
+    });
+  });
+
+  it('refusals spend knock tokens (else knock_suppressed); grants and signed records do not', async () => {
+    await withGate({ framing, knockTokens: 1 }, async (h) => {
+      h.gate.setSignedTokens(10);
+      const k = spaDatagram(A4);
+      const knockTokens = (): bigint => globals(h).readBigInt64LE(OFFSETS.globals.knock_tokens);
+      await table(h, [
+        refused(`${B4}: 39-byte spa datagram, the one token`, udp(B4, SPA_PORT, k.payload.subarray(0, 39)), 'spa', SPA_PORT, 'malformed'),
+        { action: 'the token is spent', run: () => assert.equal(knockTokens(), 0n) },
+        quietDrop(`${B4}: forged spa knock, no token`, udp(B4, SPA_PORT, spaDatagram(B4, { key: WRONG_KEY }).payload), { reject_bad_mac: 1, knock_suppressed: 1 }),
+        quietDrop(`${B4}: stale spa knock, no token`, udp(B4, SPA_PORT, spaDatagram(B4, { time: unixNow() - 600 }).payload), { reject_stale: 1, knock_suppressed: 1 }),
+        quietDrop(`${B4}: payload miss, no token`, udp(B4, PAY_PORT, Buffer.from('nope')), { reject_payload: 1, knock_suppressed: 1 }),
+        quietDrop(`${B4}: malformed signed, no token`, udp(B4, SIG_PORT, Buffer.alloc(112)), { reject_malformed: 1, knock_suppressed: 1 }),
+        {
+          description: `${B4}: ICMP payload miss, no token: passes, counted`,
+          frame: icmp(B4, 'open-sesamE'),
+          verdict: XDP_PASS,
+          counter: 'pass_other_l4',
+          map: NO_MAP_UPDATE,
+          events: NO_EVENT,
+          counters: { reject_payload: 1, knock_suppressed: 1 },
+        },
+        opens(`${A4}: spa knock: its GRANT needs no token`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
+        opens(`${A4}: payload knock: GRANT`, udp(A4, PAY_PORT, Buffer.from('knock')), 'pay', PAY_PORT, 'udp', ['pay', 'spa']),
+        {
+          description: `${A4}: signed knock: its record needs no knock token`,
+          frame: udp(A4, SIG_PORT, signedDatagram(A4)),
+          verdict: XDP_DROP,
+          counter: 'drop_knock',
+          map: NO_MAP_UPDATE,
+          events: [evx.signed('sig', SIG_PORT)],
+          counters: { signed_queued: 1 },
+        },
+        { action: 'still no token, never below 0', run: () => assert.equal(knockTokens(), 0n) },
+        { action: 'refill: 1 token', run: (g) => g.gate.setKnockTokens(1) },
+        refused(`${A4}: its knock replayed, after the refill`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'replay'),
+      ]);
+    });
+  });
+});
 
 // =============================================================================================
 
@@ -964,92 +962,90 @@ kernelSuite('XDP doors: signed', () => {
 // =============================================================================================
 
 // Through both programs: single-packet doors read their payload at an offset from the frame's start.
-for (const framing of FRAMINGS) {
-  kernelSuite(`XDP doors (${framing} framing): payload`, () => {
-    it('UDP: a datagram that starts with the bytes opens; anything else is refused; both dropped', async () => {
-      await withGate({ framing }, async (h) => {
-        const b = new FlowBook();
-        const pay = (src: string, data: string | Buffer): Buffer => udp(src, PAY_PORT, Buffer.from(data));
-        await table(h, [
-          opens(`${A4}: "knock": GRANT`, pay(A4, 'knock'), 'pay', PAY_PORT, 'udp', ['pay']),
-          passes(b, `${A4}: SYN to 2203/tcp passes`, A4, 2203),
-          opens(`${A4}: "knock" again: GRANT again (expiry moved on)`, pay(A4, 'knock'), 'pay', PAY_PORT, 'udp', ['pay']),
-          opens(`${B4}: "knockknock and more": GRANT (a prefix)`, pay(B4, 'knockknock and more'), 'pay', PAY_PORT, 'udp', ['pay']),
-          opens(`${A6}: "knock" over IPv6: GRANT`, pay(A6, 'knock'), 'pay', PAY_PORT, 'udp', ['pay']),
-          refused(`${C4}: "knoc" (4 of 5 bytes)`, pay(C4, 'knoc'), 'pay', PAY_PORT, 'payload'),
-          refused(`${C4}: empty`, pay(C4, ''), 'pay', PAY_PORT, 'payload'),
-          refused(`${C4}: "Knock"`, pay(C4, 'Knock'), 'pay', PAY_PORT, 'payload'),
-          refused(`${C4}: "knocK"`, pay(C4, 'knocK'), 'pay', PAY_PORT, 'payload'),
-          refused(`${C4}: " knock" (not at the start)`, pay(C4, ' knock'), 'pay', PAY_PORT, 'payload'),
-          refused(`${C4}: an spa datagram`, pay(C4, spaDatagram(C4).payload), 'pay', PAY_PORT, 'payload'),
-          refused(`${B6}: "xnock" over IPv6`, pay(B6, 'xnock'), 'pay', PAY_PORT, 'payload'),
-          refused(`${C4}: "knock" in the frame, the UDP length says 4 bytes`, buildFrame({ ipv4: to(C4), l4: { proto: 'udp', dport: PAY_PORT, payload: Buffer.from('knock'), length: 8 + 4 } }), 'pay', PAY_PORT, 'payload'),
-          refused(`${C4}: "kno" in the packet, "ck" in the Ethernet trailer`, Buffer.concat([pay(C4, 'kno'), Buffer.from('ck')]), 'pay', PAY_PORT, 'payload'),
-          quietDrop(`${C4}: "knock" as the first fragment (MF): dropped, not judged`, buildFrame({ ipv4: { ...to(C4), moreFragments: true }, l4: { proto: 'udp', dport: PAY_PORT, payload: Buffer.from('knock') } })),
-          untouched(`${C4}: a later fragment: no port to judge`, buildFrame({ ipv4: { ...to(C4), fragmentOffset: 8, protocol: IPPROTO.UDP }, l4: { proto: 'raw', protocol: IPPROTO.UDP, payload: Buffer.from('knock') } }), 'pass_fragment'),
-          untouched(`${C4}: TCP SYN to ${PAY_PORT}/tcp: the door is UDP`, syn(C4, PAY_PORT), 'pass_unrelated'),
-          refused(`${C4}: "knock" to the spa port: that is spa's (malformed)`, udp(C4, SPA_PORT, Buffer.from('knock')), 'spa', SPA_PORT, 'malformed'),
-          untouched(`${C4}: "knock" to ${PAY_PORT + 10}/udp: nobody's port`, udp(C4, PAY_PORT + 10, Buffer.from('knock')), 'pass_unrelated'),
-          noGrant(`${C4}: SYN to 2203/tcp: no grant`, syn(C4, 2203)),
-        ]);
-      });
-    });
-
-    it('ICMP/ICMPv6: an echo request whose data starts with the bytes opens (dropped); other pings pass; other ICMP is not judged', async () => {
-      await withGate({ framing }, async (h) => {
-        const b = new FlowBook();
-        const missed = (description: string, frame: Buffer): DRow => ({
-          description,
-          frame,
-          verdict: XDP_PASS,
-          counter: 'pass_other_l4',
-          map: NO_MAP_UPDATE,
-          events: [evx.reject('ping', 'payload', 0, 'icmp')],
-          counters: { reject_payload: 1 },
-        });
-        const pattern = Buffer.from(Array.from({ length: 56 }, (_, i) => i));
-        await table(h, [
-          opens(`${A4}: echo request "open-sesame": GRANT, dropped`, icmp(A4, 'open-sesame'), 'ping', 0, 'icmp', ['ping']),
-          passes(b, `${A4}: SYN to 2204/tcp passes`, A4, 2204),
-          noGrant(`${A4}: SYN to 2203/tcp (door pay): drop_expired`, syn(A4, 2203), 'drop_expired'),
-          opens(`${A6}: ICMPv6 echo request "open-sesame and more": GRANT`, icmp(A6, 'open-sesame and more'), 'ping', 0, 'icmp', ['ping']),
-          passes(b, `${A6}: SYN to 2204/tcp passes`, A6, 2204),
-          opens(`${C4}: in an 802.1Q tag: GRANT`, icmp(C4, 'open-sesame', { frame: { vlans: [{ vid: 9 }] } }), 'ping', 0, 'icmp', ['ping']),
-          opens(
-            `${C6}: ICMPv6 behind an atomic fragment header (offset 0, M clear: a whole datagram): GRANT`,
-            icmp(C6, 'open-sesame', { ipv6: { extensions: [{ type: 'fragment', offset: 0, more: false }] } }),
-            'ping',
-            0,
-            'icmp',
-            ['ping'],
-          ),
-          missed(`${B4}: "open-sesam" (one byte short)`, icmp(B4, 'open-sesam')),
-          missed(`${B4}: an ordinary ping (56 bytes of pattern)`, icmp(B4, pattern)),
-          missed(`${B4}: an echo request with no data`, icmp(B4, '')),
-          missed(`${B4}: "Open-sesame"`, icmp(B4, 'Open-sesame')),
-          missed(`${B6}: ICMPv6 "open sesame"`, icmp(B6, 'open sesame')),
-          missed(`${B4}: "open-sesa" in the packet, "me" in the Ethernet trailer`, Buffer.concat([icmp(B4, 'open-sesa'), Buffer.from('me')])),
-          untouched(`${B4}: echo reply "open-sesame": not a knock`, icmp(B4, 'open-sesame', { type: ICMP_ECHO_REPLY }), 'pass_other_l4'),
-          untouched(`${B4}: type 8 code 1: not an echo request`, icmp(B4, 'open-sesame', { code: 1 }), 'pass_other_l4'),
-          untouched(`${B4}: destination unreachable carrying "open-sesame"`, icmp(B4, 'open-sesame', { type: 3, code: 3 }), 'pass_other_l4'),
-          untouched(`${B4}: type 128 over IPv4 (ICMPv6's echo request number)`, icmp(B4, 'open-sesame', { type: ICMPV6_ECHO_REQUEST }), 'pass_other_l4'),
-          untouched(`${B4}: ICMPv6 (58) in IPv4, type 128`, icmp(B4, 'open-sesame', { protocol: IPPROTO.ICMPV6, type: ICMPV6_ECHO_REQUEST }), 'pass_other_l4'),
-          untouched(`${B6}: ICMPv6 echo reply "open-sesame"`, icmp(B6, 'open-sesame', { type: ICMPV6_ECHO_REPLY }), 'pass_other_l4'),
-          untouched(`${B6}: ICMPv6 type 8 (ICMPv4's echo request number)`, icmp(B6, 'open-sesame', { type: ICMP_ECHO }), 'pass_other_l4'),
-          untouched(`${B6}: ICMPv4 (1) in IPv6, type 8`, icmp(B6, 'open-sesame', { protocol: IPPROTO.ICMP, type: ICMP_ECHO }), 'pass_other_l4'),
-          untouched(`${B4}: a 4-byte ICMP message (no echo header)`, icmp(B4, '', { truncateTo: 4 }), 'pass_other_l4'),
-          untouched(`${B4}: echo request "open-sesame" as a first fragment (MF): not a knock`, icmp(B4, 'open-sesame', { ipv4: { moreFragments: true } }), 'pass_other_l4'),
-          untouched(`${B4}: a later fragment starting "open-sesame"`, icmp(B4, 'open-sesame', { ipv4: { fragmentOffset: 8 } }), 'pass_fragment'),
-          untouched(`${B6}: ICMPv6 echo request behind a fragment header (M set): not a knock`, icmp(B6, 'open-sesame', { ipv6: { extensions: [{ type: 'fragment', more: true }] } }), 'pass_other_l4'),
-          untouched(`${B6}: ICMPv6 after a later fragment header`, icmp(B6, 'open-sesame', { ipv6: { extensions: [{ type: 'fragment', offset: 8 }] } }), 'pass_fragment'),
-          untouched(`${B4}: UDP "open-sesame" to an unrelated port: the ICMP door is ICMP`, udp(B4, 7, Buffer.from('open-sesame')), 'pass_unrelated'),
-          noGrant(`${B4}: SYN to 2204/tcp: none of that opened the door`, syn(B4, 2204)),
-          noGrant(`${B6}: nor for the IPv6 source`, syn(B6, 2204)),
-        ]);
-      });
+framingSuites('XDP doors: payload', (framing) => {
+  it('UDP: a datagram that starts with the bytes opens; anything else is refused; both dropped', async () => {
+    await withGate({ framing }, async (h) => {
+      const b = new FlowBook();
+      const pay = (src: string, data: string | Buffer): Buffer => udp(src, PAY_PORT, Buffer.from(data));
+      await table(h, [
+        opens(`${A4}: "knock": GRANT`, pay(A4, 'knock'), 'pay', PAY_PORT, 'udp', ['pay']),
+        passes(b, `${A4}: SYN to 2203/tcp passes`, A4, 2203),
+        opens(`${A4}: "knock" again: GRANT again (expiry moved on)`, pay(A4, 'knock'), 'pay', PAY_PORT, 'udp', ['pay']),
+        opens(`${B4}: "knockknock and more": GRANT (a prefix)`, pay(B4, 'knockknock and more'), 'pay', PAY_PORT, 'udp', ['pay']),
+        opens(`${A6}: "knock" over IPv6: GRANT`, pay(A6, 'knock'), 'pay', PAY_PORT, 'udp', ['pay']),
+        refused(`${C4}: "knoc" (4 of 5 bytes)`, pay(C4, 'knoc'), 'pay', PAY_PORT, 'payload'),
+        refused(`${C4}: empty`, pay(C4, ''), 'pay', PAY_PORT, 'payload'),
+        refused(`${C4}: "Knock"`, pay(C4, 'Knock'), 'pay', PAY_PORT, 'payload'),
+        refused(`${C4}: "knocK"`, pay(C4, 'knocK'), 'pay', PAY_PORT, 'payload'),
+        refused(`${C4}: " knock" (not at the start)`, pay(C4, ' knock'), 'pay', PAY_PORT, 'payload'),
+        refused(`${C4}: an spa datagram`, pay(C4, spaDatagram(C4).payload), 'pay', PAY_PORT, 'payload'),
+        refused(`${B6}: "xnock" over IPv6`, pay(B6, 'xnock'), 'pay', PAY_PORT, 'payload'),
+        refused(`${C4}: "knock" in the frame, the UDP length says 4 bytes`, buildFrame({ ipv4: to(C4), l4: { proto: 'udp', dport: PAY_PORT, payload: Buffer.from('knock'), length: 8 + 4 } }), 'pay', PAY_PORT, 'payload'),
+        refused(`${C4}: "kno" in the packet, "ck" in the Ethernet trailer`, Buffer.concat([pay(C4, 'kno'), Buffer.from('ck')]), 'pay', PAY_PORT, 'payload'),
+        quietDrop(`${C4}: "knock" as the first fragment (MF): dropped, not judged`, buildFrame({ ipv4: { ...to(C4), moreFragments: true }, l4: { proto: 'udp', dport: PAY_PORT, payload: Buffer.from('knock') } })),
+        untouched(`${C4}: a later fragment: no port to judge`, buildFrame({ ipv4: { ...to(C4), fragmentOffset: 8, protocol: IPPROTO.UDP }, l4: { proto: 'raw', protocol: IPPROTO.UDP, payload: Buffer.from('knock') } }), 'pass_fragment'),
+        untouched(`${C4}: TCP SYN to ${PAY_PORT}/tcp: the door is UDP`, syn(C4, PAY_PORT), 'pass_unrelated'),
+        refused(`${C4}: "knock" to the spa port: that is spa's (malformed)`, udp(C4, SPA_PORT, Buffer.from('knock')), 'spa', SPA_PORT, 'malformed'),
+        untouched(`${C4}: "knock" to ${PAY_PORT + 10}/udp: nobody's port`, udp(C4, PAY_PORT + 10, Buffer.from('knock')), 'pass_unrelated'),
+        noGrant(`${C4}: SYN to 2203/tcp: no grant`, syn(C4, 2203)),
+      ]);
     });
   });
-}
+
+  it('ICMP/ICMPv6: an echo request whose data starts with the bytes opens (dropped); other pings pass; other ICMP is not judged', async () => {
+    await withGate({ framing }, async (h) => {
+      const b = new FlowBook();
+      const missed = (description: string, frame: Buffer): DRow => ({
+        description,
+        frame,
+        verdict: XDP_PASS,
+        counter: 'pass_other_l4',
+        map: NO_MAP_UPDATE,
+        events: [evx.reject('ping', 'payload', 0, 'icmp')],
+        counters: { reject_payload: 1 },
+      });
+      const pattern = Buffer.from(Array.from({ length: 56 }, (_, i) => i));
+      await table(h, [
+        opens(`${A4}: echo request "open-sesame": GRANT, dropped`, icmp(A4, 'open-sesame'), 'ping', 0, 'icmp', ['ping']),
+        passes(b, `${A4}: SYN to 2204/tcp passes`, A4, 2204),
+        noGrant(`${A4}: SYN to 2203/tcp (door pay): drop_expired`, syn(A4, 2203), 'drop_expired'),
+        opens(`${A6}: ICMPv6 echo request "open-sesame and more": GRANT`, icmp(A6, 'open-sesame and more'), 'ping', 0, 'icmp', ['ping']),
+        passes(b, `${A6}: SYN to 2204/tcp passes`, A6, 2204),
+        opens(`${C4}: in an 802.1Q tag: GRANT`, icmp(C4, 'open-sesame', { frame: { vlans: [{ vid: 9 }] } }), 'ping', 0, 'icmp', ['ping']),
+        opens(
+          `${C6}: ICMPv6 behind an atomic fragment header (offset 0, M clear: a whole datagram): GRANT`,
+          icmp(C6, 'open-sesame', { ipv6: { extensions: [{ type: 'fragment', offset: 0, more: false }] } }),
+          'ping',
+          0,
+          'icmp',
+          ['ping'],
+        ),
+        missed(`${B4}: "open-sesam" (one byte short)`, icmp(B4, 'open-sesam')),
+        missed(`${B4}: an ordinary ping (56 bytes of pattern)`, icmp(B4, pattern)),
+        missed(`${B4}: an echo request with no data`, icmp(B4, '')),
+        missed(`${B4}: "Open-sesame"`, icmp(B4, 'Open-sesame')),
+        missed(`${B6}: ICMPv6 "open sesame"`, icmp(B6, 'open sesame')),
+        missed(`${B4}: "open-sesa" in the packet, "me" in the Ethernet trailer`, Buffer.concat([icmp(B4, 'open-sesa'), Buffer.from('me')])),
+        untouched(`${B4}: echo reply "open-sesame": not a knock`, icmp(B4, 'open-sesame', { type: ICMP_ECHO_REPLY }), 'pass_other_l4'),
+        untouched(`${B4}: type 8 code 1: not an echo request`, icmp(B4, 'open-sesame', { code: 1 }), 'pass_other_l4'),
+        untouched(`${B4}: destination unreachable carrying "open-sesame"`, icmp(B4, 'open-sesame', { type: 3, code: 3 }), 'pass_other_l4'),
+        untouched(`${B4}: type 128 over IPv4 (ICMPv6's echo request number)`, icmp(B4, 'open-sesame', { type: ICMPV6_ECHO_REQUEST }), 'pass_other_l4'),
+        untouched(`${B4}: ICMPv6 (58) in IPv4, type 128`, icmp(B4, 'open-sesame', { protocol: IPPROTO.ICMPV6, type: ICMPV6_ECHO_REQUEST }), 'pass_other_l4'),
+        untouched(`${B6}: ICMPv6 echo reply "open-sesame"`, icmp(B6, 'open-sesame', { type: ICMPV6_ECHO_REPLY }), 'pass_other_l4'),
+        untouched(`${B6}: ICMPv6 type 8 (ICMPv4's echo request number)`, icmp(B6, 'open-sesame', { type: ICMP_ECHO }), 'pass_other_l4'),
+        untouched(`${B6}: ICMPv4 (1) in IPv6, type 8`, icmp(B6, 'open-sesame', { protocol: IPPROTO.ICMP, type: ICMP_ECHO }), 'pass_other_l4'),
+        untouched(`${B4}: a 4-byte ICMP message (no echo header)`, icmp(B4, '', { truncateTo: 4 }), 'pass_other_l4'),
+        untouched(`${B4}: echo request "open-sesame" as a first fragment (MF): not a knock`, icmp(B4, 'open-sesame', { ipv4: { moreFragments: true } }), 'pass_other_l4'),
+        untouched(`${B4}: a later fragment starting "open-sesame"`, icmp(B4, 'open-sesame', { ipv4: { fragmentOffset: 8 } }), 'pass_fragment'),
+        untouched(`${B6}: ICMPv6 echo request behind a fragment header (M set): not a knock`, icmp(B6, 'open-sesame', { ipv6: { extensions: [{ type: 'fragment', more: true }] } }), 'pass_other_l4'),
+        untouched(`${B6}: ICMPv6 after a later fragment header`, icmp(B6, 'open-sesame', { ipv6: { extensions: [{ type: 'fragment', offset: 8 }] } }), 'pass_fragment'),
+        untouched(`${B4}: UDP "open-sesame" to an unrelated port: the ICMP door is ICMP`, udp(B4, 7, Buffer.from('open-sesame')), 'pass_unrelated'),
+        noGrant(`${B4}: SYN to 2204/tcp: none of that opened the door`, syn(B4, 2204)),
+        noGrant(`${B6}: nor for the IPv6 source`, syn(B6, 2204)),
+      ]);
+    });
+  });
+});
 
 // =============================================================================================
 

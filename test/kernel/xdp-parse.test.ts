@@ -5,7 +5,7 @@
  * extension header or fragmentation hides a protected port or forges a knock; what cannot be
  * parsed is dropped (drop_malformed) and changes nothing.
  *
- * Every table but the VLAN one runs through both of the gate's programs (FRAMINGS): the one
+ * Every table but the VLAN one runs through both of the gate's programs (framingSuites): the one
  * for Ethernet frames and the one for devices without a link-layer header (TUN, WireGuard),
  * which gets the same frames without their Ethernet header.
  */
@@ -13,7 +13,6 @@ import assert from 'node:assert/strict';
 import { beforeEach, it } from 'node:test';
 import { kernelSuite } from '../helpers/kernel.js';
 import {
-  FRAMINGS,
   FlowBook,
   GateHarness,
   NO_EVENT,
@@ -22,10 +21,10 @@ import {
   XDP_PASS,
   config,
   ev,
+  framingSuites,
   to,
   toL3,
   type Entry,
-  type HarnessFraming,
   type Row,
 } from '../helpers/gate.js';
 import {
@@ -186,8 +185,7 @@ kernelSuite('XDP: VLAN tags', () => {
   });
 });
 
-for (const framing of FRAMINGS) {
-kernelSuite(`XDP (${framing} framing): IPv4 headers`, () => {
+framingSuites('XDP: IPv4 headers', (framing) => {
   it('options are skipped by IHL; IHL < 5, short total length, header past the end, truncated L4 are malformed', async () => {
     const S = '198.18.7.1';
     const ra = Buffer.from([0x94, 0x04, 0x00, 0x00]); // Router Alert: IHL 6
@@ -223,7 +221,6 @@ kernelSuite(`XDP (${framing} framing): IPv4 headers`, () => {
     });
   });
 });
-}
 
 const HBH: Ipv6ExtSpec = { type: 'hop-by-hop' };
 const DST: Ipv6ExtSpec = { type: 'dest-options' };
@@ -233,8 +230,7 @@ const exts = (...e: Ipv6ExtSpec[]): Opts => ({ v6: { extensions: e } });
 const eight = [HBH, RT, DST, DST, DST, DST, DST, DST];
 const nine = [HBH, RT, DST, DST, DST, DST, DST, DST, DST];
 
-for (const framing of FRAMINGS) {
-kernelSuite(`XDP (${framing} framing): IPv6 extension headers`, () => {
+framingSuites('XDP: IPv6 extension headers', (framing) => {
   it('walked up to 8 (hop-by-hop, routing, fragment, destination options, AH); a 9th is malformed', async () => {
     const S = '2001:db8:7::1';
     const O = '2001:db8:7::2';
@@ -268,7 +264,6 @@ kernelSuite(`XDP (${framing} framing): IPv6 extension headers`, () => {
     });
   });
 });
-}
 
 function fragmentRows(S: string, O: string): Entry[] {
   const v6 = S.includes(':');
@@ -312,8 +307,7 @@ function fragmentRows(S: string, O: string): Entry[] {
   ];
 }
 
-for (const framing of FRAMINGS) {
-kernelSuite(`XDP (${framing} framing): fragments`, () => {
+framingSuites('XDP: fragments', (framing) => {
   it('IPv4: first fragments judged by their ports (never knocks), tiny ones malformed, later ones pass_fragment', async () => {
     await GateHarness.with({ yaml: YAML, framing }, async (h) => {
       await h.table(fragmentRows('198.18.8.1', '198.18.8.2'));
@@ -339,10 +333,8 @@ kernelSuite(`XDP (${framing} framing): fragments`, () => {
     });
   });
 });
-}
 
-function truncationSuite(framing: HarnessFraming): void {
-kernelSuite(`XDP (${framing} framing): frames cut at every byte`, () => {
+framingSuites('XDP: frames cut at every byte', (framing) => {
   it('every truncation of each frame is malformed and changes nothing; the whole frame is judged normally', async () => {
     const S = '198.18.9.1';
     const S6 = '2001:db8:9::1';
@@ -406,8 +398,6 @@ kernelSuite(`XDP (${framing} framing): frames cut at every byte`, () => {
     });
   });
 });
-}
-for (const framing of FRAMINGS) truncationSuite(framing);
 
 /** An Ethernet header (EtherType IPv4) before raw IP bytes: toL3 takes it off again. */
 const ethOver = (ip: Buffer, etherType = 0x0800): Buffer => {
@@ -450,40 +440,38 @@ kernelSuite('XDP (l3 framing): frames that start at the IP header', () => {
   });
 });
 
-for (const framing of FRAMINGS) {
-  kernelSuite(`XDP (${framing} framing): IPv4-mapped IPv6 sources`, () => {
-    it('::ffff:a.b.c.d is malformed: it never knocks, never uses a.b.c.d’s progress or grant; ::a.b.c.d is a source of its own', async () => {
-      const A = '198.18.12.1';
-      const MAPPED = '::ffff:198.18.12.1';
-      const COMPAT = '::198.18.12.1';
-      const v6To = (src: string, l4: L4Spec, dst = '2001:db8:ffff::1'): Buffer => buildFrame({ ipv6: { src, dst }, l4 });
-      const yaml = config(`
+framingSuites('XDP: IPv4-mapped IPv6 sources', (framing) => {
+  it('::ffff:a.b.c.d is malformed: it never knocks, never uses a.b.c.d’s progress or grant; ::a.b.c.d is a source of its own', async () => {
+    const A = '198.18.12.1';
+    const MAPPED = '::ffff:198.18.12.1';
+    const COMPAT = '::198.18.12.1';
+    const v6To = (src: string, l4: L4Spec, dst = '2001:db8:ffff::1'): Buffer => buildFrame({ ipv6: { src, dst }, l4 });
+    const yaml = config(`
   ssh:
     sequence: [7000/tcp, 8000/tcp, 9000/tcp]
     protects: [22/tcp, 5000/udp]
     step_timeout: 10m
     sequence_timeout: 10m
 `);
-      await GateHarness.with({ yaml, framing }, async (h) => {
-        await h.table([
-          malformed(`${MAPPED} SYN 7000 (a first knock): malformed, no progress`, v6To(MAPPED, tcp(7000))),
-          sshStep(`${A} SYN 7000: step 1`, A, 1, frame(A, tcp(7000))),
-          malformed(`${MAPPED} SYN 8000 (${A}’s next step): malformed, ${A} stays at step 1`, v6To(MAPPED, tcp(8000))),
-          malformed(`${MAPPED} SYN 9000: malformed`, v6To(MAPPED, tcp(9000))),
-          sshStep(`${A} SYN 8000: step 2 (its own progress, untouched)`, A, 2, frame(A, tcp(8000))),
-          sshStep(`${A} SYN 9000: GRANT`, A, 3, frame(A, tcp(9000))),
-          malformed(`${MAPPED} SYN 22 while ${A} holds a grant: malformed`, v6To(MAPPED, tcp(22))),
-          malformed(`${MAPPED} UDP 5000 while ${A} holds a grant: malformed (Linux would deliver it)`, v6To(MAPPED, udpL4(5000))),
-          malformed(`${MAPPED} to a mapped destination, UDP 5000: malformed`, v6To(MAPPED, udpL4(5000), '::ffff:198.19.0.1')),
-          malformed(`${MAPPED} UDP 53 (unrelated): malformed all the same`, v6To(MAPPED, udpL4(53))),
-          granted(`${A} SYN 22: passes (its grant)`, A, (sport) => frame(A, tcp(22, { sport }))),
-          noGrant(`${COMPAT} (IPv4-compatible, a key of its own) SYN 22: no grant`, v6To(COMPAT, tcp(22))),
-          sshStep(`${COMPAT} SYN 7000: step 1 of its own`, COMPAT, 1, v6To(COMPAT, tcp(7000))),
-          noGrant('a native IPv6 source to a mapped destination, SYN 22: no grant (judged as usual)', v6To('2001:db8:12::1', tcp(22), '::ffff:198.19.0.1')),
-        ]);
-        assert.deepEqual(h.grantsOf(A), ['ssh']);
-        assert.deepEqual(h.progressOf(COMPAT), { ssh: 1 });
-      });
+    await GateHarness.with({ yaml, framing }, async (h) => {
+      await h.table([
+        malformed(`${MAPPED} SYN 7000 (a first knock): malformed, no progress`, v6To(MAPPED, tcp(7000))),
+        sshStep(`${A} SYN 7000: step 1`, A, 1, frame(A, tcp(7000))),
+        malformed(`${MAPPED} SYN 8000 (${A}’s next step): malformed, ${A} stays at step 1`, v6To(MAPPED, tcp(8000))),
+        malformed(`${MAPPED} SYN 9000: malformed`, v6To(MAPPED, tcp(9000))),
+        sshStep(`${A} SYN 8000: step 2 (its own progress, untouched)`, A, 2, frame(A, tcp(8000))),
+        sshStep(`${A} SYN 9000: GRANT`, A, 3, frame(A, tcp(9000))),
+        malformed(`${MAPPED} SYN 22 while ${A} holds a grant: malformed`, v6To(MAPPED, tcp(22))),
+        malformed(`${MAPPED} UDP 5000 while ${A} holds a grant: malformed (Linux would deliver it)`, v6To(MAPPED, udpL4(5000))),
+        malformed(`${MAPPED} to a mapped destination, UDP 5000: malformed`, v6To(MAPPED, udpL4(5000), '::ffff:198.19.0.1')),
+        malformed(`${MAPPED} UDP 53 (unrelated): malformed all the same`, v6To(MAPPED, udpL4(53))),
+        granted(`${A} SYN 22: passes (its grant)`, A, (sport) => frame(A, tcp(22, { sport }))),
+        noGrant(`${COMPAT} (IPv4-compatible, a key of its own) SYN 22: no grant`, v6To(COMPAT, tcp(22))),
+        sshStep(`${COMPAT} SYN 7000: step 1 of its own`, COMPAT, 1, v6To(COMPAT, tcp(7000))),
+        noGrant('a native IPv6 source to a mapped destination, SYN 22: no grant (judged as usual)', v6To('2001:db8:12::1', tcp(22), '::ffff:198.19.0.1')),
+      ]);
+      assert.deepEqual(h.grantsOf(A), ['ssh']);
+      assert.deepEqual(h.progressOf(COMPAT), { ssh: 1 });
     });
   });
-}
+});
