@@ -3,7 +3,10 @@
  * operation on them. Config-to-tables compilation lives in tables.ts; the byte layout in
  * layout.ts; the libbpf binding in src/bpf/. See docs/DESIGN.md for the kernel contract.
  *
- * Pins under `pinPath`:  prog, maps/<name> (the .bss map as maps/kg_globals), links/<ifname>.
+ * Pins under `pinPath`:  prog, prog_l3, maps/<name> (the .bss map as maps/kg_globals), links/<ifname>.
+ * prog parses frames that start with an Ethernet header, prog_l3 those of devices without a
+ * link-layer header (TUN, WireGuard): one object, every map shared, the same policy. The device
+ * type picks one at attach time (src/net/link-type.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
@@ -34,6 +37,7 @@ import {
   OFFSETS,
   PORT_STRIDE,
   PROG_NAME,
+  PROG_NAME_L3,
   SIZEOF,
   decodeAllowKey,
   decodeDoor,
@@ -57,6 +61,7 @@ import {
   type KFlowKey,
   type Stats,
 } from './layout.js';
+import { UnsupportedLinkError, framingOf, type Framing } from '../net/link-type.js';
 import { allowKeyText, planGeneration, type GenerationPlan, type PlanContext, type SlotState } from './tables.js';
 
 export const DEFAULT_PIN_PATH = '/sys/fs/bpf/knockgate';
@@ -194,6 +199,7 @@ export interface SweepResult {
 function pinPaths(pinPath: string) {
   return {
     prog: join(pinPath, 'prog'),
+    progL3: join(pinPath, 'prog_l3'),
     maps: join(pinPath, 'maps'),
     links: join(pinPath, 'links'),
     map: (name: string) => join(pinPath, 'maps', PINNED_NAME[name] ?? name),
@@ -230,8 +236,10 @@ export class Gate {
     private readonly globals: MmapRegion,
     /** kg_ports, mmapped: generations are rewritten in place */
     private readonly ports: MmapRegion,
-    /** fd of the loaded program; -1 when the gate was opened from pins without loading */
+    /** fd of the loaded program (Ethernet framing); -1 when the gate was opened from pins without loading */
     readonly progFd: number,
+    /** fd of the same program for frames that start at the IP header (no link-layer header); -1 likewise */
+    readonly progFdL3: number,
     private readonly object: BpfObject | null,
     /** true when this process found the gate pinned and took it over */
     readonly adopted: boolean,
@@ -287,6 +295,7 @@ export class Gate {
       maps.set(name, m);
     }
     const progFd = obj.programFd(PROG_NAME);
+    const progFdL3 = obj.programFd(PROG_NAME_L3);
     mkdirSync(paths.maps, { recursive: true });
     mkdirSync(paths.links, { recursive: true });
     if (!adopting) {
@@ -294,9 +303,11 @@ export class Gate {
     }
     unpin(paths.prog);
     obj.pinProgram(PROG_NAME, paths.prog);
+    unpin(paths.progL3);
+    obj.pinProgram(PROG_NAME_L3, paths.progL3);
     const globals = mmapMap(maps.get(MAP.GLOBALS)!);
     const ports = mmapMap(maps.get(MAP.PORTS)!);
-    const gate = new Gate(opts.pinPath, maps, globals, ports, progFd, obj, adopting, log.child({ module: 'gate' }));
+    const gate = new Gate(opts.pinPath, maps, globals, ports, progFd, progFdL3, obj, adopting, log.child({ module: 'gate' }));
     if (!adopting) gate.seedFilter(maps.get(MAP.FIRSTS)!.maxEntries);
     gate.syncWallClock();
     if (adopting) {
@@ -309,7 +320,15 @@ export class Gate {
             unpin(paths.link(ifname));
             log.warn({ interface: ifname }, 'the pinned link of a deleted interface was dropped');
           } else {
-            link.update(progFd);
+            // The program for the device's framing (an interface of a type the gate refuses
+            // keeps the Ethernet one it had: attach() names the problem).
+            let fd: number;
+            try {
+              fd = gate.programFor(framingOf(ifname));
+            } catch {
+              fd = progFd;
+            }
+            link.update(fd);
           }
         } finally {
           link.close();
@@ -347,7 +366,7 @@ export class Gate {
     }
     const globals = mmapMap(maps.get(MAP.GLOBALS)!);
     const ports = mmapMap(maps.get(MAP.PORTS)!);
-    return new Gate(pinPath, maps, globals, ports, -1, null, true, logger.child({ module: 'gate' }));
+    return new Gate(pinPath, maps, globals, ports, -1, -1, null, true, logger.child({ module: 'gate' }));
   }
 
   /** max_entries of every map whose size comes from the options. */
@@ -500,7 +519,26 @@ export class Gate {
     }
   }
 
-  /** Attach to each interface (or move an existing link to this program); returns the state. */
+  /** How the gate parses the interface's frames; a device type it cannot parse is a GateError. */
+  static framing(ifname: string): Framing {
+    try {
+      return framingOf(ifname);
+    } catch (err) {
+      if (err instanceof UnsupportedLinkError) throw new GateError(err.message);
+      throw err;
+    }
+  }
+
+  /** The loaded program that parses frames of this framing. */
+  programFor(framing: Framing): number {
+    return framing === 'l3' ? this.progFdL3 : this.progFd;
+  }
+
+  /**
+   * Attach to each interface (or move an existing link to this program); returns the state.
+   * The interface's device type picks the program (framingOf): a type the gate cannot parse
+   * throws a GateError naming the interface and its type, and nothing is attached to it.
+   */
   attach(ifaces: readonly InterfaceConfig[]): Attachment[] {
     for (const i of ifaces) this.attachOne(i);
     return this.attachments();
@@ -514,6 +552,7 @@ export class Gate {
    */
   attachOne(i: Pick<InterfaceConfig, 'name' | 'mode'>, ifindex = ifIndex(i.name)): Attachment {
     if (this.progFd < 0) throw new Error('internal: attach needs a loaded program');
+    const framing = Gate.framing(i.name);
     const pin = this.paths.link(i.name);
     if (existsSync(pin)) {
       const live = this.linkIfindex(i.name) === ifindex;
@@ -523,14 +562,14 @@ export class Gate {
       if (live) this.detachInterface(i.name);
       else this.releaseInterface(i.name);
     }
-    const link = attachXdp(this.progFd, ifindex, i.mode);
+    const link = attachXdp(this.programFor(framing), ifindex, i.mode);
     try {
       link.pin(pin);
     } finally {
       link.close();
     }
     const q = xdpQuery(ifindex);
-    this.log.info({ interface: i.name, ifindex, xdp_mode: q.attachMode, prog_id: q.progId }, 'attached');
+    this.log.info({ interface: i.name, ifindex, xdp_mode: q.attachMode, framing, prog_id: q.progId }, 'attached');
     return { ifname: i.name, ifindex, mode: q.attachMode, progId: q.progId };
   }
 
@@ -955,6 +994,7 @@ export function removePins(pinPath: string): void {
     unpin(paths.link(ifname));
   }
   unpin(paths.prog);
+  unpin(paths.progL3);
   for (const name of ALL_MAPS) unpin(paths.map(name));
   rmSync(paths.links, { recursive: true, force: true });
   rmSync(paths.maps, { recursive: true, force: true });
