@@ -18,12 +18,16 @@ export function checkCommand(): Command {
         await loadDoorSecrets(cfg);
         if (opts.json) {
           process.stdout.write(
-            JSON.stringify({ ok: true, file: cfg.file, warnings: cfg.warnings.map(formatIssue), doors: cfg.doors.map((d) => d.name) }) + '\n',
+            JSON.stringify({ ok: true, file: cfg.file, warnings: cfg.warnings.map(formatIssue), interfaces: cfg.interfaces.map((i) => i.name), doors: cfg.doors.map((d) => d.name) }) + '\n',
           );
         } else {
           for (const w of cfg.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
           process.stdout.write(`${opts.config}: OK\n`);
-          process.stdout.write(`  interfaces: ${cfg.interfaces.map((i) => `${i.name} (${i.mode})`).join(', ')}\n`);
+          process.stdout.write(
+            cfg.interfaces.length > 0
+              ? `  interfaces: ${cfg.interfaces.map((i) => `${i.name} (${i.mode})`).join(', ')}\n`
+              : `  interfaces: none: inert, the gate guards nothing until \`interfaces\` lists some (e.g. [eth0])\n`,
+          );
           for (const d of cfg.doors) {
             process.stdout.write(
               `  door ${d.name}: ${describeKnockRule(d)} -> ${d.protects.map(formatRange).join(' ')}` +
