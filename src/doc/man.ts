@@ -109,7 +109,8 @@ function describeCommand(cmd: Command, out: string[]): void {
   if (before && !isRoot) out.push('.PP', ...before.split(/\n\s*\n/).map((p) => roffText(p.replace(/\s+/g, ' '))).flatMap((p, i) => (i ? ['.PP', p] : [p])));
   if (example?.[1] && !isRoot) {
     out.push('.PP', 'Example:', '.PP', '.RS 4', '.nf');
-    for (const l of example[1].split('\n')) if (l.trim()) out.push(roffText(l.trim()));
+    // Minus signs, not hyphens: an example is copied into a shell.
+    for (const l of example[1].split('\n')) if (l.trim()) out.push(roffText(l.trim()).replace(/-/g, '\\-'));
     out.push('.fi', '.RE');
   }
   for (const sub of help.visibleCommands(cmd)) {
