@@ -17,7 +17,7 @@ const HEADER = `# /etc/knockgate/knockgate.yaml, as installed by the knockgate p
 #   2. write your own doors: the example doors below are samples (the ssh door protects 22/tcp
 #      and lets only 198.18.0.0/15 and 2001:db8::/32 knock: kept as is, it locks you out);
 #   3. knockgate check && systemctl reload knockgate   (or restart it after a pin_path/limits change)
-# Reference: knockgate.yaml(5), /usr/share/doc/knockgate/. Removing the package detaches the gate;
+# Reference: knockgate.yaml(5), knockgate(8). Removing the package detaches the gate;
 # purging it removes this file.
 # Durations take a unit: 500ms, 5s, 2m, 1h, 1h30m (at most 24h). Ports are 1..65535.
 #
