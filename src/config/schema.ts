@@ -349,8 +349,9 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
     c.missing(rootNode, [], 'interfaces', 'list the interfaces to guard, e.g. interfaces: [eth0]');
   } else if (c.present(ifEntry, 'list the interfaces to guard, e.g. interfaces: [eth0]')) {
     const items = c.list(ifEntry, '[eth0]');
+    // An explicit empty list is the packaged config's inert state: the gate loads but guards nothing.
     if (items !== null && items.length === 0) {
-      c.error(c.valueNode(ifEntry), ifEntry.path, '[] is empty: list at least one interface, e.g. [eth0]');
+      c.warn(c.valueNode(ifEntry), ifEntry.path, '[] is empty: the gate is attached to no interface and guards nothing; list the interfaces to guard, e.g. [eth0]');
     }
     const seen = new Map<string, number>();
     for (const { node, index } of items ?? []) {

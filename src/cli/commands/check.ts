@@ -39,7 +39,11 @@ export function checkCommand(): Command {
           for (const w of cfg.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
           for (const w of hostWarnings) process.stderr.write(`warning: ${w}\n`);
           process.stdout.write(`${opts.config}: OK\n`);
-          process.stdout.write(`  interfaces: ${cfg.interfaces.map((i) => `${i.name} (${i.mode}${i.pattern ? ', pattern' : ''})`).join(', ')}\n`);
+          process.stdout.write(
+            cfg.interfaces.length > 0
+              ? `  interfaces: ${cfg.interfaces.map((i) => `${i.name} (${i.mode}${i.pattern ? ', pattern' : ''})`).join(', ')}\n`
+              : `  interfaces: none: inert, the gate guards nothing until \`interfaces\` lists some (e.g. [eth0])\n`,
+          );
           for (const d of cfg.doors) {
             process.stdout.write(
               `  door ${d.name}: ${describeKnockRule(d)} -> ${d.protects.map(formatRange).join(' ')}` +
