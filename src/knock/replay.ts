@@ -83,6 +83,10 @@ export class ReplayCache implements ReplayGuard {
         await handle.sync();
       } else {
         cache.load(text, now);
+        // Cut a torn last line off, so the next record starts on a line of its own.
+        // (A header without its newline is whole: load() checked it.)
+        if (!text.includes('\n')) await handle.appendFile('\n');
+        else if (!text.endsWith('\n')) await handle.truncate(Buffer.byteLength(text.slice(0, text.lastIndexOf('\n') + 1)));
       }
       if (cache.records > 2 * cache.live.size + 1024) await cache.compact(now).catch(() => undefined);
     } catch (err) {
