@@ -15,8 +15,9 @@ need_root() {
 
 # build and run: clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux;
 # benchmarks (baselines measured in the same run): nftables knockd ethtool;
-# tests: systemd (systemd-analyze verify of the unit), vagrant (vagrant validate), zsh (completion)
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh nodejs npm)
+# tests: systemd (systemd-analyze verify of the unit), vagrant (vagrant validate), zsh (completion),
+#   fwknop-client (the real fwknop client, and its libfko3 as the parser oracle, for fwknop doors)
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh fwknop-client nodejs npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

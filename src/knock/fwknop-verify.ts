@@ -1,8 +1,9 @@
 // The daemon's side of an fwknop door: a candidate datagram the XDP program handed up is
 // checked here in the order that costs an attacker most and the gate least: shape and HMAC
 // (decodeFwknop, per client until one's HMAC verifies), decryption and fields, the clock, the
-// door's access policy, and last the replay guard, so that only knocks about to be granted are
-// recorded and junk cannot fill the cache.
+// replay guard, and last the door's access policy. Only authentic, fresh messages reach the
+// replay guard, so junk cannot fill it; an authentic message the policy refuses is recorded
+// too, so that its replay (from any source) is logged as the replay it is.
 import {
   checkFwknopAccess,
   checkFwknopFresh,
@@ -77,8 +78,6 @@ export class FwknopVerifier {
       const who = { client: client.name, username: message.username };
       const fresh = checkFwknopFresh(message, nowMs, this.opts.maxSkewMs);
       if (!fresh.ok) return { ...fresh, ...who };
-      const grant = checkFwknopAccess(message, source, this.opts);
-      if (!grant.ok) return { ...grant, ...who };
       // Remembered until the timestamp can no longer pass the clock check, from whichever of the
       // two clocks is later (a clock stepped back must not revive an expired record).
       const expires = Math.max(message.timestamp * 1000, nowMs) + this.opts.maxSkewMs + 1000;
@@ -90,6 +89,8 @@ export class FwknopVerifier {
       }
       if (claim === 'replay') return { ok: false, reason: 'replay', detail: 'this datagram was accepted before', ...who };
       if (claim === 'full') return { ok: false, reason: 'replay_cache_error', detail: 'the replay cache is full: refused until records expire (raise its size, or lower max_skew)', ...who };
+      const grant = checkFwknopAccess(message, source, this.opts);
+      if (!grant.ok) return { ...grant, ...who };
       return { ok: true, client: client.name, message, address: grant.address };
     }
     return bad ?? { ok: false, reason: 'bad_hmac', detail: 'no client' };

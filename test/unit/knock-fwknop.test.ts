@@ -256,12 +256,24 @@ test('FwknopVerifier: right keys grant once, the same datagram again (any source
   }
   const again = await verifier.check(Buffer.from(v.datagram), SRC6, now + 1000);
   assert.deepEqual([again.ok, !again.ok && again.reason, !again.ok && again.username], [false, 'replay', 'bob']);
-  // A refused knock is not recorded: it cannot fill the cache.
+  // Junk and stale knocks are not recorded: they cannot fill the cache.
   const stale = await verifier.check(Buffer.from(vec('v8').datagram), SRC4, now);
   assert.equal(!stale.ok && stale.reason, 'stale');
   const junk = await verifier.check(Buffer.from(tamper(v.datagram, 30)), SRC4, now);
   assert.equal(!junk.ok && junk.reason, 'bad_hmac');
   assert.equal(replay.seen.size, 1);
+});
+
+test('FwknopVerifier: an authentic knock the policy refuses is recorded, so its replay is logged as one', async () => {
+  const replay = new MemoryGuard();
+  const v = vec('v1'); // -a 198.18.0.5
+  const verifier = new FwknopVerifier({ clients: [{ name: 'laptop', keys }], maxSkewMs: 120_000, protects: SSH, replay });
+  const now = v.timestamp * 1000;
+  const other = parseAddress('198.18.0.77');
+  const first = await verifier.check(Buffer.from(v.datagram), other, now);
+  assert.deepEqual([!first.ok && first.reason, !first.ok && first.client], ['address_mismatch', 'laptop']);
+  const again = await verifier.check(Buffer.from(v.datagram), SRC4, now);
+  assert.equal(!again.ok && again.reason, 'replay', 'even from the address it asked for');
 });
 
 test('FwknopVerifier: refuses identical keys and a replay cache that fails', async () => {
