@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { FwknopVerifier, type FwknopCheck } from '../../src/knock/fwknop-verify.js';
-import { generateFwknopKeys } from '../../src/knock/fwknop-keys.js';
+import { fwknoprcStanza, generateFwknopKeys } from '../../src/knock/fwknop-keys.js';
 import type { FwknopKeys } from '../../src/knock/fwknop.js';
 import { ReplayCache } from '../../src/knock/replay.js';
 import { formatAddress, parseAddress } from '../../src/net/addr.js';
@@ -68,7 +68,8 @@ async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
           }
         },
         fwknop(args) {
-          const r = spawnSync('ip', ['netns', 'exec', env.nsA, 'fwknop', '--rc-file', rc, '--no-save-args', ...args], {
+          const rcArgs = args.includes('--rc-file') ? [] : ['--rc-file', rc];
+          const r = spawnSync('ip', ['netns', 'exec', env.nsA, 'fwknop', ...rcArgs, '--no-save-args', ...args], {
             encoding: 'utf8',
             timeout: 20_000,
             env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: dir },
@@ -158,6 +159,14 @@ kernelSuite('fwknop: the real client, captured in a namespace, checked by knockg
         // 8. A client without HMAC (fwknop's legacy mode).
         const bare = await lab.capture(env.addrB, () => lab.fwknop(['-D', env.addrB, '-p', String(PORT), '--key-base64-rijndael', b64(keys.encryptionKey), '-A', 'tcp/22', '-s']));
         assert.equal(reasonOf(await check(bare.data, bare.from)), 'no_hmac');
+
+        // 9. The .fwknoprc stanza `knockgate keygen --type fwknop` prints works with the client as is.
+        const stanzaRc = join(lab.dir, 'stanza-rc');
+        writeFileSync(stanzaRc, fwknoprcStanza({ name: 'knockgate', server: env.addrB, access: [{ proto: 'tcp', port: 22 }], keys }), { mode: 0o600 });
+        const viaRc = await lab.capture(env.addrB, () => lab.fwknop(['--rc-file', stanzaRc, '-n', 'knockgate']));
+        const rcGrant = await check(viaRc.data, viaRc.from);
+        assert.ok(rcGrant.ok, JSON.stringify(rcGrant));
+        if (rcGrant.ok) assert.equal(rcGrant.message.allowIp, '0.0.0.0', 'ALLOW_IP source');
       } finally {
         await replay.close();
       }
