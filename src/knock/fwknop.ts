@@ -332,6 +332,33 @@ function decrypt(cipherText: string, keys: FwknopKeys): string | null {
   return plain.toString('latin1');
 }
 
+/**
+ * Whether `len` base64 characters (stripped) can hold salted AES-CBC ciphertext: "Salted__",
+ * the salt and at least one block, 16 * (k + 2) bytes, base64 of which is 64m, 64m + 22 or
+ * 64m + 43 characters long. Includes the 10 characters stripped from the wire.
+ */
+function cipherLengthOk(withPrefix: number): boolean {
+  const r = withPrefix % 64;
+  return withPrefix >= 64 && (r === 0 || r === 22 || r === 43);
+}
+
+/**
+ * The lengths an fwknop Rijndael + HMAC datagram can have: a salted ciphertext under 400
+ * base64 characters (libfko's GnuPG threshold) followed by the HMAC. For the kernel's length
+ * check: [FWKNOP_MIN_LEN, fwknopMaxLength(type)]; the daemon applies the exact rule.
+ */
+export function fwknopLengthOk(len: number, hmacType: FwknopHmacType = 'sha256'): boolean {
+  const withPrefix = len - HMAC_B64_LEN[hmacType] + FWKNOP_SALT_PREFIX.length;
+  return len >= FWKNOP_MIN_LEN && withPrefix < FWKNOP_GPG_MIN_LEN && cipherLengthOk(withPrefix);
+}
+
+/** The longest Rijndael + HMAC datagram of this HMAC type (432 for sha256, 475 for sha512). */
+export function fwknopMaxLength(hmacType: FwknopHmacType = 'sha256'): number {
+  let withPrefix = FWKNOP_GPG_MIN_LEN - 1;
+  while (!cipherLengthOk(withPrefix)) withPrefix--;
+  return withPrefix - FWKNOP_SALT_PREFIX.length + HMAC_B64_LEN[hmacType];
+}
+
 /** The datagram's shape, before any key is used: length, alphabet, no prefix. */
 function checkShape(text: string): string | null {
   if (text.length < FWKNOP_MIN_LEN) return `${text.length} bytes, fwknop SPA data has at least ${FWKNOP_MIN_LEN}`;
@@ -364,6 +391,7 @@ function diagnoseNoHmac(text: string, keys: FwknopKeys): FwknopDecode {
     bad.detail += `; at ${text.length} bytes it may be GnuPG mode (--gpg-encryption), which knockgate does not speak`;
     return bad;
   }
+  if (!cipherLengthOk(FWKNOP_SALT_PREFIX.length + text.length)) return bad;
   const plain = decrypt(FWKNOP_SALT_PREFIX + text, keys);
   if (plain === null) return bad;
   const parsed = parsePlaintext(plain, '');
@@ -382,11 +410,17 @@ export function decodeFwknop(datagram: Uint8Array | string, keys: FwknopKeys): F
   const shape = checkShape(text);
   if (shape !== null) return refuse('malformed', shape);
   const hmacLen = HMAC_B64_LEN[keys.hmacType ?? 'sha256'];
+  const gpgLong = text.length - hmacLen + FWKNOP_SALT_PREFIX.length >= FWKNOP_GPG_MIN_LEN;
+  if (!gpgLong && !fwknopLengthOk(text.length, keys.hmacType)) {
+    // Not a length Rijndael + HMAC can have; a client without HMAC could have sent it.
+    if (cipherLengthOk(FWKNOP_SALT_PREFIX.length + text.length)) return diagnoseNoHmac(text, keys);
+    return refuse('malformed', `${text.length} bytes is not a length fwknop's Rijndael + HMAC mode makes`);
+  }
   const cipherPart = text.slice(0, text.length - hmacLen);
   const sent = Buffer.from(text.slice(text.length - hmacLen), 'latin1');
   const want = Buffer.from(hmacOf(keys, FWKNOP_SALT_PREFIX + cipherPart), 'latin1');
   if (sent.length !== want.length || !timingSafeEqual(sent, want)) return diagnoseNoHmac(text, keys);
-  if (FWKNOP_SALT_PREFIX.length + cipherPart.length >= FWKNOP_GPG_MIN_LEN) {
+  if (gpgLong) {
     return refuse('gpg_mode', 'a GnuPG-mode message (--gpg-encryption / USE_GPG): knockgate speaks fwknop\'s Rijndael + HMAC mode only; give the client KEY_BASE64 and HMAC_KEY_BASE64');
   }
   const plain = decrypt(FWKNOP_SALT_PREFIX + cipherPart, keys);

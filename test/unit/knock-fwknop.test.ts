@@ -15,6 +15,8 @@ import {
   deriveKeyIv,
   encodeFwknop,
   fwknopDigest,
+  fwknopLengthOk,
+  fwknopMaxLength,
   type FwknopDecode,
   type FwknopKeys,
   type FwknopMessage,
@@ -115,8 +117,33 @@ test('any changed byte: bad_hmac (ciphertext, first byte, HMAC, last byte)', () 
   for (const at of [0, 5, 60, d.length - 43, d.length - 20, d.length - 1]) {
     refused(decodeFwknop(tamper(d, at), keys), 'bad_hmac');
   }
-  refused(decodeFwknop(d.slice(0, -1), keys), 'bad_hmac');
-  refused(decodeFwknop(`${d}A`, keys), 'bad_hmac');
+  // A character more or less: no longer a length the mode makes, refused before any HMAC.
+  refused(decodeFwknop(d.slice(0, -1), keys), 'malformed');
+  refused(decodeFwknop(`${d}A`, keys), 'malformed');
+});
+
+test('datagram lengths: every client datagram and every encoding has a length fwknopLengthOk allows', () => {
+  assert.equal(fwknopMaxLength('sha256'), 417);
+  assert.equal(fwknopMaxLength('sha512'), 460);
+  for (const name of ['v1', 'v2', 'v6', 'v7', 'v8']) assert.ok(fwknopLengthOk(vec(name).datagram.length), name);
+  assert.ok(fwknopLengthOk(vec('v4').datagram.length, 'sha512'));
+  const lengths = new Set<number>();
+  for (let n = 1; n <= 24; n++) {
+    const access = Array.from({ length: n }, (_, i) => ({ proto: 'udp' as const, port: 60000 + i }));
+    let d: Buffer;
+    try {
+      d = encodeFwknop({ username: 'u'.repeat(n), timestamp: 1_800_000_000, access }, keys);
+    } catch {
+      break; // too long for one datagram
+    }
+    lengths.add(d.length);
+    assert.ok(fwknopLengthOk(d.length), `${d.length}`);
+    assert.ok(d.length <= fwknopMaxLength());
+  }
+  assert.ok(lengths.size >= 5, `several lengths seen: ${[...lengths].join(' ')}`);
+  let plausible = 0;
+  for (let len = 0; len <= 1500; len++) if (fwknopLengthOk(len)) plausible++;
+  assert.ok(plausible < 20, `only ${plausible} of 1501 lengths pass`);
 });
 
 test('a stale timestamp (client --time-offset-minus 600s): stale at a 120 s skew, fine at 900 s', () => {
