@@ -314,3 +314,17 @@ test('FwknopVerifier: refuses identical keys and a replay cache that fails', asy
   const r2 = await new FwknopVerifier({ clients: [{ name: 'a', keys }], maxSkewMs: 120_000, protects: SSH, replay: full }).check(Buffer.from(vec('v1').datagram), SRC4, vec('v1').timestamp * 1000);
   assert.equal(!r2.ok && r2.reason, 'replay_cache_error');
 });
+
+test("docs/KNOCKS.md's fwknop vector is the real client's datagram checked above", () => {
+  const doc = readFileSync(`${ROOT}docs/KNOCKS.md`, 'utf8');
+  const v = vec('v1');
+  const section = doc.slice(doc.indexOf('## fwknop SPA'));
+  const block = /Datagram \(\d+ bytes[^\n]*\n\n```\n([\s\S]*?)```/.exec(section);
+  assert.ok(block, 'the datagram block');
+  assert.equal((block[1] ?? '').replace(/\s+/g, ''), v.datagram);
+  assert.ok(section.includes(`KEY_BASE64       ${fixture.KEY_BASE64}`));
+  assert.ok(section.includes(`HMAC_KEY_BASE64  ${fixture.HMAC_KEY_BASE64}`));
+  assert.ok(section.includes(`${v.encoded}:${v.digest}`));
+  const lengths = /one of\n?\s*([\d, .]+) bytes long/.exec(section.replace(/\n/g, ' '));
+  assert.ok(lengths);
+});
