@@ -219,7 +219,7 @@ function parsePort(text: string): number | null {
   return port <= 65535 ? port : null;
 }
 
-/** "ip,proto/port[,proto/port...]" (lib/fko_message.c validate_access_msg); null when invalid. */
+/** "ip,proto/port[,proto/port...]" (lib/fko_message.c validate_access_msg); a string says why it is not. */
 function parseAccessMessage(text: string): { allowIp: string; access: FwknopAccess[] } | string {
   const parts = text.split(',');
   const ip = parts[0] ?? '';
@@ -271,7 +271,7 @@ function parsePlaintext(plain: string, digest: string): FwknopDecode {
   if (user64.length === 0 || user64.length > MAX_USERNAME_B64) return refuse('bad_fields', 'the user name field is empty or too long');
   const username = decodeB64Field(user64);
   if (username === null || !validUsername(username)) return refuse('bad_fields', 'the user name is not a valid fwknop user name');
-  if (!/^\d{1,12}$/.test(time) || time.length > MAX_TIMESTAMP_LEN) return refuse('bad_fields', 'the timestamp is not a number of seconds');
+  if (time.length > MAX_TIMESTAMP_LEN || !/^\d+$/.test(time)) return refuse('bad_fields', 'the timestamp is not a number of seconds');
   const timestamp = Number(time);
   if (version.length === 0 || version.length > MAX_VERSION_LEN) return refuse('bad_fields', 'the version field is empty or too long');
   if (!/^\d{1,2}$/.test(typeText) || Number(typeText) >= TYPE_NAMES.length) return refuse('bad_fields', `message type ${JSON.stringify(typeText)} is not one fwknop defines`);

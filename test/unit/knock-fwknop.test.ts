@@ -3,7 +3,7 @@
 // with its own reason; knockgate's encoder round-trips and lays the message out as fwknop does.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import {
@@ -327,4 +327,51 @@ test("docs/KNOCKS.md's fwknop vector is the real client's datagram checked above
   assert.ok(section.includes(`${v.encoded}:${v.digest}`));
   const lengths = /one of\n?\s*([\d, .]+) bytes long/.exec(section.replace(/\n/g, ' '));
   assert.ok(lengths);
+});
+
+/** A datagram with the right keys around an arbitrary plaintext (what only a key holder can make). */
+function sealed(plaintext: string): string {
+  const salt = randomBytes(8);
+  const { key, iv } = deriveKeyIv(keys.encryptionKey, salt);
+  const c = createCipheriv('aes-256-cbc', key, iv);
+  const full = b64Strip(Buffer.concat([Buffer.from('Salted__'), salt, c.update(plaintext, 'latin1'), c.final()]));
+  return full.slice(10) + b64Strip(createHmac('sha256', keys.hmacKey).update(full, 'latin1').digest());
+}
+
+test('junk never throws: random text, random bytes, and authenticated plaintexts with broken fields', () => {
+  for (let i = 0; i < 500; i++) {
+    const len = 140 + (i % 300);
+    const text = randomBytes(len).toString('base64').replace(/=/g, '').slice(0, len);
+    const r = decodeFwknop(text, keys);
+    assert.equal(r.ok, false);
+    const raw = decodeFwknop(randomBytes(len), keys);
+    assert.equal(raw.ok, false);
+  }
+  const good = vec('v1').encoded;
+  const bodies = [
+    '1234567890123456:',
+    `${good}:`,
+    `${good.replace('YWxpY2U', '')}:x`,
+    `1234567890123456:${'::'.repeat(10)}`,
+    `1234567890123456:YWxpY2U:99999999999999999:3.0.0:1:MTk4LjE4LjAuNSx0Y3AvMjI`,
+    `1234567890123456:YWxpY2U:1:3.0.0:9:MTk4LjE4LjAuNSx0Y3AvMjI`,
+    `1234567890123456:YWxpY2U:1:3.0.0:1:${b64Strip(Buffer.from('1.2.3.4,tcp/99999'))}`,
+    `1234567890123456:YWxpY2U:1:3.0.0:1:${b64Strip(Buffer.from('1.2.3.4,sctp/22'))}`,
+    `1234567890123456:YWxpY2U:1:3.0.0:1:${b64Strip(Buffer.from('1.2.3.4'))}`,
+    `1234567890123456:YWxpY2U:1:3.0.0:3:${b64Strip(Buffer.from('1.2.3.4,tcp/22'))}`,
+    `1234567890123456:${b64Strip(Buffer.from('a/b'))}:1:3.0.0:1:${b64Strip(Buffer.from('1.2.3.4,tcp/22'))}`,
+    `1234567890123456:YWxpY2U:1:3.0.0:1:${b64Strip(Buffer.from('1.2.3.4,tcp/22'))}\u0007`,
+  ];
+  for (const body of bodies) {
+    const withDigest = body.endsWith(':') || body.includes('\u0007') ? body : `${body}:${b64Strip(createHash('sha256').update(body, 'latin1').digest())}`;
+    const r = decodeFwknop(sealed(withDigest), keys);
+    assert.equal(r.ok, false, withDigest);
+    if (!r.ok) assert.ok(['malformed', 'bad_fields', 'bad_decrypt', 'unsupported_message'].includes(r.reason), `${r.reason}: ${withDigest}`);
+  }
+  assert.match(refused(decodeFwknop(sealed(`${good}:${'A'.repeat(43)}`), keys), 'bad_fields'), /digest does not match/);
+  // The sealing helper itself is right: a well-formed body opens, with a server-auth field too.
+  const auth = decodeFwknop(sealed(`${good}:c2VjcmV0:${b64Strip(createHash('sha256').update(`${good}:c2VjcmV0`, 'latin1').digest())}`), keys);
+  assert.equal(ok(auth).serverAuth, 'secret');
+  const body = `1234567890123456:YWxpY2U:1:3.0.0:1:${b64Strip(Buffer.from('1.2.3.4,tcp/22'))}`;
+  assert.ok(decodeFwknop(sealed(`${body}:${b64Strip(createHash('sha256').update(body, 'latin1').digest())}`), keys).ok);
 });
