@@ -15,11 +15,12 @@ need_root() {
 
 # build and run: clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux;
 # benchmarks (baselines measured in the same run): nftables knockd ethtool;
-# tests: systemd (systemd-analyze verify of the unit), vagrant (vagrant validate), zsh (completion);
+# tests: systemd (systemd-analyze verify of the unit), vagrant (vagrant validate), zsh (completion),
+#   fwknop-client (the real fwknop client, and its libfko3 as the parser oracle, for fwknop doors);
 # the Debian package (npm run package, test/ops/package.test.ts): dpkg-dev (dpkg-shlibdeps), lintian,
 # libxdp1 (a Depends of the package), man-db (its man pages rendered); dashboards and alerts
 # (test/ops/prometheus.test.ts): prometheus (the server and promtool)
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh nodejs npm
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh fwknop-client nodejs npm
   dpkg-dev lintian libxdp1 man-db prometheus)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
