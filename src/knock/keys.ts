@@ -205,7 +205,7 @@ async function exists(path: string): Promise<boolean> {
  * refused; with force the data goes to a fresh file beside it, renamed over the old one (so a
  * replaced key file never keeps the old file's looser mode).
  */
-async function createFile(path: string, data: string, mode: number, force: boolean): Promise<void> {
+export async function createFile(path: string, data: string, mode: number, force: boolean): Promise<void> {
   const target = force ? `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp` : path;
   let handle;
   try {

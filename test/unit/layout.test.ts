@@ -17,6 +17,7 @@ import {
   MAP,
   OFFSETS,
   PROG_NAME,
+  PROG_NAME_L3,
   PROTO,
   RESET_REASON,
   SIZEOF,
@@ -93,6 +94,7 @@ const constants = [
 const strings = [
   'KG_MAP_PORTS', 'KG_MAP_DOORS', 'KG_MAP_ALLOW', 'KG_MAP_PROGRESS', 'KG_MAP_PROBATION', 'KG_MAP_FIRSTS', 'KG_MAP_PENALTY',
   'KG_MAP_GRANTS', 'KG_MAP_FLOWS', 'KG_MAP_EVENTS', 'KG_MAP_NONCES', 'KG_MAP_SPENT', 'KG_MAP_STATS', 'KG_MAP_GLOBALS', 'KG_PROG_NAME',
+  'KG_PROG_NAME_L3',
 ];
 
 interface Oracle {
@@ -235,6 +237,7 @@ test('constants and names match knock.h', () => {
       KG_MAP_STATS: MAP.STATS,
       KG_MAP_GLOBALS: MAP.GLOBALS,
       KG_PROG_NAME: PROG_NAME,
+      KG_PROG_NAME_L3: PROG_NAME_L3,
     },
     oracle.string,
   );
