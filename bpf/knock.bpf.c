@@ -645,8 +645,8 @@ static __always_inline __u32 kg_be32_at(const __u8 *p)
 }
 
 /*
- * A refused single-packet knock at `now`: counted, and reported while knock tokens last (a
- * stranger can cause it). Returns 0 (no grant).
+ * A refused single-packet knock at `now` (0: not read yet; read only for an event): counted,
+ * and reported while knock tokens last (a stranger can cause it). Returns 0 (no grant).
  */
 static __always_inline int kg_reject(struct kg_stats *st, const struct kg_knock *k, __u32 slot, __u8 reason,
 				     __u64 now)
@@ -656,7 +656,7 @@ static __always_inline int kg_reject(struct kg_stats *st, const struct kg_knock 
 	else if (reason >= KG_REJECT_MALFORMED && reason <= KG_REJECT_PAYLOAD)
 		st->c[KG_C_REJECT_MALFORMED - KG_REJECT_MALFORMED + reason]++;
 	if (kg_take_token(&kg_globals.knock_tokens))
-		kg_emit(st, &k->pkt, KG_EV_REJECT, slot, 0, reason, 0, now, 0);
+		kg_emit(st, &k->pkt, KG_EV_REJECT, slot, 0, reason, 0, now ? now : bpf_ktime_get_ns(), 0);
 	else
 		st->c[KG_C_KNOCK_SUPPRESSED]++;
 	return 0;
@@ -681,27 +681,49 @@ static __always_inline int kg_single_grant(struct kg_stats *st, const struct kg_
  * The tag of timestamp window w (docs/KNOCKS.md): the low 32 bits of SipHash-2-4 under the
  * door's key of "KGST" || door id || w (16 bytes, big-endian fields), from the cache of the
  * (gen, door) slot, computed and stored there when the cached window is another. The entry is
- * one 64-bit word, (w << 32) | tag, so a reader never sees half of another CPU's store.
+ * one 64-bit word, ((w + 1) << 32) | tag (an entry of zeros holds no window), so a reader never
+ * sees half of another CPU's store.
  */
-static __always_inline __u32 kg_spa_tag(const struct kg_knock *k, __u32 slot, const struct kg_door *door,
-					const __u64 *key, __u64 w)
+static __always_inline __u64 *kg_spa_tag_entry(const struct kg_knock *k, __u32 slot, __u64 w)
 {
 	__u32 idx = ((k->gen & 1) * KG_MAX_DOORS + (slot & (KG_MAX_DOORS - 1))) * KG_SPA_TAG_SLOTS +
 		    (w & (KG_SPA_TAG_SLOTS - 1));
-	__u64 *e = bpf_map_lookup_elem(&kg_spatags, &idx);
-	__u64 m[2], v, tag;
 
-	if (e) {
-		v = *(volatile __u64 *)e;
-		if ((v >> 32) == (w & 0xffffffff))
-			return (__u32)v;
-	}
+	return bpf_map_lookup_elem(&kg_spatags, &idx);
+}
+
+/* The cached tag of window w, or -1 if the entry holds another window. */
+static __always_inline __s64 kg_spa_tag_cached(const __u64 *e, __u64 w)
+{
+	__u64 v;
+
+	if (!e)
+		return -1;
+	v = *(volatile const __u64 *)e;
+	return (v >> 32) == ((w + 1) & 0xffffffff) ? (__s64)(v & 0xffffffff) : -1;
+}
+
+/* Computes the tag of window w and caches it (called only for a window within max_skew). */
+static __always_inline __u32 kg_spa_tag_compute(__u64 *e, const struct kg_door *door, const __u64 *key, __u64 w)
+{
+	__u64 m[2], tag;
+
 	m[0] = bpf_htonl(0x4b475354) | ((__u64)bpf_htonl(door->door_id) << 32); /* "KGST" || door id */
 	m[1] = bpf_cpu_to_be64(w);
 	tag = kg_siphash(key, m, 16) & 0xffffffff;
 	if (e)
-		*(volatile __u64 *)e = (w << 32) | tag;
+		*(volatile __u64 *)e = ((w + 1) << 32) | tag;
 	return (__u32)tag;
+}
+
+/* Whether timestamp ts (UNIX s, <= 2^34) is within the door's max_skew of the gate's wall clock. */
+static __always_inline int kg_spa_fresh(const struct kg_door *door, __u64 ts)
+{
+	__u64 wall = bpf_ktime_get_boot_ns() + (__u64)kg_globals.wall_offset_ns;
+	__u64 tsn = ts * 1000000000ULL;
+	__u64 dist = tsn > wall ? tsn - wall : wall - tsn;
+
+	return dist <= door->max_skew_ns;
 }
 
 /*
@@ -712,37 +734,50 @@ static __always_inline __u32 kg_spa_tag(const struct kg_knock *k, __u32 slot, co
 static __always_inline int kg_spa(struct xdp_md *xdp, struct kg_stats *st, const struct kg_knock *k, __u32 slot,
 				  const struct kg_door *door, __u64 now)
 {
-	__u64 msg[KG_SPA_MSG_LEN / 8];
-	__u64 key[2], mac, ts, wall, tsn, dist;
-	__u8 *b = (__u8 *)&msg[2]; /* the datagram's bytes 0..31 follow the address */
-	__u64 tail;
+	/* source address || the whole datagram: the MAC's 48-byte message, then the MAC */
+	__u64 msg[KG_SPA_MSG_LEN / 8 + 1];
+	__u64 key[2], mac, ts;
+	__u8 *b = (__u8 *)&msg[2]; /* the datagram's bytes 0..39 follow the address */
 	struct kg_nonce nonce;
+	int fresh = 0;
 
 	if (k->pkt.payload_len != KG_SPA_LEN)
 		return kg_reject(st, k, slot, KG_REJECT_MALFORMED, now);
 	__builtin_memcpy(msg, k->pkt.src32, 16);
-	if (bpf_xdp_load_bytes(xdp, k->pkt.payload_off, b, 32) ||
-	    bpf_xdp_load_bytes(xdp, k->pkt.payload_off + 32, &tail, 8))
+	if (bpf_xdp_load_bytes(xdp, k->pkt.payload_off, b, KG_SPA_LEN))
 		return kg_reject(st, k, slot, KG_REJECT_MALFORMED, now);
 	if (kg_be32_at(b) != KG_SPA_MAGIC || kg_be32_at(b + 4) != door->door_id)
 		return kg_reject(st, k, slot, KG_REJECT_MALFORMED, now);
 	ts = ((__u64)kg_be32_at(b + 8) << 32) | kg_be32_at(b + 12);
-	wall = bpf_ktime_get_boot_ns() + (__u64)kg_globals.wall_offset_ns;
 	if (ts > (1ULL << 34)) /* year 2514: garbage (and ts * 1e9 must not overflow) */
-		return kg_reject(st, k, slot, KG_REJECT_STALE, now);
-	tsn = ts * 1000000000ULL;
-	dist = tsn > wall ? tsn - wall : wall - tsn;
-	if (dist > door->max_skew_ns)
 		return kg_reject(st, k, slot, KG_REJECT_STALE, now);
 	__builtin_memcpy(key, door->key, sizeof(key));
 #ifndef KG_NO_SPA_TAG
-	/* The nonce's first 4 bytes are the window's tag (little-endian, as SipHash writes it). */
-	if (*(__u32 *)(b + 16) != kg_spa_tag(k, slot, door, key, ts / KG_SPA_TAG_WINDOW_S))
+	/*
+	 * The nonce field's first 4 bytes are the tag of the timestamp's window (little-endian, as
+	 * SipHash writes it). A window whose tag is cached costs a compare and no clock: junk with
+	 * a current timestamp stops here. Any other window is checked for freshness first, so that
+	 * only windows within max_skew are ever computed (at most once each).
+	 */
+	__u64 w = ts / KG_SPA_TAG_WINDOW_S;
+	__u64 *e = kg_spa_tag_entry(k, slot, w);
+	__s64 tag = kg_spa_tag_cached(e, w);
+
+	if (tag < 0) {
+		if (!kg_spa_fresh(door, ts))
+			return kg_reject(st, k, slot, KG_REJECT_STALE, now);
+		fresh = 1;
+		tag = kg_spa_tag_compute(e, door, key, w);
+	}
+	if (*(__u32 *)(b + 16) != (__u32)tag)
 		return kg_reject(st, k, slot, KG_REJECT_BAD_MAC, now);
 #endif
+	if (!fresh && !kg_spa_fresh(door, ts))
+		return kg_reject(st, k, slot, KG_REJECT_STALE, now);
 	mac = kg_siphash(key, msg, KG_SPA_MSG_LEN);
-	if (mac != tail) /* both little-endian: the reference's byte order */
+	if (mac != msg[KG_SPA_MSG_LEN / 8]) /* both little-endian: the reference's byte order */
 		return kg_reject(st, k, slot, KG_REJECT_BAD_MAC, now);
+	now = bpf_ktime_get_ns();
 	__builtin_memcpy(&nonce, b + 16, sizeof(nonce));
 	/* A lookup first: an LRU update takes a free node before it finds the key exists. */
 	if (bpf_map_lookup_elem(&kg_nonces, &nonce) ||
@@ -776,7 +811,7 @@ static __always_inline int kg_signed(struct xdp_md *xdp, struct kg_stats *st, co
 		return 0;
 	}
 	__builtin_memset(&e->ev, 0, sizeof(e->ev));
-	e->ev.ts_ns = now;
+	e->ev.ts_ns = now ? now : bpf_ktime_get_ns();
 	__builtin_memcpy(e->ev.addr, k->pkt.src32, sizeof(e->ev.addr));
 	e->ev.port = k->pkt.dport;
 	e->ev.proto = k->pkt.proto;
@@ -810,7 +845,7 @@ static __always_inline int kg_payload(struct xdp_md *xdp, struct kg_stats *st, c
 		diff |= (i < n) ? (__u32)(buf[i] ^ door->payload[i]) : 0;
 	if (diff)
 		return kg_reject(st, k, slot, KG_REJECT_PAYLOAD, now);
-	return kg_single_grant(st, k, slot, door, now);
+	return kg_single_grant(st, k, slot, door, now ? now : bpf_ktime_get_ns());
 }
 
 /*
@@ -834,7 +869,7 @@ __noinline int kg_single(struct xdp_md *xdp, struct kg_stats *st, const struct k
 		return 0;
 	if (k->pkt.proto == KG_PROTO_UDP && door->port != k->pkt.dport)
 		return 0;
-	now = bpf_ktime_get_ns();
+	now = 0; /* read where needed: a refusal without an event reads no clock */
 	if ((door->flags & KG_DOOR_ALLOW_LIST) && !kg_allowed(k, d))
 		return kg_reject(st, k, d, KG_REJECT_NOT_ALLOWED, now);
 	if (door->type == KG_TYPE_SPA)
@@ -1311,6 +1346,10 @@ static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, s
 	int r;
 
 	r = kg_parse(xdp, pkt);
+#if defined(KG_BENCH_STEP) && KG_BENCH_STEP == 2
+	/* bench/steps.ts: the cost of parsing (and of the stats counter), and nothing else */
+	return r == KG_PARSE_OK ? KG_V_PASS_UNRELATED : KG_V_DROP_MALFORMED;
+#endif
 	if (r == KG_PARSE_NON_IP)
 		return KG_V_PASS_NON_IP;
 	if (r != KG_PARSE_OK)
@@ -1338,6 +1377,10 @@ static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, s
 	protect = pi->protect_doors;
 	knock = pi->knock_doors;
 	single = pi->single_doors;
+#if defined(KG_BENCH_STEP) && KG_BENCH_STEP == 3
+	/* bench/steps.ts: parsing and the kg_ports lookup */
+	return protect | knock | single ? KG_V_DROP_KNOCK : KG_V_PASS_UNRELATED;
+#endif
 
 	if (protect) {
 		struct kg_grant *g;
@@ -1419,6 +1462,11 @@ int knockgate_xdp(struct xdp_md *xdp)
 	st = bpf_map_lookup_elem(&kg_stats, &zero);
 	if (!st) /* cannot happen: a one-entry per-CPU array */
 		return XDP_ABORTED;
+#if defined(KG_BENCH_STEP) && KG_BENCH_STEP == 1
+	/* bench/steps.ts: the kg_stats lookup and one counter, no parsing */
+	st->c[KG_V_PASS_UNRELATED]++;
+	return XDP_PASS;
+#endif
 
 	verdict = kg_judge(xdp, st, &k);
 

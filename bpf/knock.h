@@ -260,7 +260,7 @@ struct kg_grant {
 
 /*
  * kg_spatags: ARRAY of __u64, KG_DOOR_SLOTS * KG_SPA_TAG_SLOTS. Entry (gen * 16 + slot) *
- * KG_SPA_TAG_SLOTS + (w % KG_SPA_TAG_SLOTS): (w << 32) | tag(w), the SPA tag of timestamp
+ * KG_SPA_TAG_SLOTS + (w % KG_SPA_TAG_SLOTS): ((w + 1) << 32) | tag(w), the SPA tag of timestamp
  * window w (docs/KNOCKS.md), computed by XDP on the first datagram of a window and kept.
  * User space zeroes a slot's rows when it writes the slot (a new key).
  */
