@@ -31,13 +31,13 @@ export const SEQUENCE_TEXT = PORTS.steps.map((s) => `${s.port}/${s.proto}`);
 /** The spa door's key (the bench's own: a fixed value, never a secret). */
 export const SPA_KEY = Buffer.from('6b672062656e6368207370612020206b', 'hex');
 
-export function configText(opts: { iface: string; pinPath: string; sources: number; ringBytes: number; openFor?: string; spaKeyFile?: string }): string {
+export function configText(opts: { iface: string; pinPath: string; sources: number; ringBytes: number; openFor?: string; spaKeyFile?: string; extraDoors?: string; logLevel?: string }): string {
   return `# knockgate bench
 interfaces: [${opts.iface}]
 xdp_mode: native
 pin_path: ${opts.pinPath}
 log:
-  level: silent
+  level: ${opts.logLevel ?? 'silent'}
   denials_per_second: 0
 limits:
   sources: ${opts.sources}
@@ -56,7 +56,7 @@ doors:
     key_file: ${opts.spaKeyFile ?? '/nonexistent/bench-spa.key'}
     protects: [${PORTS.service}/tcp, ${PORTS.service}/udp]
     open_for: ${opts.openFor ?? '30s'}
-`;
+${opts.extraDoors ?? ''}`;
 }
 
 export const benchLogger = createLogger({ level: 'silent' });
@@ -78,7 +78,7 @@ export interface BenchGate {
 }
 
 /** Load a gate pinned at pinPath (a fresh /sys/fs/bpf/kg-bench-* directory) with the bench door. */
-export function openBenchGate(opts: { pinPath: string; iface: string; sources: number; ringBytes?: number; openFor?: string; objectPath?: string }): BenchGate {
+export function openBenchGate(opts: { pinPath: string; iface: string; sources: number; ringBytes?: number; openFor?: string; objectPath?: string; extraDoors?: string }): BenchGate {
   if (!/^\/sys\/fs\/bpf\/kg-bench-[A-Za-z0-9-]+$/.test(opts.pinPath)) throw new Error(`refusing pin path ${opts.pinPath}`);
   if (existsSync(opts.pinPath)) throw new Error(`${opts.pinPath} exists already`);
   const ringBytes = opts.ringBytes ?? 1 << 20;

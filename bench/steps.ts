@@ -23,6 +23,8 @@ import { fileURLToPath } from 'node:url';
 import { encodeSpa } from '../src/knock/index.js';
 import type { StatName } from '../src/kernel/layout.js';
 import { TCP_FLAGS, addrKey, buildFrame } from '../test/helpers/packets.js';
+import { generateKeyPairSync } from 'node:crypto';
+import { encodeSigned } from '../src/knock/index.js';
 import { frameFor, GW, type Family } from './classes.js';
 import { PORTS, SPA_KEY, loadBaseProgs, openBenchGate, statsDelta, type BenchGate } from './gate.js';
 import { median, rotate } from './stats.js';
@@ -85,6 +87,19 @@ function buildVariant(dir: string, id: string, defines: readonly string[]): stri
   return out;
 }
 
+/** Doors the steps' gates have besides the bench's: a signed and a payload door. */
+const EXTRA_DOORS = `  sig:
+    type: signed
+    port: 62202/udp
+    clients: { bench: /nonexistent/bench.pub }
+    protects: [${PORTS.service}/tcp]
+  pay:
+    type: payload
+    knock: 62203/udp
+    payload: open-sesame
+    protects: [${PORTS.service}/tcp]
+`;
+
 export function stepClasses(): StepClass[] {
   const now = Math.floor(Date.now() / 1000);
   const out: StepClass[] = [];
@@ -109,6 +124,14 @@ export function stepClasses(): StepClass[] {
   // finds its nonce (the whole path but the grant's write).
   const src = '198.18.9.1';
   const good = encodeSpa({ key: SPA_KEY, door: 'spa', source: addrKey(src), time: now });
+  const eth = { dstMac: '02:6b:67:00:00:02', srcMac: '02:6b:67:00:00:01', padTo: 60 };
+  const udpTo = (port: number, payload: Buffer): Buffer => buildFrame({ ...eth, ipv4: { src: '198.18.9.2', dst: GW.v4 }, l4: { proto: 'udp', sport: 40000, dport: port, payload } });
+  const signed = encodeSigned({ privateKey: generateKeyPairSync('ed25519').privateKey, door: 'sig', source: addrKey('198.18.9.2'), time: now });
+  out.push(
+    { id: 'signed-v4', label: 'signed datagram (checked, then for the daemon: none here, no tokens), IPv4', action: 'drop', expect: 'drop_knock', frame: udpTo(62202, signed) },
+    { id: 'payload-ok-v4', label: 'payload knock with the right bytes (a grant every run), IPv4', action: 'drop', expect: 'drop_knock', frame: udpTo(62203, Buffer.from('open-sesame')) },
+    { id: 'payload-junk-v4', label: 'payload knock with other bytes, IPv4', action: 'drop', expect: 'drop_knock', frame: udpTo(62203, Buffer.from('open-sesamx')) },
+  );
   out.push({
     id: 'spa-valid-v4',
     label: 'valid spa datagram, verified (a replay: all but the grant), IPv4',
@@ -127,7 +150,10 @@ export function runSteps(id: string, p: StepsParams, log: (s: string) => void = 
   try {
     for (const v of STEP_VARIANTS) {
       const obj = buildVariant(dir, v.id, v.defines);
-      gates.set(v.id, openBenchGate({ pinPath: `/sys/fs/bpf/kg-bench-${id}-step-${v.id}`, iface: 'kg-bench0', sources: 65536, objectPath: obj }));
+      const bg = openBenchGate({ pinPath: `/sys/fs/bpf/kg-bench-${id}-step-${v.id}`, iface: 'kg-bench0', sources: 65536, objectPath: obj, extraDoors: EXTRA_DOORS });
+      gates.set(v.id, bg);
+      bg.gate.setKnockTokens(0); // a flood exhausts them at once
+      bg.gate.setSignedTokens(0);
     }
     const classes = stepClasses();
     // The valid knock's first run grants (one grant entry, in each gate).
