@@ -31,10 +31,10 @@ export const SEQUENCE_TEXT = PORTS.steps.map((s) => `${s.port}/${s.proto}`);
 /** The spa door's key (the bench's own: a fixed value, never a secret). */
 export const SPA_KEY = Buffer.from('6b672062656e6368207370612020206b', 'hex');
 
-export function configText(opts: { iface: string; pinPath: string; sources: number; ringBytes: number; openFor?: string; spaKeyFile?: string; extraDoors?: string; logLevel?: string }): string {
+export function configText(opts: { iface: string; pinPath: string; sources: number; ringBytes: number; openFor?: string; spaKeyFile?: string; extraDoors?: string; logLevel?: string; xdpMode?: string }): string {
   return `# knockgate bench
 interfaces: [${opts.iface}]
-xdp_mode: native
+xdp_mode: ${opts.xdpMode ?? 'native'}
 pin_path: ${opts.pinPath}
 log:
   level: ${opts.logLevel ?? 'silent'}

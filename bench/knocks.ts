@@ -244,7 +244,8 @@ function daemonScenario(env: Env, flood: Scenario['flood'], pool: Scenario['pool
       writeFileSync(keyFile, SPA_KEY.toString('hex') + '\n', { mode: 0o600 });
       const conf = join(tmp, 'knockgate.yaml');
       const ring = bg.gate.map('kg_events').maxEntries;
-      writeFileSync(conf, configText({ iface: lab.ifG, pinPath: bg.pinPath, sources: bg.gate.map('kg_progress').maxEntries, ringBytes: ring, spaKeyFile: keyFile, logLevel: 'info' }));
+      writeFileSync(conf, configText({ iface: lab.ifG, pinPath: bg.pinPath, sources: bg.gate.map('kg_progress').maxEntries, ringBytes: ring, spaKeyFile: keyFile, logLevel: 'info', xdpMode: 'auto' }));
+      // xdp_mode auto: the daemon keeps the link the bench attached (native) instead of attaching again
       daemon = env.startInGateway('knockgate daemon', [process.execPath, `${ROOT}dist/src/cli/main.js`, 'run', '-c', conf, '--keep']);
       await daemon.waitLine((l) => l.includes('adopted the pinned gate'), 30_000);
       await sleep(1000);

@@ -486,7 +486,7 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
         `(${f1(cost.baselines.pass.min)}-${f1(cost.baselines.pass.max)}). BPF_PROG_TEST_RUN's own loop (local_bh_disable/enable, the timer check) is part of every number, baselines included. ` +
         `Repeat ${cost.params.repeat.toLocaleString('en')}, ${cost.params.runs} runs per class, order rotated every round so that baselines and classes alternate; median over runs, min-max as the spread; ` +
         'the differences and ratios to the baselines are medians of the per-round ones (class and baseline of the same round). ' +
-        `The gate has one door (7000/tcp, 8000/udp, 9000/tcp protecting 2222/tcp), limits.sources 65536, no denial tokens (a flood exhausts them at once).`,
+        `The gate has two doors (bench: 7000/tcp, 8000/udp, 9000/tcp; spa: one datagram to 62201/udp), both protecting 2222/tcp and 2222/udp, limits.sources 65536, no denial tokens (a flood exhausts them at once).`,
       '',
     );
     s.push(
