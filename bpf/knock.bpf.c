@@ -1334,8 +1334,8 @@ static __always_inline __u32 kg_established(struct kg_stats *st, struct kg_knock
 	return KG_V_PASS_FLOW;
 }
 
-/* The policy: returns the verdict (a KG_V_* of enum kg_stat). */
-static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, struct kg_knock *k)
+/* The policy: returns the verdict (a KG_V_* of enum kg_stat). framing: a constant enum kg_framing. */
+static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, struct kg_knock *k, const int framing)
 {
 	struct kg_pkt *pkt = &k->pkt;
 	struct kg_port_info *pi;
@@ -1345,7 +1345,7 @@ static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, s
 	__u32 key, verdict, res, mask, d, granted;
 	int r;
 
-	r = kg_parse(xdp, pkt);
+	r = kg_parse(xdp, pkt, framing);
 #if defined(KG_BENCH_STEP) && KG_BENCH_STEP == 2
 	/* bench/steps.ts: the cost of parsing (and of the stats counter), and nothing else */
 	return r == KG_PARSE_OK ? KG_V_PASS_UNRELATED : KG_V_DROP_MALFORMED;
@@ -1445,8 +1445,8 @@ static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, s
 	return verdict;
 }
 
-SEC("xdp")
-int knockgate_xdp(struct xdp_md *xdp)
+/* Both entry points: parse by the framing (a constant), judge, count the verdict. */
+static __always_inline int kg_xdp(struct xdp_md *xdp, const int framing)
 {
 	struct kg_knock k; /* k.pkt is zeroed by kg_parse, the rest here: not the whole struct twice */
 	struct kg_stats *st;
@@ -1468,7 +1468,7 @@ int knockgate_xdp(struct xdp_md *xdp)
 	return XDP_PASS;
 #endif
 
-	verdict = kg_judge(xdp, st, &k);
+	verdict = kg_judge(xdp, st, &k, framing);
 
 	/* The one exit: exactly one verdict counter per packet. Clang can see that the global
 	 * functions only return verdicts and drops the check; the verifier cannot, hence the
@@ -1479,6 +1479,20 @@ int knockgate_xdp(struct xdp_md *xdp)
 	barrier_var(verdict);
 	st->c[verdict & 15]++;
 	return kg_is_pass(verdict) ? XDP_PASS : XDP_DROP;
+}
+
+/* KG_PROG_NAME: devices with an Ethernet header (the loader picks by device type, src/net/link-type.ts). */
+SEC("xdp")
+int knockgate_xdp(struct xdp_md *xdp)
+{
+	return kg_xdp(xdp, KG_FRAMING_ETH);
+}
+
+/* KG_PROG_NAME_L3: devices without a link-layer header (TUN, WireGuard...): frames start at the IP header. */
+SEC("xdp")
+int knockgate_xdp_l3(struct xdp_md *xdp)
+{
+	return kg_xdp(xdp, KG_FRAMING_L3);
 }
 
 _Static_assert(KG_VERDICTS <= 16 && KG_STAT_MAX > 15, "the verdict mask in knockgate_xdp");

@@ -74,7 +74,8 @@
 #define KG_MAP_GFILTER "kg_gfilter"
 #define KG_MAP_SPATAGS "kg_spatags"
 #define KG_MAP_GLOBALS ".bss" /* struct kg_globals, mmapped by user space */
-#define KG_PROG_NAME "knockgate_xdp"
+#define KG_PROG_NAME "knockgate_xdp"       /* frames that start with an Ethernet header */
+#define KG_PROG_NAME_L3 "knockgate_xdp_l3" /* frames that start with the IP header (TUN, WireGuard...) */
 
 enum kg_proto {
 	KG_PROTO_TCP = 0,

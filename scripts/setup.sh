@@ -15,8 +15,13 @@ need_root() {
 
 # build and run: clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux;
 # benchmarks (baselines measured in the same run): nftables knockd ethtool;
-# tests: systemd (systemd-analyze verify of the unit), vagrant (vagrant validate), zsh (completion)
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh nodejs npm)
+# tests: systemd (systemd-analyze verify of the unit), vagrant (vagrant validate), zsh (completion),
+#   fwknop-client (the real fwknop client, and its libfko3 as the parser oracle, for fwknop doors);
+# the Debian package (npm run package, test/ops/package.test.ts): dpkg-dev (dpkg-shlibdeps), lintian,
+# libxdp1 (a Depends of the package), man-db (its man pages rendered); dashboards and alerts
+# (test/ops/prometheus.test.ts): prometheus (the server and promtool)
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh fwknop-client nodejs npm
+  dpkg-dev lintian libxdp1 man-db prometheus)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,6 +38,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's prometheus package enables and starts a server on :9090 where systemd runs. The
+  # tests start their own (their own port and data dir): keep the packaged one off.
+  if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/prometheus ]; then
+      invoke-rc.d prometheus stop >/dev/null 2>&1 || true
+      update-rc.d prometheus disable >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]')

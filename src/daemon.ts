@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { RingBufferReader, ifName, setLibbpfLogger } from './bpf/index.js';
+import { RingBufferReader, ensureBpffs, ifName, setLibbpfLogger } from './bpf/index.js';
 import { ControlServer } from './control.js';
 import { ConfigError, LIMITS, loadConfigFile, type ConfigIssue, type GateConfig } from './config/index.js';
 import { loadDoorSecrets, type DoorSecrets } from './config/secrets.js';
@@ -15,7 +15,9 @@ import { windowOf } from './knock/rotating.js';
 import { doorConfigOf } from './kernel/doors.js';
 import { EVENT_MESSAGES, describeEvent, type EventContext, type EventReason, type GateEvent } from './kernel/events.js';
 import { Gate, monoNowNs } from './kernel/gate.js';
-import { withGateLock } from './kernel/lock.js';
+import { DaemonLock, withGateLock } from './kernel/lock.js';
+import { checkPinsOutlive } from './kernel/pinfs.js';
+import { InterfaceSupervisor } from './interfaces.js';
 import { DOOR_TYPE, EVENT, MAP, decodeEvent, decodeGrant, decodeSignedEvent, type KEvent } from './kernel/layout.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics, type ListenAddress } from './metrics.js';
@@ -91,6 +93,9 @@ export class Daemon {
   /** nonces of accepted signed knocks, kept across reloads (longest skew allowed, both ways) */
   private readonly signedNonces = new NonceCache(2 * LIMITS.maxSkewMaxMs + 1000);
   private rotationTimer: NodeJS.Timeout | null = null;
+  /** one daemon per gate: held from before the gate opens until the process ends */
+  private lock: DaemonLock | null = null;
+  private ifaces: InterfaceSupervisor | null = null;
 
   private constructor(
     private config: GateConfig,
@@ -116,6 +121,8 @@ export class Daemon {
     const d = new Daemon(config, opts, log);
     d.useSecrets(config, secrets);
     if (signals) d.handleSignals();
+    // Before anything is touched: a live daemon on this gate means refuse, change nothing.
+    d.lock = DaemonLock.acquire(config.pinPath);
     try {
       await d.startGate();
     } catch (err) {
@@ -136,6 +143,9 @@ export class Daemon {
 
   private async startGate(): Promise<void> {
     const c = this.config;
+    ensureBpffs(c.pinPath);
+    const doubt = checkPinsOutlive(c.pinPath);
+    if (doubt !== null) this.log.warn({ pin_path: c.pinPath, why: doubt }, 'cannot tell whether the pins outlive this process (see README: pins that outlive the process)');
     const gate = Gate.open({
       pinPath: c.pinPath,
       sources: c.limits.sources,
@@ -153,7 +163,8 @@ export class Daemon {
     gate.setDenyTokens(c.log.denialsPerSecond);
     gate.setKnockTokens(c.log.knockEventsPerSecond);
     gate.setSignedTokens(SIGNED_PER_SECOND);
-    this.attachInterfaces(c);
+    this.ifaces = new InterfaceSupervisor(gate, c.interfaces, this.log);
+    this.ifaces.start();
     this.reader = new RingBufferReader(gate.map(MAP.EVENTS).fd, (rec) => this.onRecord(rec));
     this.timers.push(
       setInterval(() => {
@@ -173,7 +184,10 @@ export class Daemon {
     );
     this.timers.push(setInterval(() => this.watch(), WATCH_INTERVAL_MS));
     if (this.opts.metrics) {
-      this.metrics = new Metrics(() => this.gate, version());
+      this.metrics = new Metrics(() => this.gate, version(), {
+        interfaces: () => this.ifaces?.status() ?? [],
+        unprotectedSeconds: () => this.ifaces?.unprotectedSeconds() ?? new Map(),
+      });
       await this.metrics.listen(this.opts.metrics);
       this.log.info({ metrics: `http://${this.opts.metrics.host.includes(':') ? `[${this.opts.metrics.host}]` : this.opts.metrics.host}:${this.opts.metrics.port}/metrics` }, 'serving metrics');
     }
@@ -189,6 +203,11 @@ export class Daemon {
         this.log.warn({ pin_path: this.config.pinPath }, 'the gate was detached from the CLI');
         void this.stop('detached from the CLI', { leavePins: true });
       },
+      detach: () => {
+        this.log.warn({ pin_path: this.config.pinPath }, 'detach requested from the CLI: detaching the gate, removing its pins and stopping');
+        void this.stop('detach requested from the CLI', { destroy: true });
+      },
+      interfaces: () => this.ifaces?.status() ?? [],
       recent: (limit) => this.recent.slice(-limit),
       subscribe: (send) => {
         this.subscribers.add(send);
@@ -201,7 +220,7 @@ export class Daemon {
         pin_path: c.pinPath,
         adopted: gate.adopted,
         keep: this.keep,
-        interfaces: gate.attachments().map((a) => ({ name: a.ifname, xdp_mode: a.mode })),
+        interfaces: this.ifaces.status().map((i) => ({ name: i.interface, entry: i.entry, state: i.state, xdp_mode: i.attached_mode ?? i.xdp_mode })),
         doors: c.doors.map((d) => d.name),
       },
       'knockgate running',
@@ -295,13 +314,6 @@ export class Daemon {
     this.watchExpiry(k.addr, k.door, e, Math.max(0, inMs));
   }
 
-  private attachInterfaces(c: GateConfig): void {
-    const gate = this.gate!;
-    gate.attach(c.interfaces);
-    const wanted = new Set(c.interfaces.map((i) => i.name));
-    for (const name of gate.pinnedLinkNames()) if (!wanted.has(name)) gate.detachInterface(name);
-  }
-
   private refreshDoorNames(): void {
     const gate = this.gate;
     if (!gate) return;
@@ -309,15 +321,27 @@ export class Daemon {
     this.knownGen = gate.activeGen();
   }
 
-  /** Notice changes made behind the daemon's back: doors switched by the CLI, pins removed. */
+  /**
+   * Notice changes made behind the daemon's back: doors switched by the CLI, pins removed,
+   * links gone. Fail closed: while the daemon runs, the gate stays on, so pins removed from
+   * outside are put back and the interfaces re-attached (to take the gate down, ask the
+   * daemon: `knockgate detach`, or stop it).
+   */
   private watch(): void {
     const gate = this.gate;
-    if (!gate) return;
-    if (!existsSync(join(gate.pinPath, 'maps'))) {
-      this.log.warn({ pin_path: gate.pinPath }, 'the gate\'s pins were removed from outside; stopping');
-      void this.stop('pins removed', { leavePins: true });
-      return;
+    if (!gate || this.stopping) return;
+    if (!existsSync(join(gate.pinPath, 'maps', 'kg_ports')) || !existsSync(join(gate.pinPath, 'prog'))) {
+      try {
+        const repinned = gate.repin();
+        this.log.error(
+          { pin_path: gate.pinPath, repinned },
+          'the gate\'s pins were removed from outside while the daemon runs: pinned again and re-attaching (to take the gate down use `knockgate detach` or stop the daemon)',
+        );
+      } catch (err) {
+        this.log.fatal({ err, pin_path: gate.pinPath }, 'the gate\'s pins were removed from outside and cannot be put back: protected ports may be open');
+      }
     }
+    this.ifaces?.verify();
     if (gate.activeGen() !== this.knownGen) {
       const before = [...this.doorNames.values()].map((d) => d.name);
       this.refreshDoorNames();
@@ -457,7 +481,7 @@ export class Daemon {
     this.refreshDoorNames();
     this.scheduleRotation();
     try {
-      this.attachInterfaces(next);
+      this.ifaces?.setEntries(next.interfaces);
     } catch (err) {
       log.error({ err }, 'interfaces could not all be attached; doors were updated');
     }
@@ -471,7 +495,7 @@ export class Daemon {
   }
 
   /** One shutdown path for every signal. */
-  stop(reason: string, opts: { leavePins?: boolean } = {}): Promise<void> {
+  stop(reason: string, opts: { leavePins?: boolean; destroy?: boolean } = {}): Promise<void> {
     if (this.stopping) return this.stopping;
     this.stopping = (async () => {
       for (const t of this.timers) clearInterval(t);
@@ -486,10 +510,15 @@ export class Daemon {
       this.control = null;
       this.metrics?.close();
       this.metrics = null;
+      this.ifaces?.close();
+      this.ifaces = null;
       const gate = this.gate;
       this.gate = null;
       if (gate) {
-        if (opts.leavePins) {
+        if (opts.destroy) {
+          gate.destroy();
+          this.log.info({ reason }, 'stopped; gate detached and pins removed');
+        } else if (opts.leavePins) {
           gate.close();
           this.log.info({ reason }, 'stopped');
         } else if (this.keep) {
@@ -500,6 +529,8 @@ export class Daemon {
           this.log.info({ reason }, 'stopped; gate detached and pins removed');
         }
       }
+      this.lock?.release();
+      this.lock = null;
       this.resolveDone?.();
     })();
     return this.stopping;
@@ -511,11 +542,16 @@ export class Daemon {
     this.reader?.close();
     this.control?.close();
     this.metrics?.close();
+    this.ifaces?.close();
+    this.ifaces = null;
     const gate = this.gate;
     this.gate = null;
-    if (!gate) return;
-    if (gate.adopted || this.keep) gate.close();
-    else gate.destroy();
+    if (gate) {
+      if (gate.adopted || this.keep) gate.close();
+      else gate.destroy();
+    }
+    this.lock?.release();
+    this.lock = null;
   }
 
   /** Install signal handlers for a foreground process. */

@@ -99,8 +99,11 @@ export interface DoorConfig {
 }
 
 export interface InterfaceConfig {
+  /** an interface name, or a glob pattern (`eth*`) standing for every interface it matches */
   name: string;
   mode: XdpMode;
+  /** true when `name` is a pattern (src/config/ifpattern.ts) */
+  pattern?: boolean;
 }
 
 export interface GateConfig {

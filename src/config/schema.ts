@@ -5,6 +5,7 @@ import { posix } from 'node:path';
 import { isAlias, isMap, isScalar, isSeq, visit, type Document, type LineCounter, type Node, type Scalar, type YAMLMap, type YAMLSeq } from 'yaml';
 import { parseCidr, type Cidr } from '../net/addr.js';
 import { checkTimeout, formatDuration, parseDuration } from './duration.js';
+import { isPattern, patternProblem } from './ifpattern.js';
 import { suggest, type ConfigIssue } from './errors.js';
 import {
   DEFAULTS,
@@ -348,8 +349,9 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
     c.missing(rootNode, [], 'interfaces', 'list the interfaces to guard, e.g. interfaces: [eth0]');
   } else if (c.present(ifEntry, 'list the interfaces to guard, e.g. interfaces: [eth0]')) {
     const items = c.list(ifEntry, '[eth0]');
+    // An explicit empty list is the packaged config's inert state: the gate loads but guards nothing.
     if (items !== null && items.length === 0) {
-      c.error(c.valueNode(ifEntry), ifEntry.path, '[] is empty: list at least one interface, e.g. [eth0]');
+      c.warn(c.valueNode(ifEntry), ifEntry.path, '[] is empty: the gate is attached to no interface and guards nothing; list the interfaces to guard, e.g. [eth0]');
     }
     const seen = new Map<string, number>();
     for (const { node, index } of items ?? []) {
@@ -376,9 +378,10 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
         c.error(node ?? ifEntry.keyNode, path, `expected an interface name or { name: NAME, xdp_mode: MODE }, found ${c.describe(node)}`);
       }
       if (name === undefined) continue;
-      const problem = interfaceNameProblem(name);
+      const pattern = isPattern(name);
+      const problem = pattern ? patternProblem(name) : interfaceNameProblem(name);
       if (problem !== null) {
-        c.error(nameNode, path, `${JSON.stringify(name)} is not an interface name: ${problem}`);
+        c.error(nameNode, path, `${JSON.stringify(name)} is not ${pattern ? 'a valid interface pattern' : 'an interface name'}: ${problem}`);
         continue;
       }
       const first = seen.get(name);
@@ -387,7 +390,7 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
         continue;
       }
       seen.set(name, index);
-      interfaces.push({ name, mode });
+      interfaces.push(pattern ? { name, mode, pattern: true } : { name, mode });
     }
   }
 

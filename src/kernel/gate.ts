@@ -3,7 +3,10 @@
  * operation on them. Config-to-tables compilation lives in tables.ts; the byte layout in
  * layout.ts; the libbpf binding in src/bpf/. See docs/DESIGN.md for the kernel contract.
  *
- * Pins under `pinPath`:  prog, maps/<name> (the .bss map as maps/kg_globals), links/<ifname>.
+ * Pins under `pinPath`:  prog, prog_l3, maps/<name> (the .bss map as maps/kg_globals), links/<ifname>.
+ * prog parses frames that start with an Ethernet header, prog_l3 those of devices without a
+ * link-layer header (TUN, WireGuard): one object, every map shared, the same policy. The device
+ * type picks one at attach time (src/net/link-type.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
@@ -34,6 +37,7 @@ import {
   OFFSETS,
   PORT_STRIDE,
   PROG_NAME,
+  PROG_NAME_L3,
   SIZEOF,
   decodeAllowKey,
   decodeDoor,
@@ -58,6 +62,7 @@ import {
   type Stats,
 } from './layout.js';
 import { GrantFilter, gfilterEntries, gfilterShift } from './gfilter.js';
+import { UnsupportedLinkError, framingOf, type Framing } from '../net/link-type.js';
 import { allowKeyText, planGeneration, type GenerationPlan, type PlanContext, type SlotState } from './tables.js';
 
 export const DEFAULT_PIN_PATH = '/sys/fs/bpf/knockgate';
@@ -205,6 +210,7 @@ export interface SweepResult {
 function pinPaths(pinPath: string) {
   return {
     prog: join(pinPath, 'prog'),
+    progL3: join(pinPath, 'prog_l3'),
     maps: join(pinPath, 'maps'),
     links: join(pinPath, 'links'),
     map: (name: string) => join(pinPath, 'maps', PINNED_NAME[name] ?? name),
@@ -241,8 +247,10 @@ export class Gate {
     private readonly globals: MmapRegion,
     /** kg_ports, mmapped: generations are rewritten in place */
     private readonly ports: MmapRegion,
-    /** fd of the loaded program; -1 when the gate was opened from pins without loading */
+    /** fd of the loaded program (Ethernet framing); -1 when the gate was opened from pins without loading */
     readonly progFd: number,
+    /** fd of the same program for frames that start at the IP header (no link-layer header); -1 likewise */
+    readonly progFdL3: number,
     private readonly object: BpfObject | null,
     /** true when this process found the gate pinned and took it over */
     readonly adopted: boolean,
@@ -313,14 +321,17 @@ export class Gate {
       maps.set(name, m);
     }
     const progFd = obj.programFd(PROG_NAME);
+    const progFdL3 = obj.programFd(PROG_NAME_L3);
     mkdirSync(paths.maps, { recursive: true });
     mkdirSync(paths.links, { recursive: true });
     for (const name of created) maps.get(name)!.pin(paths.map(name));
     unpin(paths.prog);
     obj.pinProgram(PROG_NAME, paths.prog);
+    unpin(paths.progL3);
+    obj.pinProgram(PROG_NAME_L3, paths.progL3);
     const globals = mmapMap(maps.get(MAP.GLOBALS)!);
     const ports = mmapMap(maps.get(MAP.PORTS)!);
-    const gate = new Gate(opts.pinPath, maps, globals, ports, progFd, obj, adopting, log.child({ module: 'gate' }));
+    const gate = new Gate(opts.pinPath, maps, globals, ports, progFd, progFdL3, obj, adopting, log.child({ module: 'gate' }));
     if (!adopting) gate.seedFilter(maps.get(MAP.FIRSTS)!.maxEntries);
     // A new grant filter is trusted at once on a new gate (no grants yet); adopting a gate
     // without one, it is trusted only after the rebuild below.
@@ -330,7 +341,22 @@ export class Gate {
       for (const ifname of gate.pinnedLinkNames()) {
         const link = BpfLink.openPinned(paths.link(ifname));
         try {
-          link.update(progFd);
+          // A link whose interface was deleted meanwhile is detached for good: drop its pin
+          // (the daemon attaches anew when the interface is back).
+          if (link.info().ifindex === 0) {
+            unpin(paths.link(ifname));
+            log.warn({ interface: ifname }, 'the pinned link of a deleted interface was dropped');
+          } else {
+            // The program for the device's framing (an interface of a type the gate refuses
+            // keeps the Ethernet one it had: attach() names the problem).
+            let fd: number;
+            try {
+              fd = gate.programFor(framingOf(ifname));
+            } catch {
+              fd = progFd;
+            }
+            link.update(fd);
+          }
         } finally {
           link.close();
         }
@@ -375,7 +401,7 @@ export class Gate {
     }
     const globals = mmapMap(maps.get(MAP.GLOBALS)!);
     const ports = mmapMap(maps.get(MAP.PORTS)!);
-    return new Gate(pinPath, maps, globals, ports, -1, null, true, logger.child({ module: 'gate' }));
+    return new Gate(pinPath, maps, globals, ports, -1, -1, null, true, logger.child({ module: 'gate' }));
   }
 
   /** max_entries of every map whose size comes from the options. */
@@ -531,28 +557,99 @@ export class Gate {
     }
   }
 
-  /** Attach to each interface (or move an existing link to this program); returns the state. */
-  attach(ifaces: readonly InterfaceConfig[]): Attachment[] {
-    if (this.progFd < 0) throw new Error('internal: attach needs a loaded program');
-    for (const i of ifaces) {
-      const index = ifIndex(i.name);
-      const pin = this.paths.link(i.name);
-      if (existsSync(pin)) {
-        const q = xdpQuery(index);
-        const modeOk = i.mode === 'auto' || q.attachMode === i.mode;
-        if (modeOk) continue;
-        this.detachInterface(i.name);
-      }
-      const link = attachXdp(this.progFd, index, i.mode);
-      try {
-        link.pin(pin);
-      } finally {
-        link.close();
-      }
-      const q = xdpQuery(index);
-      this.log.info({ interface: i.name, xdp_mode: q.attachMode, prog_id: q.progId }, 'attached');
+  /** How the gate parses the interface's frames; a device type it cannot parse is a GateError. */
+  static framing(ifname: string): Framing {
+    try {
+      return framingOf(ifname);
+    } catch (err) {
+      if (err instanceof UnsupportedLinkError) throw new GateError(err.message);
+      throw err;
     }
+  }
+
+  /** The loaded program that parses frames of this framing. */
+  programFor(framing: Framing): number {
+    return framing === 'l3' ? this.progFdL3 : this.progFd;
+  }
+
+  /**
+   * Attach to each interface (or move an existing link to this program); returns the state.
+   * The interface's device type picks the program (framingOf): a type the gate cannot parse
+   * throws a GateError naming the interface and its type, and nothing is attached to it.
+   */
+  attach(ifaces: readonly InterfaceConfig[]): Attachment[] {
+    for (const i of ifaces) this.attachOne(i);
     return this.attachments();
+  }
+
+  /**
+   * The one place the gate is put on an interface (the daemon's start, reloads, and
+   * interfaces that come back all go through here). A pinned link that still holds this
+   * interface in the wanted mode is kept; a stale one (its interface was deleted: the kernel
+   * detached it, the pin stayed) or one in another mode is replaced.
+   */
+  attachOne(i: Pick<InterfaceConfig, 'name' | 'mode'>, ifindex = ifIndex(i.name)): Attachment {
+    if (this.progFd < 0) throw new Error('internal: attach needs a loaded program');
+    const framing = Gate.framing(i.name);
+    const pin = this.paths.link(i.name);
+    if (existsSync(pin)) {
+      const live = this.linkIfindex(i.name) === ifindex;
+      const q = xdpQuery(ifindex);
+      const modeOk = i.mode === 'auto' || q.attachMode === i.mode;
+      if (live && modeOk) return { ifname: i.name, ifindex, mode: q.attachMode, progId: q.progId };
+      if (live) this.detachInterface(i.name);
+      else this.releaseInterface(i.name);
+    }
+    const link = attachXdp(this.programFor(framing), ifindex, i.mode);
+    try {
+      link.pin(pin);
+    } finally {
+      link.close();
+    }
+    const q = xdpQuery(ifindex);
+    this.log.info({ interface: i.name, ifindex, xdp_mode: q.attachMode, framing, prog_id: q.progId }, 'attached');
+    return { ifname: i.name, ifindex, mode: q.attachMode, progId: q.progId };
+  }
+
+  /** The ifindex a pinned link is attached to: 0 when the kernel detached it (interface gone), -1 without a pin. */
+  linkIfindex(ifname: string): number {
+    const pin = this.paths.link(ifname);
+    if (!existsSync(pin)) return -1;
+    const link = BpfLink.openPinned(pin);
+    try {
+      return link.info().ifindex;
+    } finally {
+      link.close();
+    }
+  }
+
+  /** Drop the pin of a link whose interface is gone (nothing to detach: the kernel did). */
+  releaseInterface(ifname: string): void {
+    if (unpin(this.paths.link(ifname))) this.log.info({ interface: ifname }, 'released (the interface is gone)');
+  }
+
+  /**
+   * Pin again whatever is missing under the pin directory (removed from outside while the
+   * daemon runs): the directory, every map, the program. Links removed with them were
+   * detached by the kernel; attachOne() puts them back. Returns what was re-pinned.
+   */
+  repin(): string[] {
+    if (this.closed || this.object === null || this.progFd < 0) throw new Error('internal: repin needs a loaded gate');
+    const done: string[] = [];
+    ensureBpffs(this.pinPath);
+    mkdirSync(this.paths.maps, { recursive: true });
+    mkdirSync(this.paths.links, { recursive: true });
+    for (const name of ALL_MAPS) {
+      const path = this.paths.map(name);
+      if (existsSync(path)) continue;
+      this.map(name).pin(path);
+      done.push(path);
+    }
+    if (!existsSync(this.paths.prog)) {
+      this.object.pinProgram(PROG_NAME, this.paths.prog);
+      done.push(this.paths.prog);
+    }
+    return done;
   }
 
   attachments(): Attachment[] {
@@ -563,6 +660,17 @@ export class Gate {
         ifindex = ifIndex(ifname);
       } catch {
         out.push({ ifname, ifindex: 0, mode: 'gone', progId: 0 });
+        continue;
+      }
+      let linked = ifindex;
+      try {
+        linked = this.linkIfindex(ifname);
+      } catch {
+        /* unreadable pin: report what the interface has */
+      }
+      if (linked !== ifindex) {
+        // The interface was deleted and another took its name: the pinned link holds nothing.
+        out.push({ ifname, ifindex, mode: 'gone', progId: 0 });
         continue;
       }
       const q = xdpQuery(ifindex);
@@ -965,6 +1073,7 @@ export function removePins(pinPath: string): void {
     unpin(paths.link(ifname));
   }
   unpin(paths.prog);
+  unpin(paths.progL3);
   for (const name of ALL_MAPS) unpin(paths.map(name));
   rmSync(paths.links, { recursive: true, force: true });
   rmSync(paths.maps, { recursive: true, force: true });

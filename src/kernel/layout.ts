@@ -66,6 +66,8 @@ export const MAP = {
 export type MapName = (typeof MAP)[keyof typeof MAP];
 
 export const PROG_NAME = 'knockgate_xdp';
+/** The same gate for devices without a link-layer header: frames start at the IP header. */
+export const PROG_NAME_L3 = 'knockgate_xdp_l3';
 
 export const PROTO = { TCP: 0, UDP: 1, ICMP: 2 } as const;
 export type ProtoName = 'tcp' | 'udp';

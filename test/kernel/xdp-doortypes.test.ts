@@ -60,6 +60,7 @@ import {
   XDP_PASS,
   config,
   doorsOf,
+  framingSuites,
   ev,
   frameSource,
   silentLogger,
@@ -342,7 +343,7 @@ async function checkRow(h: GateHarness, row: DRow): Promise<void> {
   const nonces0 = hexKeys(h, MAP.NONCES);
   const spent0 = hexKeys(h, MAP.SPENT);
   const t0 = monoNowNs();
-  const { retval } = progTestRun(h.gate.progFd, row.frame, { ifindex: TEST_IFINDEX });
+  const { retval } = h.testRun(row.frame); // through the harness's framing
   const t1 = monoNowNs();
   const stats1 = h.stats();
   const maps1 = h.snapshot();
@@ -593,9 +594,10 @@ kernelSuite('XDP doors: what applyDoors writes for the new types', () => {
 
 // =============================================================================================
 
-kernelSuite('XDP doors: spa', () => {
+// Through both programs: single-packet doors read their payload at an offset from the frame's start.
+framingSuites('XDP doors: spa', (framing) => {
   it('a right knock opens for its source only, IPv4 and IPv6, and burns its nonce', async () => {
-    await withGate({}, async (h) => {
+    await withGate({ framing }, async (h) => {
       const b = new FlowBook();
       const k4 = spaDatagram(A4);
       const k6 = spaDatagram(A6);
@@ -623,7 +625,7 @@ kernelSuite('XDP doors: spa', () => {
   });
 
   it('replays, another source, stale and garbage timestamps, a wrong key: refused with their reason, nothing granted', async () => {
-    await withGate({}, async (h) => {
+    await withGate({ framing }, async (h) => {
       const now = unixNow();
       const k = spaDatagram(A4, { time: now });
       // A timestamp whose value in ns wraps (mod 2^64) onto the gate's clock: only the range check
@@ -653,7 +655,7 @@ kernelSuite('XDP doors: spa', () => {
   });
 
   it('every byte is covered: magic and door id malformed, a timestamp moved past max_skew stale, tag, nonce and MAC a bad MAC; lengths other than 40 malformed', async () => {
-    await withGate({}, async (h) => {
+    await withGate({ framing }, async (h) => {
       const k = spaDatagram(A4);
       const rows: DRow[] = [];
       for (let i = 0; i < KG.SPA_LEN; i++) {
@@ -689,7 +691,7 @@ kernelSuite('XDP doors: spa', () => {
   });
 
   it('only a knock that verifies burns its nonce: forged and stale ones do not', async () => {
-    await withGate({}, async (h) => {
+    await withGate({ framing }, async (h) => {
       const nonce = freshNonce().subarray(4);
       const now = unixNow();
       const stale = spaDatagram(A4, { nonce, time: now - 3600 });
@@ -707,7 +709,7 @@ kernelSuite('XDP doors: spa', () => {
   });
 
   it('spoofed packets cannot undo a spa grant: other ports, a sequence reset, garbage to the spa port', async () => {
-    await withGate({}, async (h) => {
+    await withGate({ framing }, async (h) => {
       const b = new FlowBook();
       const k = spaDatagram(A4);
       const [p0] = seqOf(W);
@@ -762,7 +764,7 @@ kernelSuite('XDP doors: spa', () => {
   });
 
   it('a source in brute-force cooldown can still use the single-packet doors (judged before the cooldown)', async () => {
-    await withGate({ bruteForce: { maxFailures: 1, failureWindowMs: 60_000, cooldownMs: 300_000 } }, async (h) => {
+    await withGate({ framing, bruteForce: { maxFailures: 1, failureWindowMs: 60_000, cooldownMs: 300_000 } }, async (h) => {
       h.gate.setSignedTokens(10);
       const b = new FlowBook();
       const k = spaDatagram(A4);
@@ -809,7 +811,7 @@ kernelSuite('XDP doors: spa', () => {
   });
 
   it('refusals spend knock tokens (else knock_suppressed); grants and signed records do not', async () => {
-    await withGate({ knockTokens: 1 }, async (h) => {
+    await withGate({ framing, knockTokens: 1 }, async (h) => {
       h.gate.setSignedTokens(10);
       const k = spaDatagram(A4);
       const knockTokens = (): bigint => globals(h).readBigInt64LE(OFFSETS.globals.knock_tokens);
@@ -966,9 +968,10 @@ kernelSuite('XDP doors: signed', () => {
 
 // =============================================================================================
 
-kernelSuite('XDP doors: payload', () => {
+// Through both programs: single-packet doors read their payload at an offset from the frame's start.
+framingSuites('XDP doors: payload', (framing) => {
   it('UDP: a datagram that starts with the bytes opens; anything else is refused; both dropped', async () => {
-    await withGate({}, async (h) => {
+    await withGate({ framing }, async (h) => {
       const b = new FlowBook();
       const pay = (src: string, data: string | Buffer): Buffer => udp(src, PAY_PORT, Buffer.from(data));
       await table(h, [
@@ -997,7 +1000,7 @@ kernelSuite('XDP doors: payload', () => {
   });
 
   it('ICMP/ICMPv6: an echo request whose data starts with the bytes opens (dropped); other pings pass; other ICMP is not judged', async () => {
-    await withGate({}, async (h) => {
+    await withGate({ framing }, async (h) => {
       const b = new FlowBook();
       const missed = (description: string, frame: Buffer): DRow => ({
         description,

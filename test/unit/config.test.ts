@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ConfigError } from '../../src/config/errors.js';
+import { ConfigError, formatIssue } from '../../src/config/errors.js';
 import { checkConfigText, loadConfigFile, parseConfigText } from '../../src/config/load.js';
 import { DEFAULTS, type DoorConfig, type GateConfig } from '../../src/config/model.js';
 
@@ -165,9 +165,14 @@ test('text without a file name', () => {
   const config = parseConfigText('interfaces: [eth0]\ndoors: { a: { sequence: [1/tcp, 3/tcp], protects: [5/tcp] } }\n');
   assert.equal(config.file, null);
   assert.throws(() => parseConfigText('interfaces: []\n'), {
-    message: '<config>:1:1: doors: required key is missing: define at least one door, see config/knockgate.example.yaml\n'
-      + '<config>:1:13: interfaces: [] is empty: list at least one interface, e.g. [eth0]',
+    message: '<config>:1:1: doors: required key is missing: define at least one door, see config/knockgate.example.yaml',
   });
+  // interfaces: [] is the packaged config's inert state: valid, with a warning that nothing is guarded.
+  const inert = parseConfigText('interfaces: []\ndoors: { a: { sequence: [1/tcp, 3/tcp], protects: [5/tcp] } }\n');
+  assert.deepEqual(inert.interfaces, []);
+  assert.deepEqual(inert.warnings.map(formatIssue), [
+    '<config>:1:13: interfaces: [] is empty: the gate is attached to no interface and guards nothing; list the interfaces to guard, e.g. [eth0]',
+  ]);
 });
 
 test('checkConfigText reports without throwing', () => {

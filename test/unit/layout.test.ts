@@ -17,6 +17,7 @@ import {
   MAP,
   OFFSETS,
   PROG_NAME,
+  PROG_NAME_L3,
   PROTO,
   RESET_REASON,
   SIZEOF,
@@ -94,6 +95,7 @@ const strings = [
   'KG_MAP_PORTS', 'KG_MAP_DOORS', 'KG_MAP_ALLOW', 'KG_MAP_PROGRESS', 'KG_MAP_PROBATION', 'KG_MAP_FIRSTS', 'KG_MAP_PENALTY',
   'KG_MAP_GRANTS', 'KG_MAP_FLOWS', 'KG_MAP_EVENTS', 'KG_MAP_NONCES', 'KG_MAP_SPENT', 'KG_MAP_STATS', 'KG_MAP_GLOBALS', 'KG_PROG_NAME',
   'KG_MAP_GFILTER', 'KG_MAP_SPATAGS',
+  'KG_PROG_NAME_L3',
 ];
 
 interface Oracle {
@@ -242,6 +244,7 @@ test('constants and names match knock.h', () => {
       KG_PROG_NAME: PROG_NAME,
       KG_MAP_GFILTER: MAP.GFILTER,
       KG_MAP_SPATAGS: MAP.SPATAGS,
+      KG_PROG_NAME_L3: PROG_NAME_L3,
     },
     oracle.string,
   );
