@@ -61,6 +61,7 @@ import {
   type KFlowKey,
   type Stats,
 } from './layout.js';
+import { GrantFilter, gfilterEntries, gfilterShift } from './gfilter.js';
 import { UnsupportedLinkError, framingOf, type Framing } from '../net/link-type.js';
 import { allowKeyText, planGeneration, type GenerationPlan, type PlanContext, type SlotState } from './tables.js';
 
@@ -103,8 +104,16 @@ const ALL_MAPS = [
   MAP.SPENT,
   MAP.STATS,
   MAP.GLOBALS,
+  MAP.GFILTER,
+  MAP.SPATAGS,
 ] as const;
 type GateMap = (typeof ALL_MAPS)[number];
+
+/**
+ * Maps a gate pinned by an earlier knockgate may lack: adopting it creates them (the grant
+ * filter starts untrusted and is rebuilt from the maps once the old program is gone).
+ */
+const LATER_MAPS: readonly GateMap[] = [MAP.GFILTER, MAP.SPATAGS];
 
 /** Key and value sizes every map must have (0 = not applicable, e.g. ring buffers). */
 const EXPECTED_SIZES: Record<GateMap, [number, number]> = {
@@ -122,6 +131,8 @@ const EXPECTED_SIZES: Record<GateMap, [number, number]> = {
   [MAP.SPENT]: [SIZEOF.spent_key, 8],
   [MAP.STATS]: [4, SIZEOF.stats],
   [MAP.GLOBALS]: [4, SIZEOF.globals],
+  [MAP.GFILTER]: [4, 8],
+  [MAP.SPATAGS]: [4, 8],
 };
 
 export interface GateOptions {
@@ -246,6 +257,18 @@ export class Gate {
     private readonly log: Logger,
   ) {
     this.paths = pinPaths(pinPath);
+    const gf = maps.get(MAP.GFILTER);
+    this.gfRegion = gf ? mmapMap(gf) : null;
+    this.gfilter = this.gfRegion ? new GrantFilter(this.gfRegion, () => this.filterSeed()) : null;
+  }
+
+  /** The grant filter (null: a gate pinned by an earlier knockgate, opened without loading). */
+  readonly gfilter: GrantFilter | null;
+  private readonly gfRegion: MmapRegion | null;
+
+  private filterSeed(): [bigint, bigint] {
+    const v = this.globals.view;
+    return [v.getBigUint64(OFFSETS.globals.fk_seed, true), v.getBigUint64(OFFSETS.globals.fk_seed + 8, true)];
   }
 
   /**
@@ -263,10 +286,11 @@ export class Gate {
     }
     const obj = BpfObject.open(objectPath);
     const reused: BpfMap[] = [];
+    const created = new Set<GateMap>(ALL_MAPS);
     try {
       for (const [name, n] of Gate.sizes(opts)) obj.setMaxEntries(name, n);
       if (adopting) {
-        const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)));
+        const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)) && !LATER_MAPS.includes(name));
         if (missing.length > 0) {
           throw new GateError(
             `the gate pinned at ${opts.pinPath} has another layout (no map ${missing.join(', ')}): it was loaded by another ` +
@@ -274,10 +298,12 @@ export class Gate {
           );
         }
         for (const name of ALL_MAPS) {
+          if (!existsSync(paths.map(name))) continue; // one of LATER_MAPS: created below
           const pinned = BpfMap.openPinned(paths.map(name));
           reused.push(pinned);
           Gate.checkAdoptable(opts, name, pinned);
           obj.reuseMap(name, pinned.fd);
+          created.delete(name);
         }
       }
       obj.load();
@@ -298,9 +324,7 @@ export class Gate {
     const progFdL3 = obj.programFd(PROG_NAME_L3);
     mkdirSync(paths.maps, { recursive: true });
     mkdirSync(paths.links, { recursive: true });
-    if (!adopting) {
-      for (const name of ALL_MAPS) maps.get(name)!.pin(paths.map(name));
-    }
+    for (const name of created) maps.get(name)!.pin(paths.map(name));
     unpin(paths.prog);
     obj.pinProgram(PROG_NAME, paths.prog);
     unpin(paths.progL3);
@@ -309,6 +333,9 @@ export class Gate {
     const ports = mmapMap(maps.get(MAP.PORTS)!);
     const gate = new Gate(opts.pinPath, maps, globals, ports, progFd, progFdL3, obj, adopting, log.child({ module: 'gate' }));
     if (!adopting) gate.seedFilter(maps.get(MAP.FIRSTS)!.maxEntries);
+    // A new grant filter is trusted at once on a new gate (no grants yet); adopting a gate
+    // without one, it is trusted only after the rebuild below.
+    if (created.has(MAP.GFILTER)) gate.gfilter!.init(gfilterShift(opts.sources), !adopting);
     gate.syncWallClock();
     if (adopting) {
       for (const ifname of gate.pinnedLinkNames()) {
@@ -334,6 +361,13 @@ export class Gate {
           link.close();
         }
       }
+      if (created.has(MAP.GFILTER)) {
+        // The old program wrote grants without marking them: once it has finished running,
+        // every grant and flow it wrote is in the maps the rebuild lists.
+        waitForPrograms();
+        const n = gate.rebuildGrantFilter();
+        log.info({ sources: n }, 'grant filter built for the adopted gate');
+      }
       log.info({ pin_path: opts.pinPath, doors: gate.doors().map((d) => d.door.name) }, 'adopted the pinned gate');
     } else {
       log.info({ pin_path: opts.pinPath }, 'loaded the gate');
@@ -345,7 +379,7 @@ export class Gate {
   static openPinned(pinPath: string, logger: Logger): Gate {
     const paths = pinPaths(pinPath);
     if (!existsSync(paths.map(MAP.PORTS))) throw new NoGateError(pinPath);
-    const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)));
+    const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)) && !LATER_MAPS.includes(name));
     if (missing.length > 0) {
       throw new GateError(
         `the gate pinned at ${pinPath} has another layout (no map ${missing.join(', ')}): it was loaded by another knockgate version; ` +
@@ -355,6 +389,7 @@ export class Gate {
     const maps = new Map<GateMap, BpfMap>();
     try {
       for (const name of ALL_MAPS) {
+        if (LATER_MAPS.includes(name) && !existsSync(paths.map(name))) continue;
         const m = BpfMap.openPinned(paths.map(name));
         maps.set(name, m);
         const [k, v] = EXPECTED_SIZES[name];
@@ -380,6 +415,7 @@ export class Gate {
       [MAP.FLOWS, opts.flows ?? KG.DEFAULT_FLOWS],
       [MAP.FIRSTS, Math.max(1, Math.floor(fkBytes / KG.FK_BLOCK_BYTES))],
       [MAP.EVENTS, opts.eventRingBytes],
+      [MAP.GFILTER, gfilterEntries(opts.sources)],
     ];
   }
 
@@ -391,6 +427,7 @@ export class Gate {
     [MAP.FLOWS]: 'limits.flows',
     [MAP.FIRSTS]: 'limits.first_knock_filter',
     [MAP.EVENTS]: 'limits.event_ring',
+    [MAP.GFILTER]: 'limits.sources',
   };
 
   private static checkAdoptable(opts: GateOptions, name: GateMap, m: BpfMap): void {
@@ -477,6 +514,7 @@ export class Gate {
       key.writeUInt32LE(doorIndex(next, slot));
       doorMap.update(key, encodeDoor(d), BPF_ANY);
     });
+    this.clearSpaTags(next);
 
     // Nothing reads generation `next` (see waitForPrograms below): rewrite it in place.
     this.ports.bytes.set(plan.ports, next * KG.PROTOS * KG.PORTS * PORT_STRIDE);
@@ -777,7 +815,7 @@ export class Gate {
     const cur = m.lookup(addr);
     const exp = cur ? decodeGrant(cur) : new Array<bigint>(KG.MAX_DOORS).fill(0n);
     exp[slot] = nowNs + forNs;
-    m.update(addr, encodeGrant(exp), BPF_ANY);
+    this.writeGrant(addr, encodeGrant(exp));
     return nowNs + forNs;
   }
 
@@ -813,8 +851,46 @@ export class Gate {
       }
     });
     if (exp.every((v) => v === 0n)) m.delete(addr);
-    else m.update(addr, encodeGrant(exp), BPF_ANY);
+    else this.writeGrant(addr, encodeGrant(exp));
     return cut;
+  }
+
+  /**
+   * Every grant user space writes goes through here: the grant filter is marked before the
+   * write (XDP never finds the entry without its bits) and after it (a rebuild that cleared
+   * the bits meanwhile lists the entry). DESIGN.md "Grant filter".
+   */
+  private writeGrant(addr: Buffer, value: Buffer): void {
+    this.gfilter?.mark(addr);
+    this.map(MAP.GRANTS).update(addr, value, BPF_ANY);
+    this.gfilter?.mark(addr);
+  }
+
+  /**
+   * Drop the grant filter's bits of sources that hold nothing any more: rebuilt from the
+   * sources of kg_grants and kg_flows (the sweep runs it). Returns how many were listed.
+   */
+  rebuildGrantFilter(): number {
+    const gf = this.gfilter;
+    if (!gf) return 0;
+    const grants = this.map(MAP.GRANTS);
+    const flows = this.map(MAP.FLOWS);
+    return gf.rebuild(function* () {
+      for (const k of grants.keys()) yield Buffer.from(k);
+      for (const k of flows.keys()) yield Buffer.from(decodeFlowKey(k).src);
+    }, waitForPrograms);
+  }
+
+  /** Forget the cached spa tags of generation `gen` (its slots are being rewritten). */
+  private clearSpaTags(gen: number): void {
+    const m = this.maps.get(MAP.SPATAGS);
+    if (!m) return;
+    const key = Buffer.alloc(4);
+    const zero = Buffer.alloc(8);
+    for (let i = gen * KG.MAX_DOORS * KG.SPA_TAG_SLOTS; i < (gen + 1) * KG.MAX_DOORS * KG.SPA_TAG_SLOTS; i++) {
+      key.writeUInt32LE(i);
+      m.update(key, zero, BPF_ANY);
+    }
   }
 
   /** Grants and flows of door slots that went away. */
@@ -907,6 +983,8 @@ export class Gate {
         if (prob.delete(key)) res.probation++;
       }
     }
+    // Last: the bits of the grants and flows removed above go with the rebuild.
+    this.rebuildGrantFilter();
     return res;
   }
 
@@ -968,6 +1046,7 @@ export class Gate {
     this.closed = true;
     this.globals.close();
     this.ports.close();
+    this.gfRegion?.close();
     for (const m of this.maps.values()) m.close();
     this.object?.close();
   }

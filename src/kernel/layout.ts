@@ -33,10 +33,16 @@ export const KG = {
   SPA_LEN: 40,
   SPA_MSG_LEN: 48,
   SIGNED_LEN: 112,
-  SPA_MAGIC: 0x4b475331,
+  SPA_MAGIC: 0x4b475332,
   SIGNED_MAGIC: 0x4b474531,
   DEFAULT_NONCES: 65536,
   SPENT_ENTRIES: 1024,
+  GF_HDR_WORDS: 8,
+  GF_BITS_PER_SOURCE: 16,
+  GF_ON: 2n,
+  GF_CUR: 1n,
+  SPA_TAG_WINDOW_S: 64,
+  SPA_TAG_SLOTS: 32,
 } as const;
 
 export const MAP = {
@@ -53,6 +59,8 @@ export const MAP = {
   NONCES: 'kg_nonces',
   SPENT: 'kg_spent',
   STATS: 'kg_stats',
+  GFILTER: 'kg_gfilter',
+  SPATAGS: 'kg_spatags',
   GLOBALS: '.bss',
 } as const;
 export type MapName = (typeof MAP)[keyof typeof MAP];
