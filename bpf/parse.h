@@ -8,6 +8,12 @@
  * Parsing only: no map is read and no verdict is chosen here; the caller maps
  * the result to a verdict (docs/DESIGN.md, "Packet path").
  *
+ * A frame starts with an Ethernet header (KG_FRAMING_ETH), or, on a device
+ * without a link-layer header (TUN, WireGuard...), with the IP header
+ * (KG_FRAMING_L3), whose version nibble then gives the family. The framing is a
+ * compile-time constant of each XDP entry point: each gets its own specialised
+ * copy of the parser, and the policy after it is the same.
+ *
  * Besides the bounds of the frame, L4 headers are checked against the length
  * the IP header claims (IPv4 total length, IPv6 payload length): a first
  * fragment padded up to the Ethernet minimum must not pass for one that
@@ -54,6 +60,12 @@ enum kg_frag {
 	KG_FRAG_NONE = 0,  /* a whole datagram (IPv6 atomic fragments included) */
 	KG_FRAG_FIRST = 1, /* offset 0, more fragments follow: carries the L4 header */
 	KG_FRAG_LATER = 2, /* offset != 0: no L4 header, dport unknown */
+};
+
+/* Where a frame starts (a compile-time constant of each entry point). */
+enum kg_framing {
+	KG_FRAMING_ETH = 0, /* at an Ethernet header */
+	KG_FRAMING_L3 = 1,  /* at the IP header: no link-layer header */
 };
 
 enum kg_parse_result {
@@ -141,6 +153,27 @@ static __always_inline int kg_parse_eth(struct kg_cursor *c, void *data_end, __b
 	if (kg_is_vlan(proto))
 		return -1;
 	*h_proto = proto;
+	return 0;
+}
+
+/*
+ * The first byte of a frame without a link-layer header: the IP version nibble
+ * stands in for the EtherType (what a TUN device without packet information
+ * does too). Stores ETH_P_IP, ETH_P_IPV6 or 0 (not IP) in *h_proto. Returns 0,
+ * or -1 if the frame is empty.
+ */
+static __always_inline int kg_parse_l3(struct kg_cursor *c, void *data_end, __be16 *h_proto)
+{
+	__u8 *first = c->pos;
+
+	if ((void *)(first + 1) > data_end)
+		return -1;
+	if ((*first >> 4) == 4)
+		*h_proto = bpf_htons(ETH_P_IP);
+	else if ((*first >> 4) == 6)
+		*h_proto = bpf_htons(ETH_P_IPV6);
+	else
+		*h_proto = 0;
 	return 0;
 }
 
@@ -276,7 +309,8 @@ static __always_inline int kg_skip_ipv6_exts(struct xdp_md *ctx, struct kg_curso
 }
 
 /*
- * IPv6 fixed header and extension headers. Same outputs as kg_parse_ipv4. The
+ * IPv6 fixed header and extension headers. Same outputs as kg_parse_ipv4; -1
+ * also for an IPv4-mapped source. The
  * payload length is taken as it is: a jumbogram (payload length 0, RFC 2675)
  * cannot arrive at XDP on any real MTU, and counts as malformed.
  */
@@ -289,6 +323,11 @@ static __always_inline int kg_parse_ipv6(struct xdp_md *ctx, struct kg_cursor *c
 		return -1;
 	pkt->family = KG_FAMILY_IPV6;
 	__builtin_memcpy(pkt->src32, &ip6h->saddr, sizeof(pkt->src32));
+	/* An IPv4-mapped source (::ffff:0:0/96) is not valid on the wire (RFC 4942 2.2) and
+	 * is the very key an IPv4 source has here: it would share that source's knocks and
+	 * grants. Malformed (docs/DESIGN.md, "Mapped sources"). */
+	if (pkt->src32[0] == 0 && pkt->src32[1] == 0 && pkt->src32[2] == bpf_htonl(0x0000ffff))
+		return -1;
 	__builtin_memcpy(pkt->dst32, &ip6h->daddr, sizeof(pkt->dst32));
 	*l4proto = ip6h->nexthdr;
 	*room = bpf_ntohs(ip6h->payload_len);
@@ -370,8 +409,11 @@ static __always_inline int kg_parse_l4(struct kg_cursor *c, void *data_end, stru
 	return 0;
 }
 
-/* Parses the frame into *pkt. Returns an enum kg_parse_result. */
-static __always_inline int kg_parse(struct xdp_md *ctx, struct kg_pkt *pkt)
+/*
+ * Parses the frame into *pkt. framing (enum kg_framing) must be a constant: the
+ * branch on it is resolved at compile time. Returns an enum kg_parse_result.
+ */
+static __always_inline int kg_parse(struct xdp_md *ctx, struct kg_pkt *pkt, const int framing)
 {
 	void *data_end = (void *)(long)ctx->data_end;
 	struct kg_cursor c = { .pos = (void *)(long)ctx->data };
@@ -384,7 +426,8 @@ static __always_inline int kg_parse(struct xdp_md *ctx, struct kg_pkt *pkt)
 	pkt->ifindex = ctx->ingress_ifindex;
 	pkt->proto = KG_PROTO_OTHER;
 
-	if (kg_parse_eth(&c, data_end, &h_proto) < 0)
+	err = framing == KG_FRAMING_L3 ? kg_parse_l3(&c, data_end, &h_proto) : kg_parse_eth(&c, data_end, &h_proto);
+	if (err < 0)
 		return KG_PARSE_MALFORMED;
 	if (h_proto == bpf_htons(ETH_P_IP))
 		err = kg_parse_ipv4(&c, data_end, pkt, &l4proto, &room);

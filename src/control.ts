@@ -7,11 +7,14 @@
  */
 import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { posix } from 'node:path';
 
 export const CONTROL_DIR = process.env['KNOCKGATE_RUN_DIR'] ?? '/run/knockgate';
 
 export function controlSocketPath(pinPath: string): string {
-  const name = pinPath.replace(/^\/+/, '').replace(/[^A-Za-z0-9_.-]+/g, '-') || 'root';
+  // Normalized, so that `--pin-path /sys/fs/bpf/x/` finds the daemon of pin_path /sys/fs/bpf/x.
+  const normal = posix.normalize(posix.resolve(pinPath)).replace(/\/+$/, '');
+  const name = normal.replace(/^\/+/, '').replace(/[^A-Za-z0-9_.-]+/g, '-') || 'root';
   return `${CONTROL_DIR}/${name}.sock`;
 }
 
@@ -19,7 +22,10 @@ export type ControlRequest =
   | { op: 'notify'; change: string; detail?: Record<string, unknown> }
   | { op: 'subscribe' }
   | { op: 'recent'; limit?: number }
-  | { op: 'detached' };
+  | { op: 'detached' }
+  | { op: 'detach' }
+  | { op: 'interfaces' }
+  | { op: 'fleet' };
 
 export interface ControlHandlers {
   notify(change: string, detail: Record<string, unknown>): void;
@@ -27,6 +33,12 @@ export interface ControlHandlers {
   recent(limit: number): unknown[];
   /** register a subscriber; returns its unsubscribe function */
   subscribe(send: (event: unknown) => void): () => void;
+  /** `knockgate detach` asks the daemon to detach the gate, remove its pins and stop */
+  detach?(): void;
+  /** each configured interface or pattern and its state */
+  interfaces?(): unknown[];
+  /** fleet mode: the fleet's state and each grant's origin (null: not in fleet mode) */
+  fleet?(): Promise<unknown>;
 }
 
 export class ControlServer {
@@ -98,8 +110,29 @@ function serve(sock: Socket, h: ControlHandlers): void {
         sock.end(JSON.stringify({ ok: true }) + '\n');
         h.detached();
         break;
+      case 'detach':
+        if (!h.detach) {
+          sock.end(JSON.stringify({ ok: false, error: 'unknown op' }) + '\n');
+          break;
+        }
+        sock.end(JSON.stringify({ ok: true, pid: process.pid }) + '\n');
+        h.detach();
+        break;
+      case 'interfaces':
+        sock.end(JSON.stringify(h.interfaces ? { ok: true, interfaces: h.interfaces() } : { ok: false, error: 'unknown op' }) + '\n');
+        break;
       case 'recent':
         sock.end(JSON.stringify({ ok: true, events: h.recent(Math.max(1, Math.min(req.limit ?? 100, 10_000))) }) + '\n');
+        break;
+      case 'fleet':
+        if (!h.fleet) {
+          sock.end(JSON.stringify({ ok: true, fleet: null }) + '\n');
+          break;
+        }
+        h.fleet().then(
+          (fleet) => sock.end(JSON.stringify({ ok: true, fleet }) + '\n'),
+          (err: unknown) => sock.end(JSON.stringify({ ok: false, error: String((err as Error).message) }) + '\n'),
+        );
         break;
       case 'subscribe':
         sock.write(JSON.stringify({ ok: true }) + '\n');

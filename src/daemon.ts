@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { RingBufferReader, ifName, setLibbpfLogger } from './bpf/index.js';
+import { RingBufferReader, ensureBpffs, ifName, setLibbpfLogger } from './bpf/index.js';
 import { ControlServer } from './control.js';
 import { ConfigError, LIMITS, loadConfigFile, type ConfigIssue, type GateConfig } from './config/index.js';
 import { loadDoorSecrets, type DoorSecrets } from './config/secrets.js';
@@ -15,11 +15,14 @@ import { windowOf } from './knock/rotating.js';
 import { doorConfigOf } from './kernel/doors.js';
 import { EVENT_MESSAGES, describeEvent, type EventContext, type EventReason, type GateEvent } from './kernel/events.js';
 import { Gate, monoNowNs } from './kernel/gate.js';
-import { withGateLock } from './kernel/lock.js';
-import { DOOR_TYPE, EVENT, MAP, decodeEvent, decodeGrant, decodeSignedEvent, type KEvent } from './kernel/layout.js';
+import { DaemonLock, withGateLock } from './kernel/lock.js';
+import { checkPinsOutlive } from './kernel/pinfs.js';
+import { InterfaceSupervisor } from './interfaces.js';
+import { DOOR_TYPE, EVENT, MAP, decodeEvent, decodeGrant, decodeSignedEvent, nonceOfGrantEvent, type KEvent } from './kernel/layout.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics, type ListenAddress } from './metrics.js';
 import { parseAddress } from './net/addr.js';
+import type { FleetDoor, FleetLink } from './fleet/link.js';
 import { version } from './version.js';
 
 export interface DaemonOptions {
@@ -32,6 +35,8 @@ export interface DaemonOptions {
   metrics?: ListenAddress;
   /** test hook: receives every event after it is logged */
   onEvent?: (e: GateEvent) => void;
+  /** tests and bench: fleet engine timings */
+  fleetTuning?: { heartbeatMs?: number; requestTimeoutMs?: number; unreachableAfterMs?: number; watchQuietMs?: number };
 }
 
 const SWEEP_INTERVAL_MS = 5_000;
@@ -91,6 +96,11 @@ export class Daemon {
   /** nonces of accepted signed knocks, kept across reloads (longest skew allowed, both ways) */
   private readonly signedNonces = new NonceCache(2 * LIMITS.maxSkewMaxMs + 1000);
   private rotationTimer: NodeJS.Timeout | null = null;
+  /** one daemon per gate: held from before the gate opens until the process ends */
+  private lock: DaemonLock | null = null;
+  private ifaces: InterfaceSupervisor | null = null;
+  /** fleet mode (src/fleet/link.ts): null without a fleet section */
+  private fleet: FleetLink | null = null;
 
   private constructor(
     private config: GateConfig,
@@ -116,6 +126,8 @@ export class Daemon {
     const d = new Daemon(config, opts, log);
     d.useSecrets(config, secrets);
     if (signals) d.handleSignals();
+    // Before anything is touched: a live daemon on this gate means refuse, change nothing.
+    d.lock = DaemonLock.acquire(config.pinPath);
     try {
       await d.startGate();
     } catch (err) {
@@ -136,6 +148,9 @@ export class Daemon {
 
   private async startGate(): Promise<void> {
     const c = this.config;
+    ensureBpffs(c.pinPath);
+    const doubt = checkPinsOutlive(c.pinPath);
+    if (doubt !== null) this.log.warn({ pin_path: c.pinPath, why: doubt }, 'cannot tell whether the pins outlive this process (see README: pins that outlive the process)');
     const gate = Gate.open({
       pinPath: c.pinPath,
       sources: c.limits.sources,
@@ -146,14 +161,15 @@ export class Daemon {
       ...(this.opts.objectPath !== undefined ? { objectPath: this.opts.objectPath } : {}),
     });
     this.gate = gate;
-    await withGateLock(c.pinPath, () => gate.applyDoors(c.doors, { secrets: this.secrets.keys }));
+    await withGateLock(c.pinPath, () => gate.applyDoors(c.doors, { secrets: this.secrets.keys, fleet: !!c.fleet }));
     this.refreshDoorNames();
     this.scheduleRotation();
     gate.setBruteForce(c.bruteForce);
     gate.setDenyTokens(c.log.denialsPerSecond);
     gate.setKnockTokens(c.log.knockEventsPerSecond);
     gate.setSignedTokens(SIGNED_PER_SECOND);
-    this.attachInterfaces(c);
+    this.ifaces = new InterfaceSupervisor(gate, c.interfaces, this.log);
+    this.ifaces.start();
     this.reader = new RingBufferReader(gate.map(MAP.EVENTS).fd, (rec) => this.onRecord(rec));
     this.timers.push(
       setInterval(() => {
@@ -173,14 +189,32 @@ export class Daemon {
     );
     this.timers.push(setInterval(() => this.watch(), WATCH_INTERVAL_MS));
     if (this.opts.metrics) {
-      this.metrics = new Metrics(() => this.gate, version());
+      this.metrics = new Metrics(() => this.gate, version(), {
+        interfaces: () => this.ifaces?.status() ?? [],
+        unprotectedSeconds: () => this.ifaces?.unprotectedSeconds() ?? new Map(),
+      });
       await this.metrics.listen(this.opts.metrics);
       this.log.info({ metrics: `http://${this.opts.metrics.host.includes(':') ? `[${this.opts.metrics.host}]` : this.opts.metrics.host}:${this.opts.metrics.port}/metrics` }, 'serving metrics');
     }
+    if (c.fleet) {
+      // Loaded only in fleet mode: the etcd client (gRPC, protobufjs) is heavy for every other command.
+      const { FleetLink } = await import('./fleet/link.js');
+      this.fleet = await FleetLink.open({
+        config: c,
+        fleet: c.fleet,
+        gate: () => this.gate,
+        doors: () => this.fleetDoors(),
+        log: this.log,
+        registry: this.metrics?.registry ?? null,
+        ...(this.opts.fleetTuning ? { engineTuning: this.opts.fleetTuning } : {}),
+      });
+    }
     this.control = await ControlServer.listen(c.pinPath, {
+      fleet: async () => (this.fleet ? { ...(await this.fleet.status()), origins: this.fleet.replicator.origins() } : null),
       notify: (change, detail) => {
         this.log.info({ change, ...detail }, 'gate changed from the CLI');
         this.refreshDoorNames();
+        if (this.fleet && detail['fleet'] === true) this.fleet.fromCli(change, detail);
         if (change === 'grant revoked' && typeof detail['source'] === 'string' && Array.isArray(detail['doors'])) {
           this.forgetExpiry(detail['source'], detail['doors'].map(String));
         }
@@ -189,6 +223,11 @@ export class Daemon {
         this.log.warn({ pin_path: this.config.pinPath }, 'the gate was detached from the CLI');
         void this.stop('detached from the CLI', { leavePins: true });
       },
+      detach: () => {
+        this.log.warn({ pin_path: this.config.pinPath }, 'detach requested from the CLI: detaching the gate, removing its pins and stopping');
+        void this.stop('detach requested from the CLI', { destroy: true });
+      },
+      interfaces: () => this.ifaces?.status() ?? [],
       recent: (limit) => this.recent.slice(-limit),
       subscribe: (send) => {
         this.subscribers.add(send);
@@ -201,11 +240,21 @@ export class Daemon {
         pin_path: c.pinPath,
         adopted: gate.adopted,
         keep: this.keep,
-        interfaces: gate.attachments().map((a) => ({ name: a.ifname, xdp_mode: a.mode, attach: a.attach })),
+        interfaces: this.ifaces.status().map((i) => ({ name: i.interface, entry: i.entry, state: i.state, xdp_mode: i.attached_mode ?? i.xdp_mode, attach: gate.attachments().find((a) => a.ifname === i.interface)?.attach })),
         doors: c.doors.map((d) => d.name),
       },
       'knockgate running',
     );
+  }
+
+  /** The live doors by name, for fleet records (slots differ between hosts). */
+  private fleetDoors(): Map<string, FleetDoor> {
+    const out = new Map<string, FleetDoor>();
+    const byName = new Map(this.config.doors.map((d) => [d.name, d]));
+    for (const d of this.gate?.doors() ?? []) {
+      out.set(d.door.name, { slot: d.slot, openForMs: Number(d.door.openForNs / 1_000_000n), onPartition: byName.get(d.door.name)?.onPartition ?? 'local' });
+    }
+    return out;
   }
 
   /** Take a config's key material: spa keys and rotating secrets, signed doors' verifiers. */
@@ -252,7 +301,7 @@ export class Daemon {
         const now = Date.now();
         const wallMs = Math.max(now, boundary);
         const clock = { wallMs, monoNs: monoNowNs() + BigInt(wallMs - now) * 1_000_000n };
-        return gate.applyDoors(gate.doors().map((d) => doorConfigOf(d.door, d.allow)), { secrets: this.secrets.keys, clock });
+        return gate.applyDoors(gate.doors().map((d) => doorConfigOf(d.door, d.allow)), { secrets: this.secrets.keys, clock, fleet: !!this.config.fleet });
       });
       this.refreshDoorNames();
       this.log.debug({ doors: gate.doors().filter((d) => d.door.type === DOOR_TYPE.ROTATING).map((d) => d.door.name) }, 'rotating sequences moved to the next window');
@@ -262,8 +311,8 @@ export class Daemon {
     this.scheduleRotation(boundary);
   }
 
-  /** A signed knock the kernel passed up: verify it and grant, or log why not. */
-  private onSigned(rec: Buffer): void {
+  /** A signed knock the kernel passed up: verify it (and in fleet mode claim its nonce fleet-wide), then grant, or log why not. */
+  private async onSigned(rec: Buffer): Promise<void> {
     const gate = this.gate;
     if (!gate) return;
     const k = decodeSignedEvent(rec);
@@ -280,6 +329,15 @@ export class Daemon {
       this.publish({ ...base, event: 'reject', reason, ...(r.client !== undefined ? { client: r.client } : {}) });
       return;
     }
+    if (this.fleet) {
+      const skewMs = this.config.doors.find((d) => d.name === door)?.signed?.maxSkewMs ?? LIMITS.maxSkewMaxMs;
+      const claim = await this.fleet.claimNonce(door!, k.payload.subarray(16, 32), skewMs);
+      if (claim === 'lost' || claim === 'refused') {
+        this.publish({ ...base, event: 'reject', reason: claim === 'lost' ? 'replay' : 'fleet_unreachable', client: r.client });
+        return;
+      }
+      if (this.gate !== gate) return;
+    }
     const slotDoor = gate.doors().find((d) => d.slot === k.door && d.door.name === door);
     if (!slotDoor) return;
     let expires: bigint;
@@ -292,14 +350,45 @@ export class Daemon {
     const inMs = Number((expires - monoNowNs()) / 1_000_000n);
     const e: GateEvent = { ...base, event: 'grant', expires_in_ms: Math.max(0, inMs), client: r.client };
     this.publish(e);
+    this.fleet?.publishGrant(k.addr, door!, Date.now() + Math.max(0, inMs), 'signed');
     this.watchExpiry(k.addr, k.door, e, Math.max(0, inMs));
   }
 
-  private attachInterfaces(c: GateConfig): void {
-    const gate = this.gate!;
-    gate.attach(c.interfaces);
-    const wanted = new Set(c.interfaces.map((i) => i.name));
-    for (const name of gate.pinnedLinkNames()) if (!wanted.has(name)) gate.detachInterface(name);
+  /**
+   * Fleet mode: a rotating door's sequence completed here (the kernel marked the window spent
+   * locally and handed it up): claim the window fleet-wide, grant on a win.
+   */
+  private async onClaim(k: KEvent): Promise<void> {
+    const gate = this.gate;
+    const fleet = this.fleet;
+    if (!gate || !fleet) return;
+    const slotDoor = gate.doors().find((d) => d.slot === k.door);
+    // (described as a grant for its source, door and port; expires_ns holds the window here)
+    const { expires_in_ms: _window, ...base } = describeEvent({ ...k, type: EVENT.GRANT, expiresNs: 0n }, this.ctx);
+    if (!slotDoor) return;
+    const name = slotDoor.door.name;
+    const window = k.expiresNs;
+    const claim = await fleet.claimWindow(name, window, Number(slotDoor.door.windowNs / 1_000_000n));
+    if (claim === 'lost' || claim === 'refused') {
+      this.publish({ ...base, event: 'reject', reason: claim === 'lost' ? 'spent' : 'fleet_unreachable', step: k.step });
+      return;
+    }
+    if (this.gate !== gate) return;
+    const now = monoNowNs();
+    // The grant runs from the knock's completion, as the kernel's own grant would.
+    const forNs = k.tsNs + slotDoor.door.openForNs > now ? k.tsNs + slotDoor.door.openForNs - now : 0n;
+    let expires: bigint;
+    try {
+      expires = gate.grant(k.addr, k.door, forNs, now);
+    } catch (err) {
+      this.log.error({ err, door: name, source: base.source }, 'rotating window claimed, but the grant could not be written (kg_grants full? raise limits.sources)');
+      return;
+    }
+    const inMs = Number((expires - monoNowNs()) / 1_000_000n);
+    const e: GateEvent = { ...base, event: 'grant', expires_in_ms: Math.max(0, inMs) };
+    this.publish(e);
+    fleet.publishGrant(k.addr, name, Date.now() + Math.max(0, inMs), 'rotating');
+    this.watchExpiry(k.addr, k.door, e, Math.max(0, inMs));
   }
 
   private refreshDoorNames(): void {
@@ -309,15 +398,27 @@ export class Daemon {
     this.knownGen = gate.activeGen();
   }
 
-  /** Notice changes made behind the daemon's back: doors switched by the CLI, pins removed. */
+  /**
+   * Notice changes made behind the daemon's back: doors switched by the CLI, pins removed,
+   * links gone. Fail closed: while the daemon runs, the gate stays on, so pins removed from
+   * outside are put back and the interfaces re-attached (to take the gate down, ask the
+   * daemon: `knockgate detach`, or stop it).
+   */
   private watch(): void {
     const gate = this.gate;
-    if (!gate) return;
-    if (!existsSync(join(gate.pinPath, 'maps'))) {
-      this.log.warn({ pin_path: gate.pinPath }, 'the gate\'s pins were removed from outside; stopping');
-      void this.stop('pins removed', { leavePins: true });
-      return;
+    if (!gate || this.stopping) return;
+    if (!existsSync(join(gate.pinPath, 'maps', 'kg_ports')) || !existsSync(join(gate.pinPath, 'prog'))) {
+      try {
+        const repinned = gate.repin();
+        this.log.error(
+          { pin_path: gate.pinPath, repinned },
+          'the gate\'s pins were removed from outside while the daemon runs: pinned again and re-attaching (to take the gate down use `knockgate detach` or stop the daemon)',
+        );
+      } catch (err) {
+        this.log.fatal({ err, pin_path: gate.pinPath }, 'the gate\'s pins were removed from outside and cannot be put back: protected ports may be open');
+      }
     }
+    this.ifaces?.verify();
     if (gate.activeGen() !== this.knownGen) {
       const before = [...this.doorNames.values()].map((d) => d.name);
       this.refreshDoorNames();
@@ -351,13 +452,23 @@ export class Daemon {
     try {
       k = decodeEvent(rec);
       if (k.type === EVENT.SIGNED) {
-        this.onSigned(rec);
+        void this.onSigned(rec).catch((err: unknown) => this.log.error({ err }, 'signed knock: internal error'));
+        return;
+      }
+      if (k.type === EVENT.CLAIM) {
+        void this.onClaim(k).catch((err: unknown) => this.log.error({ err }, 'rotating claim: internal error'));
         return;
       }
       e = describeEvent(k, this.ctx);
     } catch (err) {
       this.log.warn({ err, bytes: rec.length }, 'undecodable kernel event');
       return;
+    }
+    // Fleet first: the other hosts wait for this record; the log line can wait a moment.
+    if (this.fleet) {
+      this.fleet.onKernelEvent(e, k.addr, k.tsNs);
+      const nonce = k.type === EVENT.GRANT ? nonceOfGrantEvent(rec) : null;
+      if (nonce !== null) this.fleet.publishSpaNonce(nonce, this.config.doors.find((d) => d.name === e.door)?.spa?.maxSkewMs ?? LIMITS.maxSkewMaxMs);
     }
     this.publish(e);
     if (k.type === EVENT.GRANT) this.watchExpiry(k.addr, k.door, e, Number(e.expires_in_ms ?? 0));
@@ -436,6 +547,8 @@ export class Daemon {
       ['limits.flows', cur.limits.flows, next.limits.flows],
       ['limits.event_ring', cur.limits.eventRingBytes, next.limits.eventRingBytes],
       ['limits.first_knock_filter', cur.limits.firstKnockFilterBytes, next.limits.firstKnockFilterBytes],
+      // the fleet connection (cluster, prefix, identity, credentials' files, cooldown sharing)
+      ['fleet', JSON.stringify(cur.fleet ?? null), JSON.stringify(next.fleet ?? null)],
     ];
     const changed = fixed.filter(([, a, b]) => a !== b);
     if (changed.length > 0) {
@@ -448,7 +561,7 @@ export class Daemon {
     for (const w of next.warnings) log.warn(issueRecord(w), 'config warning');
     const gate = this.gate!;
     try {
-      await withGateLock(gate.pinPath, () => gate.applyDoors(next.doors, { secrets: secrets.keys }));
+      await withGateLock(gate.pinPath, () => gate.applyDoors(next.doors, { secrets: secrets.keys, fleet: !!next.fleet }));
     } catch (err) {
       log.error({ err }, 'reload refused: the new doors could not be written; the running gate keeps its last good config');
       return false;
@@ -457,7 +570,7 @@ export class Daemon {
     this.refreshDoorNames();
     this.scheduleRotation();
     try {
-      this.attachInterfaces(next);
+      this.ifaces?.setEntries(next.interfaces);
     } catch (err) {
       log.error({ err }, 'interfaces could not all be attached; doors were updated');
     }
@@ -471,7 +584,7 @@ export class Daemon {
   }
 
   /** One shutdown path for every signal. */
-  stop(reason: string, opts: { leavePins?: boolean } = {}): Promise<void> {
+  stop(reason: string, opts: { leavePins?: boolean; destroy?: boolean } = {}): Promise<void> {
     if (this.stopping) return this.stopping;
     this.stopping = (async () => {
       for (const t of this.timers) clearInterval(t);
@@ -486,10 +599,18 @@ export class Daemon {
       this.control = null;
       this.metrics?.close();
       this.metrics = null;
+      this.ifaces?.close();
+      this.ifaces = null;
+      const fleet = this.fleet;
+      this.fleet = null;
+      await fleet?.close().catch((err: unknown) => this.log.warn({ err }, 'fleet: close failed'));
       const gate = this.gate;
       this.gate = null;
       if (gate) {
-        if (opts.leavePins) {
+        if (opts.destroy) {
+          gate.destroy();
+          this.log.info({ reason }, 'stopped; gate detached and pins removed');
+        } else if (opts.leavePins) {
           gate.close();
           this.log.info({ reason }, 'stopped');
         } else if (this.keep) {
@@ -500,6 +621,8 @@ export class Daemon {
           this.log.info({ reason }, 'stopped; gate detached and pins removed');
         }
       }
+      this.lock?.release();
+      this.lock = null;
       this.resolveDone?.();
     })();
     return this.stopping;
@@ -511,11 +634,18 @@ export class Daemon {
     this.reader?.close();
     this.control?.close();
     this.metrics?.close();
+    this.ifaces?.close();
+    this.ifaces = null;
+    void this.fleet?.close().catch(() => undefined);
+    this.fleet = null;
     const gate = this.gate;
     this.gate = null;
-    if (!gate) return;
-    if (gate.adopted || this.keep) gate.close();
-    else gate.destroy();
+    if (gate) {
+      if (gate.adopted || this.keep) gate.close();
+      else gate.destroy();
+    }
+    this.lock?.release();
+    this.lock = null;
   }
 
   /** Install signal handlers for a foreground process. */

@@ -7,6 +7,7 @@ import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { GateEvent } from './kernel/events.js';
 import type { Gate } from './kernel/gate.js';
+import { INTERFACE_STATES, type InterfaceStatus } from './interfaces.js';
 import { STAT_NAMES, VERDICTS } from './kernel/layout.js';
 
 export interface ListenAddress {
@@ -24,12 +25,20 @@ export function parseListenAddress(text: string): ListenAddress {
   return { host: m[1] ?? (m[2] === '' ? '::' : (m[2] ?? '::')), port };
 }
 
+/** What the daemon knows beyond the gate's maps. */
+export interface MetricsSources {
+  /** each configured interface or pattern and its state */
+  interfaces?: () => InterfaceStatus[];
+  /** seconds each interface existed without the gate */
+  unprotectedSeconds?: () => Map<string, number>;
+}
+
 export class Metrics {
   readonly registry = new Registry();
   private readonly events: Counter<'door' | 'event' | 'reason'>;
   private server: Server | null = null;
 
-  constructor(getGate: () => Gate | null, version: string) {
+  constructor(getGate: () => Gate | null, version: string, sources: MetricsSources = {}) {
     const r = this.registry;
     // prom-client calls collect() with the metric as `this`; pass it on with the live gate.
     const withGate = <T>(fn: (this: T, g: Gate) => void) =>
@@ -158,6 +167,32 @@ export class Metrics {
         for (const a of g.attachments()) this.set({ interface: a.ifname, xdp_mode: a.mode }, 1);
       }),
     });
+    if (sources.interfaces) {
+      const list = sources.interfaces;
+      new Gauge({
+        name: 'knockgate_interface_state',
+        help: 'Each configured interface (a pattern that matches none: the pattern) by state, 1 for the current one: attached (the gate is on it), waiting (it exists without the gate: unprotected), absent (no such interface)',
+        labelNames: ['interface', 'state'],
+        registers: [r],
+        collect: function (this: Gauge<'interface' | 'state'>) {
+          this.reset();
+          for (const i of list()) for (const st of INTERFACE_STATES) this.set({ interface: i.interface, state: st }, i.state === st ? 1 : 0);
+        },
+      });
+    }
+    if (sources.unprotectedSeconds) {
+      const secs = sources.unprotectedSeconds;
+      new Counter({
+        name: 'knockgate_interface_unprotected_seconds_total',
+        help: 'Seconds a configured interface existed without the gate (since the daemon started): alert on any increase',
+        labelNames: ['interface'],
+        registers: [r],
+        collect: function (this: Counter<'interface'>) {
+          this.reset();
+          for (const [name, s] of secs()) this.inc({ interface: name }, s);
+        },
+      });
+    }
   }
 
   /** Count one daemon-side event. */

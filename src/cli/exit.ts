@@ -7,6 +7,8 @@ export const EXIT = {
   NO_GATE: 3,
   /** the config file is invalid */
   BAD_CONFIG: 4,
+  /** a live daemon already serves this gate (run), or did not answer (detach) */
+  DAEMON_RUNNING: 5,
 } as const;
 
 /** An error whose message is for the user, with the exit code it maps to. */

@@ -9,6 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { BpfError } from '../bpf/index.js';
 import { ConfigError } from '../config/errors.js';
 import { GateError, NoGateError } from '../kernel/gate.js';
+import { DaemonRunningError } from '../kernel/lock.js';
 import { checkCommand } from './commands/check.js';
 import { completionCommand } from './commands/completion.js';
 import { knockCommand } from './commands/knock.js';
@@ -17,6 +18,7 @@ import { demoCommand } from './commands/demo.js';
 import { detachCommand } from './commands/detach.js';
 import { doorCommand } from './commands/door.js';
 import { eventsCommand } from './commands/events.js';
+import { fleetCommand } from './commands/fleet.js';
 import { grantCommand, grantsCommand, revokeCommand } from './commands/grants.js';
 import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
@@ -30,7 +32,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
       'after',
-      '\nExit codes: 0 done, 1 failed, 2 usage error, 3 no gate loaded, 4 invalid config file.\n' +
+      '\nExit codes: 0 done, 1 failed, 2 usage error, 3 no gate loaded, 4 invalid config file, 5 a daemon already serves this gate.\n' +
         'Example:\n  sudo knockgate run -c /etc/knockgate/knockgate.yaml\n  knockgate knock server.example ssh -c client.yaml --then "ssh server.example"\n',
     )
     .addCommand(runCommand())
@@ -41,6 +43,7 @@ export function buildProgram(): Command {
     .addCommand(grantCommand())
     .addCommand(revokeCommand())
     .addCommand(eventsCommand())
+    .addCommand(fleetCommand())
     .addCommand(detachCommand())
     .addCommand(knockCommand())
     .addCommand(keygenCommand())
@@ -54,6 +57,7 @@ export function explain(err: unknown): { message: string; code: number } {
   if (err instanceof CommanderError) return { message: '', code: err.exitCode === 0 ? EXIT.OK : EXIT.USAGE };
   if (err instanceof ConfigError) return { message: `${err.format()}\nconfig rejected: nothing was changed`, code: EXIT.BAD_CONFIG };
   if (err instanceof NoGateError) return { message: err.message, code: EXIT.NO_GATE };
+  if (err instanceof DaemonRunningError) return { message: err.message, code: EXIT.DAEMON_RUNNING };
   if (err instanceof CliError) return { message: err.message, code: err.exitCode };
   if (err instanceof GateError || err instanceof BpfError) return { message: err.message, code: EXIT.FAILED };
   if (err instanceof Error) return { message: `${err.message}\n(this is a bug if the message does not say what to do: please report it)`, code: EXIT.FAILED };

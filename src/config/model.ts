@@ -102,15 +102,45 @@ export interface DoorConfig {
   /** a flow opened under this door's grant ends after this long without a packet */
   flowIdleMs: number;
   scope: Scope;
+  /**
+   * Fleet mode, one-time doors (rotating, signed): with etcd unreachable, `local` keeps
+   * granting from this host's own state (a knock could be used once per partitioned host);
+   * `closed` refuses until a fleet-wide claim can be made again.
+   */
+  onPartition?: OnPartition;
+}
+
+export type OnPartition = 'local' | 'closed';
+export const ON_PARTITION: readonly OnPartition[] = ['local', 'closed'];
+/** shared: a cooldown started on one host holds on every host; local: each host its own. */
+export type CooldownSharing = 'shared' | 'local';
+export const COOLDOWN_SHARING: readonly CooldownSharing[] = ['shared', 'local'];
+
+/** The optional `fleet:` section: grants and one-time knocks shared through etcd (docs/FLEET.md). */
+export interface FleetConfig {
+  /** etcd client URLs, e.g. https://198.18.0.1:2379 (a bare host:port means http://) */
+  endpoints: string[];
+  /** every key of this fleet lives under it; ends with "/" */
+  prefix: string;
+  /** this host's name in the fleet (default: the hostname) */
+  hostId: string;
+  /** TLS: files relative to the config file's directory; key_file must be private (0600) */
+  tls: { caFile: string | null; certFile: string | null; keyFile: string | null } | null;
+  /** etcd authentication; the password file must be private (0600) */
+  auth: { username: string; passwordFile: string } | null;
+  cooldowns: CooldownSharing;
 }
 
 export interface InterfaceConfig {
+  /** an interface name, or a glob pattern (`eth*`) standing for every interface it matches */
   name: string;
   mode: XdpMode;
   /** attach (default dispatcher) */
   attach: AttachMethod;
   /** xdp_priority: the run priority in the dispatcher (lower runs first) */
   priority: number;
+  /** true when `name` is a pattern (src/config/ifpattern.ts) */
+  pattern?: boolean;
 }
 
 export interface GateConfig {
@@ -125,6 +155,8 @@ export interface GateConfig {
   bruteForce: { maxFailures: number; failureWindowMs: number; cooldownMs: number };
   /** In file order. */
   doors: DoorConfig[];
+  /** null: this host is an island (no fleet section) */
+  fleet?: FleetConfig | null;
   /** Questionable but valid things, with their positions. */
   warnings: ConfigIssue[];
 }
@@ -185,6 +217,9 @@ export const DEFAULTS = {
   rotatingLength: 4,
   windowMs: 30_000,
   maxSkewMs: 30_000,
+  onPartition: 'local' as OnPartition,
+  /** local: a spoofed source's lockout stays on the host it was spoofed at (docs/FLEET.md) */
+  cooldowns: 'local' as CooldownSharing,
 } as const;
 
 /** Door names: 1..31 characters [A-Za-z0-9_-], starting with a letter or digit. */

@@ -5,6 +5,7 @@ import { posix } from 'node:path';
 import { isAlias, isMap, isScalar, isSeq, visit, type Document, type LineCounter, type Node, type Scalar, type YAMLMap, type YAMLSeq } from 'yaml';
 import { parseCidr, type Cidr } from '../net/addr.js';
 import { checkTimeout, formatDuration, parseDuration } from './duration.js';
+import { isPattern, patternProblem } from './ifpattern.js';
 import { suggest, type ConfigIssue } from './errors.js';
 import {
   DEFAULTS,
@@ -24,10 +25,13 @@ import {
   type PortRange,
   type Scope,
   type Step,
+  type OnPartition,
+  ON_PARTITION,
   type XdpMode,
 } from './model.js';
 import { formatRange, formatStep, parsePortRange, parseStep, rangeHolds } from './ports.js';
 import { formatSize, parseSize } from './size.js';
+import { checkFleet } from './fleet.js';
 
 export type PathSeg = string | number;
 
@@ -42,7 +46,7 @@ export function formatPath(path: readonly PathSeg[]): string {
   return out;
 }
 
-export const ROOT_KEYS = ['interfaces', 'xdp_mode', 'attach', 'xdp_priority', 'pin_path', 'keep', 'log', 'limits', 'brute_force', 'defaults', 'doors'] as const;
+export const ROOT_KEYS = ['interfaces', 'xdp_mode', 'attach', 'xdp_priority', 'pin_path', 'keep', 'log', 'limits', 'brute_force', 'defaults', 'doors', 'fleet'] as const;
 export const LOG_KEYS = ['level', 'denials_per_second', 'knock_events_per_second'] as const;
 export const LIMITS_KEYS = ['sources', 'flows', 'event_ring', 'first_knock_filter'] as const;
 export const BRUTE_FORCE_KEYS = ['max_failures', 'failure_window', 'cooldown'] as const;
@@ -50,6 +54,7 @@ export const TIMEOUT_KEYS = ['step_timeout', 'sequence_timeout', 'open_for', 'fl
 export const DOOR_KEYS = [
   'type', 'sequence', 'protects', 'allow_from', 'scope', ...TIMEOUT_KEYS,
   'secret_file', 'knock_ports', 'length', 'window', 'port', 'key_file', 'max_skew', 'clients', 'knock', 'payload',
+  'on_partition',
 ] as const;
 
 /** The keys only some door types take (every other door key applies to all types). */
@@ -86,7 +91,7 @@ function parseUdpPort(text: string | number): number {
 export const INTERFACE_KEYS = ['name', 'xdp_mode', 'attach', 'xdp_priority'] as const;
 
 /** A key of a mapping with its nodes. `value` is null for `key:` with nothing after it. */
-interface Entry {
+export interface Entry {
   key: string;
   keyNode: Node;
   value: Node | null;
@@ -111,7 +116,7 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-class Checker {
+export class Checker {
   readonly errors: ConfigIssue[] = [];
   readonly warnings: ConfigIssue[] = [];
   /** "path|key" for every unknown key reported with a suggestion, so that the suggested key
@@ -361,8 +366,9 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
     c.missing(rootNode, [], 'interfaces', 'list the interfaces to guard, e.g. interfaces: [eth0]');
   } else if (c.present(ifEntry, 'list the interfaces to guard, e.g. interfaces: [eth0]')) {
     const items = c.list(ifEntry, '[eth0]');
+    // An explicit empty list is the packaged config's inert state: the gate loads but guards nothing.
     if (items !== null && items.length === 0) {
-      c.error(c.valueNode(ifEntry), ifEntry.path, '[] is empty: list at least one interface, e.g. [eth0]');
+      c.warn(c.valueNode(ifEntry), ifEntry.path, '[] is empty: the gate is attached to no interface and guards nothing; list the interfaces to guard, e.g. [eth0]');
     }
     const seen = new Map<string, number>();
     for (const { node, index } of items ?? []) {
@@ -399,9 +405,10 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
         c.error(node ?? ifEntry.keyNode, path, `expected an interface name or { name: NAME, xdp_mode: MODE }, found ${c.describe(node)}`);
       }
       if (name === undefined) continue;
-      const problem = interfaceNameProblem(name);
+      const pattern = isPattern(name);
+      const problem = pattern ? patternProblem(name) : interfaceNameProblem(name);
       if (problem !== null) {
-        c.error(nameNode, path, `${JSON.stringify(name)} is not an interface name: ${problem}`);
+        c.error(nameNode, path, `${JSON.stringify(name)} is not ${pattern ? 'a valid interface pattern' : 'an interface name'}: ${problem}`);
         continue;
       }
       const first = seen.get(name);
@@ -410,7 +417,7 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
         continue;
       }
       seen.set(name, index);
-      interfaces.push({ name, mode, attach: ifAttach, priority: ifPriority });
+      interfaces.push(pattern ? { name, mode, attach: ifAttach, priority: ifPriority, pattern: true } : { name, mode, attach: ifAttach, priority: ifPriority });
     }
   }
 
@@ -621,9 +628,20 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
     });
   }
 
+  const fleetEntry = root.get('fleet');
+  const fleet = fleetEntry === undefined ? null : checkFleet(c, fleetEntry);
+  if (fleet === null) {
+    for (const d of doors) {
+      const at = doorNodes.get(d)?.value;
+      const pe = at && isMap(at) ? (at as YAMLMap<unknown, unknown>).items.find((p) => isScalar(p.key) && p.key.value === 'on_partition') : undefined;
+      if (pe !== undefined && fleetEntry === undefined) c.warn(pe.key as Node, [...(doorNodes.get(d)?.path ?? []), 'on_partition'], 'on_partition applies in fleet mode only: this config has no fleet section');
+    }
+  }
+
   if (c.errors.length > 0) return { config: null, errors: c.errors, warnings: c.warnings };
   return {
     config: {
+      fleet,
       interfaces,
       pinPath,
       keep,
@@ -772,6 +790,16 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
     scope = c.oneOf(scopeEntry, SCOPES, 'a grant scope') ?? scope;
   }
 
+  // on_partition (fleet mode): which one-time doors refuse while no fleet-wide claim can be made
+  let onPartition: OnPartition = DEFAULTS.onPartition;
+  const opEntry = e.get('on_partition');
+  if (opEntry !== undefined && c.present(opEntry, `remove the key to use the default (${DEFAULTS.onPartition})`)) {
+    onPartition = c.oneOf(opEntry, ON_PARTITION, 'a partition policy') ?? onPartition;
+    if (type !== 'rotating' && type !== 'signed') {
+      c.error(opEntry.keyNode, opEntry.path, `on_partition applies to one-time doors that claim through etcd (rotating, signed); a ${type} door ${type === 'spa' ? 'is verified in the kernel, which never waits for the network' : 'has nothing to claim'}: remove it`);
+    }
+  }
+
   // timeouts
   const t: Record<(typeof TIMEOUT_KEYS)[number], Timeout> = { ...defaults };
   const bad = new Set(defaultsBad);
@@ -807,6 +835,7 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
       openForMs: t.open_for.ms,
       flowIdleMs: t.flow_idle.ms,
       scope,
+      onPartition,
     },
     stepNodes,
     allowEntry,

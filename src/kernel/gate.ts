@@ -3,9 +3,11 @@
  * operation on them. Config-to-tables compilation lives in tables.ts; the byte layout in
  * layout.ts; the libbpf binding in src/bpf/. See docs/DESIGN.md for the kernel contract.
  *
- * Pins under `pinPath`:  prog, maps/<name> (the .bss map as maps/kg_globals), links/<ifname>
- * (a direct bpf_link), dispatcher/<ifname> (the gate's program in libxdp's dispatcher, see
- * dispatcher.ts).
+ * Pins under `pinPath`:  prog, prog_l3, maps/<name> (the .bss map as maps/kg_globals),
+ * links/<ifname> (a direct bpf_link), dispatcher/<ifname> (the gate's program in libxdp's
+ * dispatcher, see dispatcher.ts). prog parses frames that start with an Ethernet header, prog_l3
+ * those of devices without a link-layer header (TUN, WireGuard): one object, every map shared,
+ * the same policy. The device type picks one at attach time (src/net/link-type.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
@@ -36,6 +38,7 @@ import {
   OFFSETS,
   PORT_STRIDE,
   PROG_NAME,
+  PROG_NAME_L3,
   SIZEOF,
   decodeAllowKey,
   decodeDoor,
@@ -59,6 +62,8 @@ import {
   type KFlowKey,
   type Stats,
 } from './layout.js';
+import { GrantFilter, gfilterEntries, gfilterShift } from './gfilter.js';
+import { UnsupportedLinkError, framingOf, type Framing } from '../net/link-type.js';
 import { allowKeyText, planGeneration, type GenerationPlan, type PlanContext, type SlotState } from './tables.js';
 import {
   Dispatcher,
@@ -70,6 +75,9 @@ import {
   isDispatched,
   type DispatchedState,
 } from './dispatcher.js';
+
+/** What attaching needs to know of an interface entry. */
+export type AttachTarget = Pick<InterfaceConfig, 'name' | 'mode' | 'attach' | 'priority'>;
 
 export const DEFAULT_PIN_PATH = '/sys/fs/bpf/knockgate';
 
@@ -110,8 +118,16 @@ const ALL_MAPS = [
   MAP.SPENT,
   MAP.STATS,
   MAP.GLOBALS,
+  MAP.GFILTER,
+  MAP.SPATAGS,
 ] as const;
 type GateMap = (typeof ALL_MAPS)[number];
+
+/**
+ * Maps a gate pinned by an earlier knockgate may lack: adopting it creates them (the grant
+ * filter starts untrusted and is rebuilt from the maps once the old program is gone).
+ */
+const LATER_MAPS: readonly GateMap[] = [MAP.GFILTER, MAP.SPATAGS];
 
 /** Key and value sizes every map must have (0 = not applicable, e.g. ring buffers). */
 const EXPECTED_SIZES: Record<GateMap, [number, number]> = {
@@ -129,6 +145,8 @@ const EXPECTED_SIZES: Record<GateMap, [number, number]> = {
   [MAP.SPENT]: [SIZEOF.spent_key, 8],
   [MAP.STATS]: [4, SIZEOF.stats],
   [MAP.GLOBALS]: [4, SIZEOF.globals],
+  [MAP.GFILTER]: [4, 8],
+  [MAP.SPATAGS]: [4, 8],
 };
 
 export interface GateOptions {
@@ -210,6 +228,7 @@ export interface SweepResult {
 function pinPaths(pinPath: string) {
   return {
     prog: join(pinPath, 'prog'),
+    progL3: join(pinPath, 'prog_l3'),
     maps: join(pinPath, 'maps'),
     links: join(pinPath, 'links'),
     map: (name: string) => join(pinPath, 'maps', PINNED_NAME[name] ?? name),
@@ -246,14 +265,28 @@ export class Gate {
     private readonly globals: MmapRegion,
     /** kg_ports, mmapped: generations are rewritten in place */
     private readonly ports: MmapRegion,
-    /** fd of the loaded program; -1 when the gate was opened from pins without loading */
+    /** fd of the loaded program (Ethernet framing); -1 when the gate was opened from pins without loading */
     readonly progFd: number,
+    /** fd of the same program for frames that start at the IP header (no link-layer header); -1 likewise */
+    readonly progFdL3: number,
     private readonly object: BpfObject | null,
     /** true when this process found the gate pinned and took it over */
     readonly adopted: boolean,
     private readonly log: Logger,
   ) {
     this.paths = pinPaths(pinPath);
+    const gf = maps.get(MAP.GFILTER);
+    this.gfRegion = gf ? mmapMap(gf) : null;
+    this.gfilter = this.gfRegion ? new GrantFilter(this.gfRegion, () => this.filterSeed()) : null;
+  }
+
+  /** The grant filter (null: a gate pinned by an earlier knockgate, opened without loading). */
+  readonly gfilter: GrantFilter | null;
+  private readonly gfRegion: MmapRegion | null;
+
+  private filterSeed(): [bigint, bigint] {
+    const v = this.globals.view;
+    return [v.getBigUint64(OFFSETS.globals.fk_seed, true), v.getBigUint64(OFFSETS.globals.fk_seed + 8, true)];
   }
 
   /**
@@ -271,10 +304,11 @@ export class Gate {
     }
     const obj = BpfObject.open(objectPath);
     const reused: BpfMap[] = [];
+    const created = new Set<GateMap>(ALL_MAPS);
     try {
       for (const [name, n] of Gate.sizes(opts)) obj.setMaxEntries(name, n);
       if (adopting) {
-        const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)));
+        const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)) && !LATER_MAPS.includes(name));
         if (missing.length > 0) {
           throw new GateError(
             `the gate pinned at ${opts.pinPath} has another layout (no map ${missing.join(', ')}): it was loaded by another ` +
@@ -282,10 +316,12 @@ export class Gate {
           );
         }
         for (const name of ALL_MAPS) {
+          if (!existsSync(paths.map(name))) continue; // one of LATER_MAPS: created below
           const pinned = BpfMap.openPinned(paths.map(name));
           reused.push(pinned);
           Gate.checkAdoptable(opts, name, pinned);
           obj.reuseMap(name, pinned.fd);
+          created.delete(name);
         }
       }
       obj.load();
@@ -303,17 +339,21 @@ export class Gate {
       maps.set(name, m);
     }
     const progFd = obj.programFd(PROG_NAME);
+    const progFdL3 = obj.programFd(PROG_NAME_L3);
     mkdirSync(paths.maps, { recursive: true });
     mkdirSync(paths.links, { recursive: true });
-    if (!adopting) {
-      for (const name of ALL_MAPS) maps.get(name)!.pin(paths.map(name));
-    }
+    for (const name of created) maps.get(name)!.pin(paths.map(name));
     unpin(paths.prog);
     obj.pinProgram(PROG_NAME, paths.prog);
+    unpin(paths.progL3);
+    obj.pinProgram(PROG_NAME_L3, paths.progL3);
     const globals = mmapMap(maps.get(MAP.GLOBALS)!);
     const ports = mmapMap(maps.get(MAP.PORTS)!);
-    const gate = new Gate(opts.pinPath, maps, globals, ports, progFd, obj, adopting, log.child({ module: 'gate' }));
+    const gate = new Gate(opts.pinPath, maps, globals, ports, progFd, progFdL3, obj, adopting, log.child({ module: 'gate' }));
     if (!adopting) gate.seedFilter(maps.get(MAP.FIRSTS)!.maxEntries);
+    // A new grant filter is trusted at once on a new gate (no grants yet); adopting a gate
+    // without one, it is trusted only after the rebuild below.
+    if (created.has(MAP.GFILTER)) gate.gfilter!.init(gfilterShift(opts.sources), !adopting);
     gate.syncWallClock();
     if (adopting) {
       for (const ifname of gate.pinnedLinkNames()) {
@@ -321,10 +361,32 @@ export class Gate {
         if (!existsSync(paths.link(ifname))) continue;
         const link = BpfLink.openPinned(paths.link(ifname));
         try {
-          link.update(progFd);
+          // A link whose interface was deleted meanwhile is detached for good: drop its pin
+          // (the daemon attaches anew when the interface is back).
+          if (link.info().ifindex === 0) {
+            unpin(paths.link(ifname));
+            log.warn({ interface: ifname }, 'the pinned link of a deleted interface was dropped');
+          } else {
+            // The program for the device's framing (an interface of a type the gate refuses
+            // keeps the Ethernet one it had: attach() names the problem).
+            let fd: number;
+            try {
+              fd = gate.programFor(framingOf(ifname));
+            } catch {
+              fd = progFd;
+            }
+            link.update(fd);
+          }
         } finally {
           link.close();
         }
+      }
+      if (created.has(MAP.GFILTER)) {
+        // The old program wrote grants without marking them: once it has finished running,
+        // every grant and flow it wrote is in the maps the rebuild lists.
+        waitForPrograms();
+        const n = gate.rebuildGrantFilter();
+        log.info({ sources: n }, 'grant filter built for the adopted gate');
       }
       log.info({ pin_path: opts.pinPath, doors: gate.doors().map((d) => d.door.name) }, 'adopted the pinned gate');
     } else {
@@ -337,7 +399,7 @@ export class Gate {
   static openPinned(pinPath: string, logger: Logger): Gate {
     const paths = pinPaths(pinPath);
     if (!existsSync(paths.map(MAP.PORTS))) throw new NoGateError(pinPath);
-    const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)));
+    const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)) && !LATER_MAPS.includes(name));
     if (missing.length > 0) {
       throw new GateError(
         `the gate pinned at ${pinPath} has another layout (no map ${missing.join(', ')}): it was loaded by another knockgate version; ` +
@@ -347,6 +409,7 @@ export class Gate {
     const maps = new Map<GateMap, BpfMap>();
     try {
       for (const name of ALL_MAPS) {
+        if (LATER_MAPS.includes(name) && !existsSync(paths.map(name))) continue;
         const m = BpfMap.openPinned(paths.map(name));
         maps.set(name, m);
         const [k, v] = EXPECTED_SIZES[name];
@@ -358,7 +421,7 @@ export class Gate {
     }
     const globals = mmapMap(maps.get(MAP.GLOBALS)!);
     const ports = mmapMap(maps.get(MAP.PORTS)!);
-    return new Gate(pinPath, maps, globals, ports, -1, null, true, logger.child({ module: 'gate' }));
+    return new Gate(pinPath, maps, globals, ports, -1, -1, null, true, logger.child({ module: 'gate' }));
   }
 
   /** max_entries of every map whose size comes from the options. */
@@ -372,6 +435,7 @@ export class Gate {
       [MAP.FLOWS, opts.flows ?? KG.DEFAULT_FLOWS],
       [MAP.FIRSTS, Math.max(1, Math.floor(fkBytes / KG.FK_BLOCK_BYTES))],
       [MAP.EVENTS, opts.eventRingBytes],
+      [MAP.GFILTER, gfilterEntries(opts.sources)],
     ];
   }
 
@@ -383,6 +447,7 @@ export class Gate {
     [MAP.FLOWS]: 'limits.flows',
     [MAP.FIRSTS]: 'limits.first_knock_filter',
     [MAP.EVENTS]: 'limits.event_ring',
+    [MAP.GFILTER]: 'limits.sources',
   };
 
   private static checkAdoptable(opts: GateOptions, name: GateMap, m: BpfMap): void {
@@ -469,6 +534,7 @@ export class Gate {
       key.writeUInt32LE(doorIndex(next, slot));
       doorMap.update(key, encodeDoor(d), BPF_ANY);
     });
+    this.clearSpaTags(next);
 
     // Nothing reads generation `next` (see waitForPrograms below): rewrite it in place.
     this.ports.bytes.set(plan.ports, next * KG.PROTOS * KG.PORTS * PORT_STRIDE);
@@ -514,39 +580,121 @@ export class Gate {
     return [...new Set([...links, ...dispatchedNames(this.pinPath)])].sort();
   }
 
-  private dispatcherValue: Dispatcher | null = null;
-
-  /** Attach to each interface (or move an existing link to this program); returns the state. */
-  attach(ifaces: readonly InterfaceConfig[]): Attachment[] {
-    if (this.progFd < 0) throw new Error('internal: attach needs a loaded program');
-    for (const i of ifaces) {
-      if (this.attachDispatched(i)) continue;
-      const index = ifIndex(i.name);
-      const pin = this.paths.link(i.name);
-      if (existsSync(pin)) {
-        const q = xdpQuery(index);
-        const modeOk = i.mode === 'auto' || q.attachMode === i.mode;
-        if (modeOk) continue;
-        this.detachInterface(i.name);
-      }
-      const link = attachXdp(this.progFd, index, i.mode);
-      try {
-        link.pin(pin);
-      } finally {
-        link.close();
-      }
-      const q = xdpQuery(index);
-      this.log.info({ interface: i.name, xdp_mode: q.attachMode, prog_id: q.progId }, 'attached');
+  /** How the gate parses the interface's frames; a device type it cannot parse is a GateError. */
+  static framing(ifname: string): Framing {
+    try {
+      return framingOf(ifname);
+    } catch (err) {
+      if (err instanceof UnsupportedLinkError) throw new GateError(err.message);
+      throw err;
     }
+  }
+
+  /** The loaded program that parses frames of this framing. */
+  programFor(framing: Framing): number {
+    return framing === 'l3' ? this.progFdL3 : this.progFd;
+  }
+
+  /**
+   * Attach to each interface (or move an existing link to this program); returns the state.
+   * The interface's device type picks the program (framingOf): a type the gate cannot parse
+   * throws a GateError naming the interface and its type, and nothing is attached to it.
+   */
+  attach(ifaces: readonly InterfaceConfig[]): Attachment[] {
+    for (const i of ifaces) this.attachOne(i);
     return this.attachments();
   }
+
+  /**
+   * The one place the gate is put on an interface (the daemon's start, reloads, and
+   * interfaces that come back all go through here). A pinned link that still holds this
+   * interface in the wanted mode is kept; a stale one (its interface was deleted: the kernel
+   * detached it, the pin stayed) or one in another mode is replaced.
+   */
+  attachOne(i: AttachTarget, ifindex = ifIndex(i.name)): Attachment {
+    if (this.progFd < 0) throw new Error('internal: attach needs a loaded program');
+    const framing = Gate.framing(i.name);
+    const pin = this.paths.link(i.name);
+    // A link left by an interface that was deleted holds nothing: drop its pin first.
+    if (existsSync(pin) && this.linkIfindex(i.name) !== ifindex) this.releaseInterface(i.name);
+    if (this.attachDispatched(i, framing)) {
+      const a = this.attachments().find((x) => x.ifname === i.name);
+      if (a) return a;
+      throw new GateError(`the gate was put in ${i.name}'s dispatcher but is not found there: check \`xdp-loader status ${i.name}\``);
+    }
+    if (existsSync(pin)) {
+      const live = this.linkIfindex(i.name) === ifindex;
+      const q = xdpQuery(ifindex);
+      const modeOk = i.mode === 'auto' || q.attachMode === i.mode;
+      if (live && modeOk) return { ifname: i.name, ifindex, mode: q.attachMode, progId: q.progId, attach: 'link' };
+      if (live) this.detachInterface(i.name);
+      else this.releaseInterface(i.name);
+    }
+    const link = attachXdp(this.programFor(framing), ifindex, i.mode);
+    try {
+      link.pin(pin);
+    } finally {
+      link.close();
+    }
+    const q = xdpQuery(ifindex);
+    this.log.info({ interface: i.name, ifindex, xdp_mode: q.attachMode, framing, prog_id: q.progId }, 'attached');
+    return { ifname: i.name, ifindex, mode: q.attachMode, progId: q.progId, attach: 'link' };
+  }
+
+  /** The ifindex a pinned link is attached to: 0 when the kernel detached it (interface gone), -1 without a pin. */
+  linkIfindex(ifname: string): number {
+    const pin = this.paths.link(ifname);
+    if (!existsSync(pin)) return -1;
+    const link = BpfLink.openPinned(pin);
+    try {
+      return link.info().ifindex;
+    } finally {
+      link.close();
+    }
+  }
+
+  /** Drop the pin of a link whose interface is gone (nothing to detach: the kernel did). */
+  releaseInterface(ifname: string): void {
+    if (unpin(this.paths.link(ifname))) this.log.info({ interface: ifname }, 'released (the interface is gone)');
+  }
+
+  /**
+   * Pin again whatever is missing under the pin directory (removed from outside while the
+   * daemon runs): the directory, every map, the program. Links removed with them were
+   * detached by the kernel; attachOne() puts them back. Returns what was re-pinned.
+   */
+  repin(): string[] {
+    if (this.closed || this.object === null || this.progFd < 0) throw new Error('internal: repin needs a loaded gate');
+    const done: string[] = [];
+    ensureBpffs(this.pinPath);
+    mkdirSync(this.paths.maps, { recursive: true });
+    mkdirSync(this.paths.links, { recursive: true });
+    for (const name of ALL_MAPS) {
+      const path = this.paths.map(name);
+      if (existsSync(path)) continue;
+      this.map(name).pin(path);
+      done.push(path);
+    }
+    if (!existsSync(this.paths.prog)) {
+      this.object.pinProgram(PROG_NAME, this.paths.prog);
+      done.push(this.paths.prog);
+    }
+    if (!existsSync(this.paths.progL3)) {
+      this.object.pinProgram(PROG_NAME_L3, this.paths.progL3);
+      done.push(this.paths.progL3);
+    }
+    return done;
+  }
+
+
+  private dispatcherValue: Dispatcher | null = null;
 
   /**
    * attach: dispatcher (dispatcher.ts). False when the interface is to get a direct bpf_link:
    * attach: link, an interface this gate already holds with a link (kept, with a warning), or
    * libxdp unusable here with nothing else attached (said so).
    */
-  private attachDispatched(i: InterfaceConfig): boolean {
+  private attachDispatched(i: AttachTarget, framing: Framing): boolean {
     // The way the gate holds an interface stays (switching cannot be atomic): said when the config differs.
     if (existsSync(this.paths.link(i.name))) {
       if (i.attach === 'dispatcher') {
@@ -565,7 +713,8 @@ export class Gate {
       this.dispatcherValue = new Dispatcher(src, (m) => new GateError(m));
     }
     try {
-      this.dispatcherValue.attach(i);
+      const program = framing === 'l3' ? { name: PROG_NAME_L3, targetFd: this.progFdL3 } : { name: PROG_NAME, targetFd: this.progFd };
+      this.dispatcherValue.attach(i as InterfaceConfig, program);
       return true;
     } catch (err) {
       if (!(err instanceof DispatcherUnavailable)) throw err;
@@ -588,6 +737,17 @@ export class Gate {
       if (attach === 'dispatcher') {
         const d = dispatchedState(ifindex, ifname, this.map(MAP.PORTS).id);
         out.push({ ifname, ifindex, mode: d?.mode ?? 'none', progId: d?.progId ?? 0, attach, dispatcher: d });
+        continue;
+      }
+      let linked = ifindex;
+      try {
+        linked = this.linkIfindex(ifname);
+      } catch {
+        /* unreadable pin: report what the interface has */
+      }
+      if (linked !== ifindex) {
+        // The interface was deleted and another took its name: the pinned link holds nothing.
+        out.push({ ifname, ifindex, mode: 'gone', progId: 0, attach });
         continue;
       }
       const q = xdpQuery(ifindex);
@@ -733,7 +893,7 @@ export class Gate {
     const cur = m.lookup(addr);
     const exp = cur ? decodeGrant(cur) : new Array<bigint>(KG.MAX_DOORS).fill(0n);
     exp[slot] = nowNs + forNs;
-    m.update(addr, encodeGrant(exp), BPF_ANY);
+    this.writeGrant(addr, encodeGrant(exp));
     return nowNs + forNs;
   }
 
@@ -769,8 +929,46 @@ export class Gate {
       }
     });
     if (exp.every((v) => v === 0n)) m.delete(addr);
-    else m.update(addr, encodeGrant(exp), BPF_ANY);
+    else this.writeGrant(addr, encodeGrant(exp));
     return cut;
+  }
+
+  /**
+   * Every grant user space writes goes through here: the grant filter is marked before the
+   * write (XDP never finds the entry without its bits) and after it (a rebuild that cleared
+   * the bits meanwhile lists the entry). DESIGN.md "Grant filter".
+   */
+  private writeGrant(addr: Buffer, value: Buffer): void {
+    this.gfilter?.mark(addr);
+    this.map(MAP.GRANTS).update(addr, value, BPF_ANY);
+    this.gfilter?.mark(addr);
+  }
+
+  /**
+   * Drop the grant filter's bits of sources that hold nothing any more: rebuilt from the
+   * sources of kg_grants and kg_flows (the sweep runs it). Returns how many were listed.
+   */
+  rebuildGrantFilter(): number {
+    const gf = this.gfilter;
+    if (!gf) return 0;
+    const grants = this.map(MAP.GRANTS);
+    const flows = this.map(MAP.FLOWS);
+    return gf.rebuild(function* () {
+      for (const k of grants.keys()) yield Buffer.from(k);
+      for (const k of flows.keys()) yield Buffer.from(decodeFlowKey(k).src);
+    }, waitForPrograms);
+  }
+
+  /** Forget the cached spa tags of generation `gen` (its slots are being rewritten). */
+  private clearSpaTags(gen: number): void {
+    const m = this.maps.get(MAP.SPATAGS);
+    if (!m) return;
+    const key = Buffer.alloc(4);
+    const zero = Buffer.alloc(8);
+    for (let i = gen * KG.MAX_DOORS * KG.SPA_TAG_SLOTS; i < (gen + 1) * KG.MAX_DOORS * KG.SPA_TAG_SLOTS; i++) {
+      key.writeUInt32LE(i);
+      m.update(key, zero, BPF_ANY);
+    }
   }
 
   /** Grants and flows of door slots that went away. */
@@ -863,6 +1061,8 @@ export class Gate {
         if (prob.delete(key)) res.probation++;
       }
     }
+    // Last: the bits of the grants and flows removed above go with the rebuild.
+    this.rebuildGrantFilter();
     return res;
   }
 
@@ -925,6 +1125,7 @@ export class Gate {
     this.dispatcherValue?.close();
     this.globals.close();
     this.ports.close();
+    this.gfRegion?.close();
     for (const m of this.maps.values()) m.close();
     this.object?.close();
   }
@@ -953,6 +1154,7 @@ export function removePins(pinPath: string, log?: Logger): void {
     unpin(paths.link(ifname));
   }
   unpin(paths.prog);
+  unpin(paths.progL3);
   for (const name of ALL_MAPS) unpin(paths.map(name));
   rmSync(paths.links, { recursive: true, force: true });
   rmSync(paths.maps, { recursive: true, force: true });

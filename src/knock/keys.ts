@@ -48,7 +48,7 @@ function openError(path: string, err: unknown): KeyFileError {
 }
 
 /** Reads a key file as text; with mustBePrivate, refuses it unless it is private to its owner. */
-async function readKeyFile(path: string, mustBePrivate: boolean): Promise<string> {
+export async function readKeyFile(path: string, mustBePrivate: boolean): Promise<string> {
   let handle;
   try {
     // O_NONBLOCK: opening a FIFO must not hang; it is then refused as not a regular file.
@@ -205,7 +205,7 @@ async function exists(path: string): Promise<boolean> {
  * refused; with force the data goes to a fresh file beside it, renamed over the old one (so a
  * replaced key file never keeps the old file's looser mode).
  */
-async function createFile(path: string, data: string, mode: number, force: boolean): Promise<void> {
+export async function createFile(path: string, data: string, mode: number, force: boolean): Promise<void> {
   const target = force ? `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp` : path;
   let handle;
   try {

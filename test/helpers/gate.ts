@@ -6,6 +6,10 @@
  * gate joined on a veth of a throwaway namespace (the program as it runs there: the extension in
  * its slot; reopen() moves the slot to the new program as a restarted daemon does).
  *
+ * With `framing: 'l3'` the same rows run through the gate's program for devices without a
+ * link-layer header (gate.progFdL3), each frame without its Ethernet header and VLAN tags (what a
+ * TUN or WireGuard device hands XDP): one table, both framings.
+ *
  * What a row checks, for one packet:
  * - the XDP return value (XDP_PASS / XDP_DROP);
  * - exactly one verdict counter (the first VERDICTS entries of STAT_NAMES) moved, by 1, and it
@@ -50,7 +54,7 @@ import {
 import { formatAddress } from '../../src/net/addr.js';
 import { closeFd } from '../../src/bpf/index.js';
 import { libbpf } from '../../src/bpf/libbpf.js';
-import { randomSuffix, run, withNetns, withPinDir, type NetnsPair } from './kernel.js';
+import { kernelSuite, randomSuffix, run, withNetns, withPinDir, type NetnsPair } from './kernel.js';
 
 let libxdpBpffs: string | null = null;
 
@@ -181,7 +185,41 @@ function isRow(e: Entry): e is Row {
   return 'frame' in e;
 }
 
+/** Which of the gate's programs a table runs through (see toL3 for what 'l3' does to frames). */
+export type HarnessFraming = 'ethernet' | 'l3';
+export const FRAMINGS: readonly HarnessFraming[] = ['ethernet', 'l3'];
+
+/**
+ * The frame a device without a link-layer header would carry: the bytes after the Ethernet
+ * header and any VLAN tags (a non-IP frame keeps its payload, which the L3 program judges by
+ * its first nibble).
+ */
+export function toL3(frame: Buffer): Buffer {
+  let off = 12;
+  if (frame.length < off + 2) throw new Error(`a ${frame.length}-byte frame has no EtherType: it has no L3 form`);
+  let type = frame.readUInt16BE(off);
+  off += 2;
+  while ((type === TPID_8021Q || type === TPID_8021AD) && frame.length >= off + 4) {
+    type = frame.readUInt16BE(off + 2);
+    off += 4;
+  }
+  return Buffer.from(frame.subarray(off));
+}
+
+/**
+ * kernelSuite(name) once per framing, named "<prefix> (<framing> framing): <rest>" for a name
+ * "<prefix>: <rest>"; fn gets the framing to hand GateHarness.with. One table, both programs.
+ */
+export function framingSuites(name: string, fn: (framing: HarnessFraming) => void): void {
+  const i = name.indexOf(': ');
+  for (const framing of FRAMINGS) {
+    kernelSuite(i < 0 ? `${name} (${framing} framing)` : `${name.slice(0, i)} (${framing} framing)${name.slice(i)}`, () => fn(framing));
+  }
+}
+
 export interface HarnessOptions {
+  /** the program the rows run through (default 'ethernet') */
+  framing?: HarnessFraming;
   /** door config applied right after Gate.open */
   yaml?: string;
   doors?: DoorConfig[];
@@ -460,9 +498,24 @@ export class GateHarness {
     }
   }
 
+  get framing(): HarnessFraming {
+    return this.opts.framing ?? 'ethernet';
+  }
+
+  /** An Ethernet frame as this table's program sees it (toL3 for 'l3'). */
+  frameFor(frame: Buffer): Buffer {
+    return this.framing === 'l3' ? toL3(frame) : frame;
+  }
+
+  /** BPF_PROG_TEST_RUN of a frame as built (Ethernet) through the table's program. */
+  testRun(frame: Buffer): ReturnType<typeof progTestRun> {
+    const fd = this.framing === 'l3' ? this.gate.progFdL3 : this.progFd;
+    return progTestRun(fd, this.frameFor(frame), { ifindex: TEST_IFINDEX });
+  }
+
   /** One test run, verdict only (for scans). */
   runFast(frame: Buffer): number {
-    return progTestRun(this.progFd, frame, { ifindex: TEST_IFINDEX }).retval;
+    return this.testRun(frame).retval;
   }
 
   stats(): Stats {
@@ -478,12 +531,12 @@ export class GateHarness {
   }
 
   async check(row: Row): Promise<void> {
-    const label = row.description;
+    const label = this.framing === 'l3' ? `[L3 program] ${row.description}` : row.description;
     this.assertNoLeftoverEvents(`before "${label}"`);
     const stats0 = this.gate.stats();
     const maps0 = this.snapshot();
     const t0 = monoNowNs();
-    const { retval } = progTestRun(this.progFd, row.frame, { ifindex: TEST_IFINDEX });
+    const { retval } = this.testRun(row.frame);
     const t1 = monoNowNs();
     const stats1 = this.gate.stats();
     const maps1 = this.snapshot();

@@ -3,11 +3,12 @@
  * unrelated traffic, protected ports, the knock state machine (steps, grants, expiry, resets,
  * retransmissions, timeouts), allow lists and doors that share ports. Each table row is one
  * packet: {description, frame, expected verdict, verdict counter, map change, events}; rows run
- * in order against one gate (see test/helpers/gate.ts for what a row checks).
+ * in order against one gate (see test/helpers/gate.ts for what a row checks). Every table runs
+ * through both of the gate's programs (framingSuites): Ethernet frames, and the same frames
+ * without their Ethernet header through the program for devices without one (TUN, WireGuard).
  */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { kernelSuite } from '../helpers/kernel.js';
 import {
   FlowBook,
   GateHarness,
@@ -18,6 +19,7 @@ import {
   config,
   doorsOf,
   ev,
+  framingSuites,
   to,
   type Entry,
   type Row,
@@ -85,9 +87,9 @@ const V4B = '198.18.1.11';
 const V6 = '2001:db8:1::10';
 const V6B = '2001:db8:1::11';
 
-kernelSuite('XDP: traffic that is none of the gate’s business', () => {
+framingSuites('XDP: traffic that is none of the gate’s business', (framing) => {
   it('passes unrelated TCP/UDP, other L4 and non-IP frames without a map update or an event', async () => {
-    await GateHarness.with({ yaml: BASE, denyTokens: 100 }, async (h) => {
+    await GateHarness.with({ framing, yaml: BASE, denyTokens: 100 }, async (h) => {
       await h.table([
         untouched('IPv4 SYN to an unrelated port (80/tcp)', syn(V4, 80), 'pass_unrelated'),
         untouched('IPv6 SYN to an unrelated port (80/tcp)', syn(V6, 80), 'pass_unrelated'),
@@ -122,9 +124,9 @@ kernelSuite('XDP: traffic that is none of the gate’s business', () => {
   });
 });
 
-kernelSuite('XDP: a protected port from a source without a grant', () => {
+framingSuites('XDP: a protected port from a source without a grant', (framing) => {
   it('drops; a DENY event (ts 0) while deny tokens last, then only deny_suppressed', async () => {
-    await GateHarness.with({ yaml: BASE, denyTokens: 3 }, async (h) => {
+    await GateHarness.with({ framing, yaml: BASE, denyTokens: 3 }, async (h) => {
       await h.table([
         {
           description: 'IPv4 SYN to 22/tcp, 3 tokens',
@@ -225,22 +227,22 @@ function fullKnock(src: string, other: string, b = new FlowBook()): Entry[] {
   ];
 }
 
-kernelSuite('XDP: the full knock', () => {
+framingSuites('XDP: the full knock', (framing) => {
   it('IPv4: steps advance, knocks are dropped, GRANT, then 22/tcp passes for that source only', async () => {
-    await GateHarness.with({ yaml: BASE }, async (h) => {
+    await GateHarness.with({ framing, yaml: BASE }, async (h) => {
       await h.table(fullKnock(V4, V4B));
       assert.deepEqual(h.gate.grants().map((g) => g.door), ['ssh']);
     });
   });
 
   it('IPv6: the same', async () => {
-    await GateHarness.with({ yaml: BASE }, async (h) => {
+    await GateHarness.with({ framing, yaml: BASE }, async (h) => {
       await h.table(fullKnock(V6, V6B));
     });
   });
 
   it('an IPv4 source and an IPv6 source knock interleaved without disturbing each other', async () => {
-    await GateHarness.with({ yaml: BASE }, async (h) => {
+    await GateHarness.with({ framing, yaml: BASE }, async (h) => {
       const a = fullKnock(V4, V4B);
       const b = fullKnock(V6, V6B);
       // 7000 (v4), 7000 (v6), 22 (v4), 22 (v6), 8000 (v4), ...
@@ -258,7 +260,7 @@ kernelSuite('XDP: the full knock', () => {
   it('mixed TCP/UDP steps: the protocol is part of the step', async () => {
     const b = new FlowBook();
     const S = '198.18.1.20';
-    await GateHarness.with({ yaml: BASE }, async (h) => {
+    await GateHarness.with({ framing, yaml: BASE }, async (h) => {
       await h.table([
         knockPortNoop('7100/udp first (step 1 is 7100/tcp): dropped, nothing starts', udp(S, 7100)),
         {
@@ -352,7 +354,7 @@ kernelSuite('XDP: the full knock', () => {
     open_for: 2m
 `);
     for (const S of ['198.18.1.30', '2001:db8:1::30']) {
-      await GateHarness.with({ yaml }, async (h) => {
+      await GateHarness.with({ framing, yaml }, async (h) => {
         const rows: Entry[] = steps.map((s, i): Row => {
           const frame = s.proto === 'tcp' ? syn(S, s.port) : udp(S, s.port);
           const last = i === steps.length - 1;
@@ -373,7 +375,7 @@ kernelSuite('XDP: the full knock', () => {
   });
 });
 
-kernelSuite('XDP: grant expiry', () => {
+framingSuites('XDP: grant expiry', (framing) => {
   it('open_for 300ms: passes, then after 700ms drops with drop_expired and a DENY (expired)', async () => {
     const b = new FlowBook();
     const yaml = config(`
@@ -384,7 +386,7 @@ kernelSuite('XDP: grant expiry', () => {
     flow_idle: 300ms
 `);
     for (const S of ['198.18.1.40', '2001:db8:1::40']) {
-      await GateHarness.with({ yaml, denyTokens: 1 }, async (h) => {
+      await GateHarness.with({ framing, yaml, denyTokens: 1 }, async (h) => {
         await h.table([
           {
             description: `${S}: 7400/udp step 1`,
@@ -438,7 +440,7 @@ kernelSuite('XDP: grant expiry', () => {
   });
 });
 
-kernelSuite('XDP: resets and retransmissions', () => {
+framingSuites('XDP: resets and retransmissions', (framing) => {
   it('wrong ports reset (and may restart), the last accepted knock repeated is ignored', async () => {
     const b = new FlowBook();
     const S = '198.18.1.50';
@@ -460,7 +462,7 @@ kernelSuite('XDP: resets and retransmissions', () => {
       events: NO_EVENT,
       counters: { retransmit: 1 },
     });
-    await GateHarness.with({ yaml: BASE }, async (h) => {
+    await GateHarness.with({ framing, yaml: BASE }, async (h) => {
       await h.table([
         step(7000, 1),
         retransmit(7000),
@@ -566,7 +568,7 @@ kernelSuite('XDP: resets and retransmissions', () => {
     // the kernel's sequence-timeout check without timing luck, door sq gets a step timeout of
     // 10s loaded directly (the validator is not what is under test here).
     const doors = doorsOf(yaml).map((d) => (d.name === 'sq' ? { ...d, stepTimeoutMs: 10_000 } : d));
-    await GateHarness.with({ doors }, async (h) => {
+    await GateHarness.with({ framing, doors }, async (h) => {
       const first = (src: string, door: string, port: number, proto: 'tcp' | 'udp'): Row => ({
         description: `${src}: ${port}/${proto}: ${door} step 1`,
         frame: proto === 'tcp' ? syn(src, port) : udp(src, port),
@@ -641,7 +643,7 @@ kernelSuite('XDP: resets and retransmissions', () => {
   });
 });
 
-kernelSuite('XDP: allow_from', () => {
+framingSuites('XDP: allow_from', (framing) => {
   it('a source outside allow_from cannot start the door (not_allowed); IPv4 and IPv6 sources inside can', async () => {
     const b = new FlowBook();
     const yaml = config(`
@@ -684,7 +686,7 @@ kernelSuite('XDP: allow_from', () => {
       },
       granted(b, `${src}: 8443/tcp passes`, src, 8443),
     ];
-    await GateHarness.with({ yaml }, async (h) => {
+    await GateHarness.with({ framing, yaml }, async (h) => {
       await h.table([
         notAllowed(OUT4),
         notAllowed(OUT6),
@@ -703,7 +705,7 @@ kernelSuite('XDP: allow_from', () => {
   });
 });
 
-kernelSuite('XDP: doors that share ports', () => {
+framingSuites('XDP: doors that share ports', (framing) => {
   it('two doors protecting one port, sharing a first step: either grant opens it; one door’s right knock is the other’s wrong one', async () => {
     const b = new FlowBook();
     const yaml = config(`
@@ -726,7 +728,7 @@ kernelSuite('XDP: doors that share ports', () => {
       events: [ev.knock('alpha', 1, 2, 7001), ev.knock('beta', 1, 3, 7001)],
       counters: { knock_step: 2 },
     });
-    await GateHarness.with({ yaml, denyTokens: 1 }, async (h) => {
+    await GateHarness.with({ framing, yaml, denyTokens: 1 }, async (h) => {
       await h.table([
         {
           description: `${C}: 22/tcp: DENY names both doors`,
@@ -806,7 +808,7 @@ kernelSuite('XDP: doors that share ports', () => {
   });
 });
 
-kernelSuite('XDP: edge cases of the state machine', () => {
+framingSuites('XDP: edge cases of the state machine', (framing) => {
   it('a one-step door grants at once (no progress entry); a repeated non-adjacent step advances, the same step twice in a row is a retransmission', async () => {
     const b = new FlowBook();
     const yaml = config(`
@@ -819,7 +821,7 @@ kernelSuite('XDP: edge cases of the state machine', () => {
 `);
     const S = '198.18.12.1';
     const S6 = '2001:db8:12::1';
-    await GateHarness.with({ yaml }, async (h) => {
+    await GateHarness.with({ framing, yaml }, async (h) => {
       await h.table([
         {
           description: `${S}: 7777/udp: a one-step door grants at once, no progress entry`,
@@ -933,7 +935,7 @@ kernelSuite('XDP: edge cases of the state machine', () => {
         events: [i < 2 ? ev.knock('ssh', i + 1, 3, port) : ev.grant('ssh', port)],
         counters: i < 2 ? { knock_step: 1 } : { grant: 1 },
       }));
-    await GateHarness.with({ yaml: BASE }, async (h) => {
+    await GateHarness.with({ framing, yaml: BASE }, async (h) => {
       await h.table([
         deniedQuietly(`${S}: 22/tcp before`, syn(S, 22)),
         { action: `grant ${S} on ssh for 60s by hand`, run: (g) => void g.gate.grant(addrKey(S), g.slotOf('ssh'), 60_000_000_000n) },
@@ -983,7 +985,7 @@ kernelSuite('XDP: edge cases of the state machine', () => {
     const b = new FlowBook();
     const doors = Array.from({ length: 16 }, (_, i) => `  d${i}:\n    sequence: [${20000 + i * 10}/tcp, ${20005 + i * 10}/udp]\n    protects: [22/tcp, ${30000 + i}/tcp]\n`).join('');
     const S = '198.18.12.21';
-    await GateHarness.with({ yaml: config(`\n${doors}`), denyTokens: 1 }, async (h) => {
+    await GateHarness.with({ framing, yaml: config(`\n${doors}`), denyTokens: 1 }, async (h) => {
       assert.equal(h.slotOf('d15'), 15);
       await h.table([
         {
@@ -1040,7 +1042,7 @@ kernelSuite('XDP: edge cases of the state machine', () => {
   });
 
   it('a full event ring: events that do not fit count event_lost, never a second verdict', async () => {
-    await GateHarness.with({ yaml: BASE, denyTokens: 5000 }, async (h) => {
+    await GateHarness.with({ framing, yaml: BASE, denyTokens: 5000 }, async (h) => {
       const before = h.stats();
       const frame = syn('198.18.12.31', 22);
       const n = 3000; // 64 KiB ring, 56 bytes a record: about 1170 fit

@@ -4,9 +4,13 @@
  * headers and frames cut at every byte. The point throughout: no encapsulation, option,
  * extension header or fragmentation hides a protected port or forges a knock; what cannot be
  * parsed is dropped (drop_malformed) and changes nothing.
+ *
+ * Every table but the VLAN one runs through both of the gate's programs (framingSuites): the one
+ * for Ethernet frames and the one for devices without a link-layer header (TUN, WireGuard),
+ * which gets the same frames without their Ethernet header.
  */
 import assert from 'node:assert/strict';
-import { it } from 'node:test';
+import { beforeEach, it } from 'node:test';
 import { kernelSuite } from '../helpers/kernel.js';
 import {
   FlowBook,
@@ -17,7 +21,9 @@ import {
   XDP_PASS,
   config,
   ev,
+  framingSuites,
   to,
+  toL3,
   type Entry,
   type Row,
 } from '../helpers/gate.js';
@@ -94,8 +100,11 @@ const noGrant = (description: string, f: Buffer): Row => ({
   events: NO_EVENT,
   counters: { deny_suppressed: 1 },
 });
-/** Flows opened by the granted sources' SYNs, one book for the file (sources differ per test). */
-const book = new FlowBook();
+/** Flows opened by the granted sources' SYNs: a fresh book for each test (each has a gate of its own). */
+let book = new FlowBook();
+beforeEach(() => {
+  book = new FlowBook();
+});
 /** A SYN from a fresh source port (built by `build`) that the source's grant lets in: a new flow. */
 const granted = (description: string, src: string, build: (sport: number) => Buffer): Row => book.opens(description, src, 22, build);
 const passes = (description: string, f: Buffer, counter: Row['counter']): Row => ({
@@ -176,13 +185,13 @@ kernelSuite('XDP: VLAN tags', () => {
   });
 });
 
-kernelSuite('XDP: IPv4 headers', () => {
+framingSuites('XDP: IPv4 headers', (framing) => {
   it('options are skipped by IHL; IHL < 5, short total length, header past the end, truncated L4 are malformed', async () => {
     const S = '198.18.7.1';
     const ra = Buffer.from([0x94, 0x04, 0x00, 0x00]); // Router Alert: IHL 6
     const nops40 = Buffer.alloc(40, 0x01); // 40 NOPs: IHL 15, the maximum
     const nops8 = Buffer.alloc(8, 0x01); // IHL 7
-    await GateHarness.with({ yaml: YAML }, async (h) => {
+    await GateHarness.with({ yaml: YAML, framing }, async (h) => {
       await h.table([
         noGrant('IHL 6 (Router Alert), SYN 22: dropped', frame(S, tcp(22), { v4: { options: ra } })),
         noGrant('IHL 15 (40 bytes of options), SYN 22: dropped', frame(S, tcp(22), { v4: { options: nops40 } })),
@@ -221,11 +230,11 @@ const exts = (...e: Ipv6ExtSpec[]): Opts => ({ v6: { extensions: e } });
 const eight = [HBH, RT, DST, DST, DST, DST, DST, DST];
 const nine = [HBH, RT, DST, DST, DST, DST, DST, DST, DST];
 
-kernelSuite('XDP: IPv6 extension headers', () => {
+framingSuites('XDP: IPv6 extension headers', (framing) => {
   it('walked up to 8 (hop-by-hop, routing, fragment, destination options, AH); a 9th is malformed', async () => {
     const S = '2001:db8:7::1';
     const O = '2001:db8:7::2';
-    await GateHarness.with({ yaml: YAML }, async (h) => {
+    await GateHarness.with({ yaml: YAML, framing }, async (h) => {
       await h.table([
         noGrant('hop-by-hop + dest options + routing, SYN 22: dropped', frame(S, tcp(22), exts(HBH, DST, RT))),
         sshStep('hop-by-hop + dest options + routing, SYN 7000: step 1', S, 1, frame(S, tcp(7000), exts(HBH, DST, RT))),
@@ -298,15 +307,15 @@ function fragmentRows(S: string, O: string): Entry[] {
   ];
 }
 
-kernelSuite('XDP: fragments', () => {
+framingSuites('XDP: fragments', (framing) => {
   it('IPv4: first fragments judged by their ports (never knocks), tiny ones malformed, later ones pass_fragment', async () => {
-    await GateHarness.with({ yaml: YAML }, async (h) => {
+    await GateHarness.with({ yaml: YAML, framing }, async (h) => {
       await h.table(fragmentRows('198.18.8.1', '198.18.8.2'));
     });
   });
 
   it('IPv6 (fragment header): the same', async () => {
-    await GateHarness.with({ yaml: YAML }, async (h) => {
+    await GateHarness.with({ yaml: YAML, framing }, async (h) => {
       await h.table([
         ...fragmentRows('2001:db8:8::1', '2001:db8:8::2'),
         passes(
@@ -325,7 +334,7 @@ kernelSuite('XDP: fragments', () => {
   });
 });
 
-kernelSuite('XDP: frames cut at every byte', () => {
+framingSuites('XDP: frames cut at every byte', (framing) => {
   it('every truncation of each frame is malformed and changes nothing; the whole frame is judged normally', async () => {
     const S = '198.18.9.1';
     const S6 = '2001:db8:9::1';
@@ -347,13 +356,26 @@ kernelSuite('XDP: frames cut at every byte', () => {
         whole: (d, f) => sshStep(d, P, 2, f),
       },
     ];
-    await GateHarness.with({ yaml: YAML }, async (h) => {
+    // The L3 program gets each frame without its 14-byte Ethernet header (and tags): its cuts
+    // start 14 bytes further, where BPF_PROG_TEST_RUN accepts the frame (shorter ones: the TUN
+    // test, test/e2e/l3-devices.test.ts).
+    const l2 = (f: Buffer): number => f.length - toL3(f).length;
+    const shortest = (f: Buffer): number => (framing === 'l3' ? l2(f) + 14 : 14);
+    await GateHarness.with({ yaml: YAML, framing }, async (h) => {
       await h.check(sshStep(`${P}: 7000: step 1`, P, 1, frame(P, tcp(7000))));
       for (const c of cases) {
         const rows: Row[] = [];
-        for (let n = 14; n < c.frame.length; n++) rows.push(malformed(`${c.name} cut to ${n} of ${c.frame.length} bytes`, truncate(c.frame, n)));
+        for (let n = shortest(c.frame); n < c.frame.length; n++) rows.push(malformed(`${c.name} cut to ${n} of ${c.frame.length} bytes`, truncate(c.frame, n)));
         rows.push(c.whole(`${c.name}, whole (${c.frame.length} bytes)`, c.frame));
         await h.table(rows);
+      }
+      if (framing === 'l3') {
+        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header for any XDP program.
+        const before = h.stats();
+        for (let n = 1; n < 14; n++) assert.throws(() => h.runFast(truncate(frame(S, tcp(22)), 14 + n)), /EINVAL/, `a ${n}-byte L3 frame`);
+        assert.deepEqual(h.stats(), before);
+        assert.deepEqual(h.progressOf(P), { ssh: 2 });
+        return;
       }
       // Non-IP: the EtherType is all that is read.
       const arp = buildFrame({ etherType: ETH_P_ARP, payload: Buffer.alloc(28) });
@@ -373,6 +395,83 @@ kernelSuite('XDP: frames cut at every byte', () => {
       }
       assert.deepEqual(h.stats(), before);
       assert.deepEqual(h.progressOf(P), { ssh: 2 });
+    });
+  });
+});
+
+/** An Ethernet header (EtherType IPv4) before raw IP bytes: toL3 takes it off again. */
+const ethOver = (ip: Buffer, etherType = 0x0800): Buffer => {
+  const eth = Buffer.alloc(14);
+  eth.writeUInt16BE(etherType, 12);
+  return Buffer.concat([eth, ip]);
+};
+
+kernelSuite('XDP (l3 framing): frames that start at the IP header', () => {
+  it('the version nibble gives the family: the SYN of issue 11 is judged as IPv4, other versions are not IP', async () => {
+    // The IPv4 SYN to port 22 that a TUN device let through (issue 11): 10.66.0.2 -> 10.66.0.1.
+    const issue = Buffer.from('4500002800010000400666490a4200020a420001a4260016000004d20000000050022000d24d0000', 'hex');
+    const S = '198.18.11.1';
+    const S6 = '2001:db8:11::1';
+    const withVersion = (f: Buffer, v: number): Buffer => {
+      const l3 = toL3(f);
+      l3[0] = (v << 4) | ((l3[0] ?? 0) & 0x0f);
+      return ethOver(l3);
+    };
+    await GateHarness.with({ yaml: YAML, framing: 'l3' }, async (h) => {
+      await h.table([
+        noGrant('issue 11’s SYN to 22 (10.66.0.2): dropped', ethOver(issue)),
+        noGrant('IPv4 SYN 22: dropped', frame(S, tcp(22))),
+        noGrant('IPv6 SYN 22: dropped', frame(S6, tcp(22))),
+        noGrant('IPv4 UDP 5000: dropped', frame(S, udpL4(5000))),
+        noGrant('IPv6 UDP 5000: dropped', frame(S6, udpL4(5000))),
+        passes('IPv4 SYN 80: unrelated', frame(S, tcp(80)), 'pass_unrelated'),
+        passes('an IPv4 header with version 5: not IP (the stack drops it)', withVersion(frame(S, tcp(22)), 5), 'pass_non_ip'),
+        passes('an IPv6 header with version 0: not IP', withVersion(frame(S6, tcp(22)), 0), 'pass_non_ip'),
+        passes('version 15: not IP', withVersion(frame(S, tcp(22)), 15), 'pass_non_ip'),
+        malformed('an IPv6 header under version 4 (read as an IPv4 header, IHL 0): malformed', withVersion(frame(S6, tcp(22)), 4)),
+        malformed('34 bytes of an IPv4 SYN under version 6 (shorter than an IPv6 header): malformed', withVersion(truncate(frame(S, tcp(22)), 14 + 20 + 14), 6)),
+        sshStep('IPv4 SYN 7000: step 1', S, 1, frame(S, tcp(7000))),
+        sshStep('IPv4 SYN 8000: step 2', S, 2, frame(S, tcp(8000))),
+        sshStep('IPv4 SYN 9000: GRANT', S, 3, frame(S, tcp(9000))),
+        granted('IPv4 SYN 22 from the granted source: passes', S, (sport) => frame(S, tcp(22, { sport }))),
+        noGrant('issue 11’s SYN from another source: still dropped', ethOver(issue)),
+      ]);
+    });
+  });
+});
+
+framingSuites('XDP: IPv4-mapped IPv6 sources', (framing) => {
+  it('::ffff:a.b.c.d is malformed: it never knocks, never uses a.b.c.d’s progress or grant; ::a.b.c.d is a source of its own', async () => {
+    const A = '198.18.12.1';
+    const MAPPED = '::ffff:198.18.12.1';
+    const COMPAT = '::198.18.12.1';
+    const v6To = (src: string, l4: L4Spec, dst = '2001:db8:ffff::1'): Buffer => buildFrame({ ipv6: { src, dst }, l4 });
+    const yaml = config(`
+  ssh:
+    sequence: [7000/tcp, 8000/tcp, 9000/tcp]
+    protects: [22/tcp, 5000/udp]
+    step_timeout: 10m
+    sequence_timeout: 10m
+`);
+    await GateHarness.with({ yaml, framing }, async (h) => {
+      await h.table([
+        malformed(`${MAPPED} SYN 7000 (a first knock): malformed, no progress`, v6To(MAPPED, tcp(7000))),
+        sshStep(`${A} SYN 7000: step 1`, A, 1, frame(A, tcp(7000))),
+        malformed(`${MAPPED} SYN 8000 (${A}’s next step): malformed, ${A} stays at step 1`, v6To(MAPPED, tcp(8000))),
+        malformed(`${MAPPED} SYN 9000: malformed`, v6To(MAPPED, tcp(9000))),
+        sshStep(`${A} SYN 8000: step 2 (its own progress, untouched)`, A, 2, frame(A, tcp(8000))),
+        sshStep(`${A} SYN 9000: GRANT`, A, 3, frame(A, tcp(9000))),
+        malformed(`${MAPPED} SYN 22 while ${A} holds a grant: malformed`, v6To(MAPPED, tcp(22))),
+        malformed(`${MAPPED} UDP 5000 while ${A} holds a grant: malformed (Linux would deliver it)`, v6To(MAPPED, udpL4(5000))),
+        malformed(`${MAPPED} to a mapped destination, UDP 5000: malformed`, v6To(MAPPED, udpL4(5000), '::ffff:198.19.0.1')),
+        malformed(`${MAPPED} UDP 53 (unrelated): malformed all the same`, v6To(MAPPED, udpL4(53))),
+        granted(`${A} SYN 22: passes (its grant)`, A, (sport) => frame(A, tcp(22, { sport }))),
+        noGrant(`${COMPAT} (IPv4-compatible, a key of its own) SYN 22: no grant`, v6To(COMPAT, tcp(22))),
+        sshStep(`${COMPAT} SYN 7000: step 1 of its own`, COMPAT, 1, v6To(COMPAT, tcp(7000))),
+        noGrant('a native IPv6 source to a mapped destination, SYN 22: no grant (judged as usual)', v6To('2001:db8:12::1', tcp(22), '::ffff:198.19.0.1')),
+      ]);
+      assert.deepEqual(h.grantsOf(A), ['ssh']);
+      assert.deepEqual(h.progressOf(COMPAT), { ssh: 1 });
     });
   });
 });

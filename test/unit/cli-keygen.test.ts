@@ -11,6 +11,7 @@ import { keygen } from '../../src/cli/commands/keygen.js';
 import { bashCompletion, describeProgram } from '../../src/cli/completion.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { KeyFileError, keyIdOf, readPrivateKey, readPublicKey, readSecretFile } from '../../src/knock/index.js';
+import { readFwknopKeyFile } from '../../src/knock/fwknop-keys.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
@@ -60,6 +61,21 @@ describe('keygen()', () => {
       assert.ok(!existsSync(`${file}.pub`));
     });
   }
+
+  test('fwknop: keys as fwknop --key-gen writes them, mode 0600; prints the door snippet and the client stanza with the same keys', async () => {
+    const file = join(dir, 'fwknop.keys');
+    const out = await keygen(file, 'fwknop', false);
+    assert.equal(mode(file), 0o600);
+    const keys = await readFwknopKeyFile(file);
+    assert.match(readFileSync(file, 'utf8'), /^KEY_BASE64: \S{44}\nHMAC_KEY_BASE64: \S{88}\n$/);
+    assert.match(out, new RegExp(`^wrote fwknop keys \\(KEY_BASE64, HMAC_KEY_BASE64\\) to ${file} \\(mode 0600\\)\\n`));
+    assert.match(out, new RegExp(`\\n {6}type: fwknop\\n {6}port: 62201/udp\\n {6}key_file: ${file}\\n`));
+    const stanza = out.slice(out.indexOf('[knockgate]'));
+    assert.match(stanza, /^\[knockgate\]\nSPA_SERVER +GATE\n/);
+    assert.ok(stanza.includes(`KEY_BASE64          ${keys.encryptionKey.toString('base64')}\n`));
+    assert.ok(stanza.includes(`HMAC_KEY_BASE64     ${keys.hmacKey.toString('base64')}\n`));
+    await assert.rejects(keygen(file, 'fwknop', false), { message: `${file} exists: pass --force to replace it` });
+  });
 
   test('an existing file is kept without force and replaced (still 0600) with it', async () => {
     const file = join(dir, 'again.key');
@@ -127,7 +143,7 @@ try {
   test('usage errors: exit 2', () => {
     const bad = run(['keygen', join(dir, 'x'), '--type', 'rsa']);
     assert.equal(bad.status, 2);
-    assert.match(bad.stderr, /argument 'rsa' is invalid\. Allowed choices are signed, spa, rotating\./);
+    assert.match(bad.stderr, /argument 'rsa' is invalid\. Allowed choices are signed, spa, rotating, fwknop\./);
     assert.equal(run(['keygen']).status, 2);
     const help = run(['keygen', '--help']);
     assert.equal(help.status, 0);
@@ -140,7 +156,7 @@ try {
     const spec = describeProgram(program).subcommands.find((c) => c.name === 'keygen');
     assert.ok(spec !== undefined);
     assert.deepEqual(spec.args.map((a) => [a.name, a.value]), [['file', 'file']]);
-    assert.deepEqual(spec.options.find((o) => o.names.includes('--type'))?.value, { choices: ['signed', 'spa', 'rotating'] });
+    assert.deepEqual(spec.options.find((o) => o.names.includes('--type'))?.value, { choices: ['signed', 'spa', 'rotating', 'fwknop'] });
     assert.match(bashCompletion(program), /'knockgate\|keygen'\) cmd='knockgate keygen'/);
   });
 });

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ConfigError } from '../../src/config/errors.js';
+import { ConfigError, formatIssue } from '../../src/config/errors.js';
 import { checkConfigText, loadConfigFile, parseConfigText } from '../../src/config/load.js';
 import { DEFAULTS, type DoorConfig, type GateConfig } from '../../src/config/model.js';
 
@@ -42,6 +42,7 @@ test('the minimal config loads with every default', () => {
     openForMs: 30000,
     flowIdleMs: 600_000,
     scope: 'source',
+    onPartition: 'local',
   };
   assert.deepEqual(parseFixture('good-minimal.yaml'), {
     file: 'good-minimal.yaml',
@@ -52,6 +53,7 @@ test('the minimal config loads with every default', () => {
     limits: { sources: 65536, flows: 65536, eventRingBytes: 262144, firstKnockFilterBytes: 8 * 1024 * 1024 },
     bruteForce: { maxFailures: 5, failureWindowMs: 60_000, cooldownMs: 300_000 },
     doors: [ssh],
+    fleet: null,
     warnings: [],
   } satisfies GateConfig);
 });
@@ -86,6 +88,7 @@ test('a config with every key loads to the exact model', () => {
         openForMs: 86_400_000,
         flowIdleMs: 7_200_000,
         scope: 'flow-only',
+        onPartition: 'local',
       },
       {
         name: 'web-admin_2',
@@ -98,6 +101,7 @@ test('a config with every key loads to the exact model', () => {
         openForMs: 5_400_000,
         flowIdleMs: 1_800_000,
         scope: 'source',
+        onPartition: 'local',
       },
       {
         name: '42',
@@ -110,8 +114,10 @@ test('a config with every key loads to the exact model', () => {
         openForMs: 5_400_000,
         flowIdleMs: 1_800_000,
         scope: 'source',
+        onPartition: 'local',
       },
     ],
+    fleet: null,
     warnings: [
       { file: 'good-full.yaml', line: 49, col: 15, path: 'doors.42.sequence', message: 'a one-step sequence is opened by any scan of that port' },
     ],
@@ -168,9 +174,14 @@ test('text without a file name', () => {
   const config = parseConfigText('interfaces: [eth0]\ndoors: { a: { sequence: [1/tcp, 3/tcp], protects: [5/tcp] } }\n');
   assert.equal(config.file, null);
   assert.throws(() => parseConfigText('interfaces: []\n'), {
-    message: '<config>:1:1: doors: required key is missing: define at least one door, see config/knockgate.example.yaml\n'
-      + '<config>:1:13: interfaces: [] is empty: list at least one interface, e.g. [eth0]',
+    message: '<config>:1:1: doors: required key is missing: define at least one door, see config/knockgate.example.yaml',
   });
+  // interfaces: [] is the packaged config's inert state: valid, with a warning that nothing is guarded.
+  const inert = parseConfigText('interfaces: []\ndoors: { a: { sequence: [1/tcp, 3/tcp], protects: [5/tcp] } }\n');
+  assert.deepEqual(inert.interfaces, []);
+  assert.deepEqual(inert.warnings.map(formatIssue), [
+    '<config>:1:13: interfaces: [] is empty: the gate is attached to no interface and guards nothing; list the interfaces to guard, e.g. [eth0]',
+  ]);
 });
 
 test('checkConfigText reports without throwing', () => {
@@ -190,7 +201,7 @@ const BAD: Record<string, string[]> = {
   'bad-unknown-key.yaml': [
     'bad-unknown-key.yaml:1:1: interface: unknown key "interface": did you mean "interfaces"?',
     'bad-unknown-key.yaml:6:5: doors.ssh.step_timout: unknown key "step_timout": did you mean "step_timeout"?',
-    'bad-unknown-key.yaml:7:5: doors.ssh.colour: unknown key "colour": expected type, sequence, protects, allow_from, scope, step_timeout, sequence_timeout, open_for, flow_idle, secret_file, knock_ports, length, window, port, key_file, max_skew, clients, knock or payload',
+    'bad-unknown-key.yaml:7:5: doors.ssh.colour: unknown key "colour": expected type, sequence, protects, allow_from, scope, step_timeout, sequence_timeout, open_for, flow_idle, secret_file, knock_ports, length, window, port, key_file, max_skew, clients, knock, payload or on_partition',
   ],
   'bad-duration.yaml': [
     'bad-duration.yaml:3:17: defaults.step_timeout: "5 seconds" is not a duration: write a number and a unit, e.g. 500ms, 5s, 2m, 1h30m',

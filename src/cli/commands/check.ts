@@ -2,6 +2,8 @@ import { Command } from 'commander';
 import { ConfigError, formatDuration, formatIssue, formatRange, loadConfigFile } from '../../config/index.js';
 import { loadDoorSecrets } from '../../config/secrets.js';
 import { describeKnockRule } from '../../kernel/doors.js';
+import { interfaceWarnings } from '../../interfaces.js';
+import { listLinks } from '../../net/netlink.js';
 import { EXIT } from '../exit.js';
 import { DEFAULT_CONFIG } from '../paths.js';
 
@@ -16,14 +18,32 @@ export function checkCommand(): Command {
         const cfg = await loadConfigFile(opts.config);
         // Key files too: missing, malformed or readable by others is an error here, not at start.
         await loadDoorSecrets(cfg);
+        // The host's interfaces (of this network namespace) against the config's.
+        let hostWarnings: string[];
+        try {
+          hostWarnings = interfaceWarnings(cfg.interfaces, listLinks());
+        } catch (err) {
+          hostWarnings = [`cannot list this host's interfaces (${(err as Error).message}): interface names and tunnels were not checked`];
+        }
         if (opts.json) {
           process.stdout.write(
-            JSON.stringify({ ok: true, file: cfg.file, warnings: cfg.warnings.map(formatIssue), doors: cfg.doors.map((d) => d.name) }) + '\n',
+            JSON.stringify({
+              ok: true,
+              file: cfg.file,
+              warnings: [...cfg.warnings.map(formatIssue), ...hostWarnings],
+              doors: cfg.doors.map((d) => d.name),
+              interfaces: cfg.interfaces.map((i) => ({ name: i.name, xdp_mode: i.mode, pattern: i.pattern ?? false })),
+            }) + '\n',
           );
         } else {
           for (const w of cfg.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
+          for (const w of hostWarnings) process.stderr.write(`warning: ${w}\n`);
           process.stdout.write(`${opts.config}: OK\n`);
-          process.stdout.write(`  interfaces: ${cfg.interfaces.map((i) => `${i.name} (${i.mode})`).join(', ')}\n`);
+          process.stdout.write(
+            cfg.interfaces.length > 0
+              ? `  interfaces: ${cfg.interfaces.map((i) => `${i.name} (${i.mode}${i.pattern ? ', pattern' : ''})`).join(', ')}\n`
+              : `  interfaces: none: inert, the gate guards nothing until \`interfaces\` lists some (e.g. [eth0])\n`,
+          );
           for (const d of cfg.doors) {
             process.stdout.write(
               `  door ${d.name}: ${describeKnockRule(d)} -> ${d.protects.map(formatRange).join(' ')}` +

@@ -1,8 +1,10 @@
 /**
  * `knockgate keygen FILE`: makes the key files of the keyed door types. signed (the default):
  * an Ed25519 key pair, FILE (private, 0600) and FILE.pub; spa: a 16-byte SipHash key; rotating:
- * a 32-byte shared secret (both hex, 0600). Prints what was written and where it goes in the
- * config, never a secret.
+ * a 32-byte shared secret (both hex, 0600); fwknop: fwknop's KEY_BASE64 + HMAC_KEY_BASE64, as
+ * `fwknop --key-gen` makes them (0600). Prints what was written and where it goes in the config;
+ * never a secret, except fwknop's client stanza, which is the keys (as `fwknop --key-gen` prints
+ * them): it goes to the terminal, to be pasted into the client's ~/.fwknoprc, and never to a log.
  */
 import { userInfo } from 'node:os';
 import { resolve } from 'node:path';
@@ -10,10 +12,12 @@ import { Argument, Command, Option } from 'commander';
 import { DEFAULTS, DOOR_NAME } from '../../config/model.js';
 import { formatDuration } from '../../config/duration.js';
 import { KeyFileError, writeKeyPair, writeSecretFile } from '../../knock/index.js';
+import { fwknoprcStanza, writeFwknopKeyFile } from '../../knock/fwknop-keys.js';
+import { FWKNOP_PORT } from '../../knock/fwknop.js';
 import { CliError, EXIT } from '../exit.js';
 
-export type KeygenType = 'signed' | 'spa' | 'rotating';
-export const KEYGEN_TYPES: readonly KeygenType[] = ['signed', 'spa', 'rotating'];
+export type KeygenType = 'signed' | 'spa' | 'rotating' | 'fwknop';
+export const KEYGEN_TYPES: readonly KeygenType[] = ['signed', 'spa', 'rotating', 'fwknop'];
 
 /** Bytes of the secrets keygen makes: the spa key is SipHash's 128 bits; a rotating secret 256 bits. */
 export const SECRET_BYTES = { spa: 16, rotating: 32 } as const;
@@ -29,12 +33,16 @@ signed: FILE is your private key (mode 0600: it stays on this machine; pass it t
   clients. The key id printed is the one the gate logs for your knocks.
 spa, rotating: FILE holds a shared secret (hex, mode 0600); the gate's door config and every
   client need the same file: copy it over a secure channel (scp, not mail or chat).
+fwknop: FILE holds KEY_BASE64 and HMAC_KEY_BASE64 (mode 0600) for the gate's fwknop door; the
+  client's ~/.fwknoprc stanza with the same keys is printed (only to this terminal): paste it on
+  the client, into a file of mode 0600. Existing fwknop clients keep working unchanged.
 An existing file is not replaced without --force.
 
 Examples:
   knockgate keygen ~/.config/knockgate/id_knock
   knockgate keygen --type spa /etc/knockgate/spa.key
   knockgate keygen --type rotating /etc/knockgate/rot.secret
+  knockgate keygen --type fwknop /etc/knockgate/fwknop.keys
 
 Exit codes: 0 written, 1 not written (the file exists, or cannot be created), 2 usage.
 `;
@@ -115,12 +123,31 @@ export async function keygen(file: string, type: KeygenType, force: boolean): Pr
         '',
       ].join('\n');
     }
+    case 'fwknop': {
+      const keys = await writeFwknopKeyFile(file, opts);
+      return [
+        `wrote fwknop keys (KEY_BASE64, HMAC_KEY_BASE64) to ${file} (mode 0600)`,
+        '',
+        'On the gate:',
+        '  doors:',
+        '    fwknop:',
+        '      type: fwknop',
+        `      port: ${FWKNOP_PORT}/udp`,
+        `      key_file: ${yamlPath(abs)}`,
+        '      protects: [22/tcp]',
+        '',
+        'On the client, add this stanza to ~/.fwknoprc (it holds the keys: keep that file mode 0600),',
+        'set SPA_SERVER to the gate, and knock with `fwknop -n knockgate`:',
+        '',
+        fwknoprcStanza({ name: 'knockgate', server: 'GATE', access: [{ proto: 'tcp', port: 22 }], keys }),
+      ].join('\n');
+    }
   }
 }
 
 export function keygenCommand(): Command {
   return new Command('keygen')
-    .description('make a key for signed, spa or rotating doors: an Ed25519 key pair (FILE, FILE.pub) or a shared secret (FILE)')
+    .description('make a key for signed, spa, rotating or fwknop doors: an Ed25519 key pair (FILE, FILE.pub), a shared secret (FILE) or fwknop keys (FILE)')
     .addArgument(new Argument('<file>', 'where to write the key (a signed key pair also writes FILE.pub)'))
     .addOption(new Option('--type <type>', 'the door type the key is for').choices(KEYGEN_TYPES).default('signed'))
     .option('--force', 'replace existing files')

@@ -6,6 +6,8 @@ import { doorJson } from '../../kernel/doors.js';
 import { monoNowNs } from '../../kernel/gate.js';
 import { STAT_NAMES, VERDICTS } from '../../kernel/layout.js';
 import { formatAddress } from '../../net/addr.js';
+import type { InterfaceStatus } from '../../interfaces.js';
+import { isPattern } from '../../config/ifpattern.js';
 import { flowRows, grantRows } from './grants.js';
 import { openTarget, resolvePinPath, targetOptions, toJson, type TargetOptions } from '../target.js';
 import type { DispatchedState } from '../../kernel/dispatcher.js';
@@ -30,6 +32,18 @@ function dispatcherLines(d: NonNullable<ReturnType<typeof dispatcherJson>>): str
   return out;
 }
 
+/** "eth0             attached (native)", "vlan*            absent (no interface matches)" */
+function interfaceLine(i: InterfaceStatus): string {
+  const name = i.entry !== i.interface ? `${i.interface} (${i.entry})` : i.interface;
+  const unprotected = i.unprotected_seconds >= 0.001 ? `; ${i.unprotected_seconds.toFixed(3)} s unprotected so far` : '';
+  let state: string;
+  if (i.state === 'attached') state = `attached (${i.attached_mode ?? i.xdp_mode})`;
+  else if (i.state === 'waiting') state = `WAITING: exists without the gate${i.error ? ` (${i.error})` : ''}`;
+  else if (isPattern(i.entry)) state = 'absent (no interface matches; the gate attaches to each that appears)';
+  else state = 'absent (the gate attaches when it appears)';
+  return `${name.padEnd(16)} ${state}${unprotected}`;
+}
+
 export function statusCommand(): Command {
   return targetOptions(new Command('status'))
     .description('show interfaces (XDP mode, the libxdp dispatcher chain and the gate\'s place in it), doors, counters, grants, flows, sources in progress and in cooldown, lost events and map fill')
@@ -40,7 +54,11 @@ export function statusCommand(): Command {
       const gate = await openTarget({ pinPath });
       try {
         const now = monoNowNs();
-        const daemon = (await controlRequest(pinPath, { op: 'recent', limit: 1 }, 1000)) !== null;
+        // One round trip: any answer means a daemon runs; it knows the config's interfaces and
+        // patterns and what became of each (a daemon of an earlier version answers "unknown op").
+        const answer = await controlRequest(pinPath, { op: 'interfaces' }, 1000);
+        const daemon = answer !== null;
+        const configured = Array.isArray(answer?.['interfaces']) ? (answer['interfaces'] as InterfaceStatus[]) : null;
         const stats = gate.stats();
         const progress = gate.progress(now).filter((p) => !p.stale);
         const flows = flowRows(gate, now);
@@ -59,6 +77,8 @@ export function statusCommand(): Command {
             attach: a.attach,
             ...(a.dispatcher !== undefined ? { dispatcher: dispatcherJson(a.dispatcher) } : {}),
           })),
+          /** each configured interface or pattern and its state (null: no daemon to ask) */
+          interface_states: configured,
           doors: gate.doors().map((d) => doorJson(d.slot, d.door, d.allow)),
           verdicts: Object.fromEntries(STAT_NAMES.slice(0, VERDICTS).map((n) => [n, stats[n]])),
           counters: Object.fromEntries(STAT_NAMES.slice(VERDICTS).map((n) => [n, stats[n]])),
@@ -85,11 +105,18 @@ export function statusCommand(): Command {
         const out: string[] = [];
         out.push(`gate ${pinPath} (generation ${status.generation}; daemon ${daemon ? 'running' : 'not running'})`);
         out.push('interfaces:');
-        for (const i of status.interfaces) {
-          out.push(`  ${i.name.padEnd(16)} ${i.xdp_mode}${i.prog_id ? ` (prog ${i.prog_id})` : ''}, ${i.attach === 'link' ? 'direct bpf_link' : 'libxdp dispatcher'}`);
-          if (i.dispatcher) out.push(...dispatcherLines(i.dispatcher));
+        if (configured !== null) {
+          for (const i of configured) out.push(`  ${interfaceLine(i)}`);
+          if (configured.length === 0) out.push('  none configured');
         }
-        if (status.interfaces.length === 0) out.push('  none');
+        if (configured === null || status.interfaces.some((i) => i.dispatcher)) {
+          for (const i of status.interfaces) {
+            if (configured === null) out.push(`  ${i.name.padEnd(16)} ${i.xdp_mode}${i.prog_id ? ` (prog ${i.prog_id})` : ''}, ${i.attach === 'link' ? 'direct bpf_link' : 'libxdp dispatcher'}`);
+            else if (i.dispatcher) out.push(`  ${i.name}:`);
+            if (i.dispatcher) out.push(...dispatcherLines(i.dispatcher));
+          }
+          if (configured === null && status.interfaces.length === 0) out.push('  none');
+        }
         out.push('doors:');
         for (const d of status.doors) {
           out.push(

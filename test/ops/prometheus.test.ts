@@ -1,0 +1,371 @@
+// The Grafana dashboard (config/grafana/knockgate.json) and the Prometheus alert rules
+// (config/prometheus/knockgate-alerts.yml), checked against a real Prometheus: promtool checks
+// the rules; then Debian's prometheus, started by the test inside a lab namespace (loopback, its
+// own port and data dir), scrapes a live gate (`knockgate run --metrics`) while the lab makes
+// conditions true, and every alert expression and every panel query is evaluated through the
+// HTTP API. Each condition is one row of CONDITIONS below.
+//
+// Rows whose metrics come from other branches (interface state: i11-ops; fleet) are in the table
+// too: while the live endpoint does not export their metric they are skipped with the reason
+// "metric not exported by this build"; once it does, they are checked like the others.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { pino } from 'pino';
+import { closeFd, progTestRun } from '../../src/bpf/index.js';
+import { libbpf } from '../../src/bpf/libbpf.js';
+import { Gate } from '../../src/kernel/gate.js';
+import { parseAddress } from '../../src/net/addr.js';
+import { IN_CI, ROOT, kernelTest, run, withNetns, type NetnsPair } from '../helpers/kernel.js';
+import { Proc, client, sleep, startClient, startDaemon } from '../helpers/daemon.js';
+import { tcpSyn } from '../helpers/packets.js';
+import { parseProm } from '../helpers/prom.js';
+
+const RULES_FILE = `${ROOT}config/prometheus/knockgate-alerts.yml`;
+const DASHBOARD_FILE = `${ROOT}config/grafana/knockgate.json`;
+
+interface Rule {
+  alert: string;
+  expr: string;
+  for?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+const rules: Rule[] = (parseYaml(readFileSync(RULES_FILE, 'utf8')) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
+
+interface Target {
+  expr: string;
+  refId: string;
+  datasource?: { type: string; uid: string };
+}
+interface Panel {
+  id: number;
+  type: string;
+  title: string;
+  description?: string;
+  datasource?: { type: string; uid: string };
+  targets?: Target[];
+}
+const dashboard = JSON.parse(readFileSync(DASHBOARD_FILE, 'utf8')) as {
+  uid: string;
+  title: string;
+  panels: Panel[];
+  templating: { list: { name: string; type: string; query: unknown; allValue?: string }[] };
+};
+const queryPanels = dashboard.panels.filter((p) => p.type !== 'row');
+
+function hasCommand(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).status === 0;
+}
+
+function requireTool(t: TestContext, cmd: string, aptPackage: string): boolean {
+  if (hasCommand(cmd)) return true;
+  const reason = `${cmd} is not installed (apt-get install ${aptPackage}; scripts/setup.sh does)`;
+  if (IN_CI) throw new Error(`ops test cannot run in CI (CI=true): ${reason}`);
+  t.skip(reason);
+  return false;
+}
+
+/** knockgate_* and fleet metric names an expression reads (a histogram's _bucket as its base name). */
+function metricsOf(expr: string): string[] {
+  return [...new Set([...expr.matchAll(/\b(knockgate_[a-z_]+)/g)].map((m) => m[1]!.replace(/_bucket$/, '')))];
+}
+
+/** A panel query as Grafana would send it: the dashboard's variables replaced. */
+function grafanaExpr(expr: string): string {
+  return expr
+    .replace(/\$__rate_interval/g, '1m')
+    .replace(/\$__range/g, '10m')
+    .replace(/\$instance/g, '.*')
+    .replace(/\$\{datasource\}/g, 'prometheus');
+}
+
+// ---- the files on their own ------------------------------------------------------------------
+
+test('promtool check rules accepts the alert rules', (t) => {
+  if (!requireTool(t, 'promtool', 'prometheus')) return;
+  const r = spawnSync('promtool', ['check', 'rules', RULES_FILE], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+  assert.match(r.stdout, new RegExp(`SUCCESS: ${rules.length} rules found`));
+});
+
+test('every alert has a severity, a summary, a description and a README entry', () => {
+  const readme = readFileSync(`${ROOT}README.md`, 'utf8');
+  assert.ok(rules.length >= 10);
+  for (const r of rules) {
+    assert.match(r.labels?.['severity'] ?? '', /^(critical|warning)$/, r.alert);
+    assert.ok(r.annotations?.['summary'], `${r.alert}: summary`);
+    assert.ok(r.annotations?.['description'], `${r.alert}: description`);
+    assert.ok(readme.includes(`\`${r.alert}\``), `${r.alert} is not documented in README.md`);
+  }
+  // The conditions the issue names, each covered by a rule.
+  for (const metric of ['knockgate_interface_attached', 'knockgate_interface_state', 'knockgate_interface_unprotected_seconds_total', 'knockgate_events_lost_total', 'knockgate_map_fill_ratio', 'knockgate_sources_in_cooldown', 'knockgate_fleet_replication_lag_seconds', 'knockgate_fleet_connected']) {
+    assert.ok(rules.some((r) => metricsOf(r.expr).includes(metric)), `no alert reads ${metric}`);
+  }
+});
+
+test('the dashboard picks its Prometheus from a datasource variable, and every panel says what it shows', () => {
+  assert.equal(dashboard.uid, 'knockgate');
+  const ds = dashboard.templating.list.find((v) => v.type === 'datasource');
+  assert.ok(ds, 'a datasource variable');
+  assert.equal(ds.query, 'prometheus');
+  assert.ok(dashboard.templating.list.some((v) => v.name === 'instance' && v.allValue === '.*'));
+  const ids = new Set<number>();
+  for (const p of dashboard.panels) {
+    assert.ok(!ids.has(p.id), `panel id ${p.id} used twice`);
+    ids.add(p.id);
+    if (p.type === 'row') continue;
+    assert.ok(p.description && p.description.length > 10, `panel "${p.title}" has no description`);
+    assert.deepEqual(p.datasource, { type: 'prometheus', uid: `\${${ds.name}}` }, p.title);
+    assert.ok((p.targets ?? []).length > 0, `panel "${p.title}" has no query`);
+    for (const t of p.targets ?? []) assert.deepEqual(t.datasource, p.datasource, `${p.title} ${t.refId}`);
+  }
+  // Every metric the daemon or the other branches export has a panel.
+  const shown = new Set(queryPanels.flatMap((p) => (p.targets ?? []).flatMap((t) => metricsOf(t.expr))));
+  for (const m of ['knockgate_packets_total', 'knockgate_door_events_total', 'knockgate_grants', 'knockgate_flows', 'knockgate_sources_in_progress', 'knockgate_sources_in_cooldown', 'knockgate_first_knock_filter', 'knockgate_events_lost_total', 'knockgate_map_fill_ratio', 'knockgate_interface_attached', 'knockgate_info', 'knockgate_interface_state', 'knockgate_interface_unprotected_seconds_total', 'knockgate_fleet_connected', 'knockgate_fleet_replication_lag_seconds', 'knockgate_fleet_peer_heartbeat_age_seconds', 'knockgate_fleet_claims_total']) {
+    assert.ok(shown.has(m), `no panel shows ${m}`);
+  }
+});
+
+// ---- the live lab --------------------------------------------------------------------------------
+
+/** What the lab does to each alert's condition. */
+type Expect =
+  /** the lab makes it true in this phase: the expression returns data */
+  | 'data'
+  /** the lab keeps it false: the expression evaluates, and returns nothing */
+  | 'empty'
+  /** the expression evaluates; what it returns depends on code this branch does not have */
+  | 'any';
+
+interface Condition {
+  alert: string;
+  /** phase 1: the lab with a knock, a full map, lost events, a deleted and a recreated interface; phase 2: reloaded with interfaces: [] */
+  phase1: Expect;
+  phase2: Expect;
+  /** the branch that adds the metric, when it is not this one */
+  from?: string;
+  /**
+   * With this metric exported (i11-ops merged), the daemon follows link events and re-attaches
+   * a recreated interface, or drops a deleted one's link: the row then only has to evaluate.
+   */
+  anyWhenExported?: string;
+  why: string;
+}
+
+const CONDITIONS: Condition[] = [
+  { alert: 'KnockgateDown', phase1: 'empty', phase2: 'empty', why: 'the daemon answers every scrape' },
+  { alert: 'KnockgateGateDetached', phase1: 'empty', phase2: 'data', why: 'phase 2 reloads the daemon with interfaces: [], which detaches it from everything' },
+  { alert: 'KnockgateInterfaceWithoutGate', phase1: 'data', phase2: 'empty', anyWhenExported: 'knockgate_interface_state', why: 'interface ...n was deleted and created again: it exists, the gate is not on it' },
+  { alert: 'KnockgateInterfaceGone', phase1: 'data', phase2: 'empty', anyWhenExported: 'knockgate_interface_state', why: 'interface ...g was deleted' },
+  // Lead, after merging i11-ops: make phase1 'data' if the re-attach gap is counted (> 0 s).
+  { alert: 'KnockgateInterfaceUnprotected', phase1: 'any', phase2: 'any', from: 'i11-ops', why: 'interface ...n existed without the gate after it was created again, until re-attached' },
+  { alert: 'KnockgateInterfaceNotAttached', phase1: 'data', phase2: 'empty', from: 'i11-ops', why: 'interface ...g is configured and absent; phase 2 configures none' },
+  { alert: 'KnockgateEventsLost', phase1: 'data', phase2: 'data', why: '2000 denials in one BPF_PROG_TEST_RUN burst into a 4KiB ring buffer' },
+  { alert: 'KnockgateMapNearFull', phase1: 'data', phase2: 'data', why: '61 grants in kg_grants with limits.sources: 64' },
+  { alert: 'KnockgateCooldownStorm', phase1: 'empty', phase2: 'empty', why: 'no source fails a sequence' },
+  { alert: 'KnockgateFleetDisconnected', phase1: 'empty', phase2: 'empty', from: 'fleet', why: 'the lab runs without fleet mode' },
+  { alert: 'KnockgateFleetLag', phase1: 'empty', phase2: 'empty', from: 'fleet', why: 'the lab runs without fleet mode' },
+  { alert: 'KnockgateFleetPeerSilent', phase1: 'empty', phase2: 'empty', from: 'fleet', why: 'the lab runs without fleet mode' },
+];
+
+test('the condition table covers every alert rule, once', () => {
+  assert.deepEqual(CONDITIONS.map((c) => c.alert).sort(), rules.map((r) => r.alert).sort());
+});
+
+const PROM_PORT = 19090;
+const METRICS_PORT = 19477;
+
+/** Queries through Prometheus's HTTP API from inside the namespace: one process for a batch. */
+function promQuery(ns: string, queries: readonly string[]): { status: string; error?: string; data?: { resultType: string; result: unknown[] } }[] {
+  const script = `
+    const qs = JSON.parse(process.argv[1]);
+    const out = [];
+    for (const q of qs) {
+      const res = await fetch('http://127.0.0.1:${PROM_PORT}/api/v1/query?query=' + encodeURIComponent(q), { signal: AbortSignal.timeout(10000) });
+      out.push(await res.json());
+    }
+    process.stdout.write(JSON.stringify(out));`;
+  const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', script, JSON.stringify(queries)], { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`Prometheus query failed (${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as ReturnType<typeof promQuery>;
+}
+
+function promGet(ns: string, path: string): string {
+  const res = client(ns, ['get', `http://127.0.0.1:${PROM_PORT}${path}`]);
+  return String(res['body'] ?? '');
+}
+
+async function waitUntil(what: string, fn: () => boolean, timeoutMs = 90_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (fn()) return;
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(1000);
+  }
+}
+
+function labConfig(env: NetnsPair, pin: string, interfaces: readonly string[]): string {
+  return `interfaces: [${interfaces.join(', ')}]
+pin_path: ${pin}
+limits: { sources: 64, event_ring: 4KiB }
+log: { denials_per_second: 100000, knock_events_per_second: 100000 }
+doors:
+  lab:
+    sequence: [7000/tcp, 8000/udp, 9000/tcp]
+    protects: [2222/tcp]
+    open_for: 10m
+`;
+}
+
+kernelTest('a real Prometheus evaluates every alert and panel against a live gate; the lab makes the conditions true', async (t) => {
+  if (!requireTool(t, 'prometheus', 'prometheus')) return;
+  await withNetns(async (env) => {
+    const dir = mkdtempSync(join(tmpdir(), 'kg-ops-prom-'));
+    const pin = `/sys/fs/bpf/kg-prom-${env.id}`;
+    const gone = `kg-${env.id}g`;
+    const none = `kg-${env.id}n`;
+    const cfg = join(dir, 'knockgate.yaml');
+    const procs: Proc[] = [];
+    try {
+      // Extra interfaces: veth pairs with both ends in namespace A (deleting one end deletes both).
+      const addPair = (name: string): void => {
+        env.exec(env.nsA, ['ip', 'link', 'add', name, 'type', 'veth', 'peer', 'name', `${name.slice(0, -1)}p${name.slice(-1)}`.slice(-15)]);
+        env.exec(env.nsA, ['ip', 'link', 'set', name, 'up']);
+      };
+      for (const d of [gone, none]) addPair(d);
+      writeFileSync(cfg, labConfig(env, pin, [env.ifA, gone, none]));
+      writeFileSync(
+        join(dir, 'prometheus.yml'),
+        `global: { scrape_interval: 1s, evaluation_interval: 1s }
+rule_files: [${JSON.stringify(RULES_FILE)}]
+scrape_configs:
+  - job_name: knockgate
+    static_configs: [{ targets: ['127.0.0.1:${METRICS_PORT}'] }]
+`,
+      );
+      const server = startClient(env.nsA, ['serve', '2222']);
+      procs.push(server);
+      await server.waitFor((l) => l['listening'] === 2222, 10_000, 'service');
+      const daemon = startDaemon(env.nsA, ['run', '-c', cfg, '--metrics', `127.0.0.1:${METRICS_PORT}`]);
+      procs.push(daemon);
+      await daemon.msg('knockgate running', 30_000);
+      const prom = new Proc(
+        spawn(
+          'ip',
+          ['netns', 'exec', env.nsA, 'prometheus', `--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${PROM_PORT}`],
+          { stdio: ['ignore', 'pipe', 'pipe'] },
+        ),
+      );
+      procs.push(prom);
+      // Ready, every rule loaded, and a first scrape of the gate seen (counters at their start).
+      await waitUntil('Prometheus to scrape the gate', () => {
+        try {
+          const [r] = promQuery(env.nsA, ['knockgate_events_lost_total']);
+          return (r?.data?.result.length ?? 0) > 0;
+        } catch {
+          return false;
+        }
+      });
+
+      // ---- phase 1: make the conditions true ----
+      // A real knock opens the protected port.
+      assert.equal(client(env.nsB, ['connect', env.addrA, '2222', '800'])['ok'], false);
+      assert.deepEqual(client(env.nsB, ['knock', env.addrA, '7000/tcp', '8000/udp', '9000/tcp']), { ok: true });
+      await daemon.waitFor((l) => l['event'] === 'grant', 10_000, 'grant');
+      assert.equal(client(env.nsB, ['connect', env.addrA, '2222', '3000'])['ok'], true);
+      // kg_grants near full: 60 more grants (limits.sources: 64), written as `knockgate grant` does.
+      const gate = Gate.openPinned(pin, pino({ level: 'silent' }));
+      try {
+        const slot = gate.doors().find((d) => d.door.name === 'lab')!.slot;
+        for (let i = 1; i <= 60; i++) gate.grant(parseAddress(`198.18.2.${i}`), slot, 600_000_000_000n);
+      } finally {
+        gate.close();
+      }
+      // Lost events: 2000 denials (SYNs to 2222 from a source without a grant) in one test run,
+      // through the pinned program and its 4KiB ring buffer, faster than any reader drains it.
+      const progFd = libbpf().bpf_obj_get(join(pin, 'prog'));
+      assert.ok(progFd >= 0, `bpf_obj_get(${pin}/prog): ${progFd}`);
+      try {
+        progTestRun(progFd, tcpSyn({ src: '198.18.3.1', dst: env.addrA }, 2222), { repeat: 2000, ifindex: 1 });
+      } finally {
+        closeFd(progFd);
+      }
+      // An interface deleted (gone), another deleted and created again (exists without the gate).
+      env.exec(env.nsA, ['ip', 'link', 'del', gone]);
+      env.exec(env.nsA, ['ip', 'link', 'del', none]);
+      addPair(none);
+      await waitUntil('the scrape after the lab changes', () => {
+        const [lost, goneRow] = promQuery(env.nsA, ['knockgate_events_lost_total > 0', 'knockgate_interface_attached{xdp_mode="gone"}']);
+        return (lost?.data?.result.length ?? 0) > 0 && (goneRow?.data?.result.length ?? 0) > 0;
+      });
+      await sleep(3000); // a few more scrapes, for rate() and increase() windows
+      // What this build exports: every metric the endpoint declares (a counter with no sample yet included).
+      const scraped = parseProm(String(client(env.nsA, ['get', `http://127.0.0.1:${METRICS_PORT}/metrics`])['body']));
+      const exported = new Set([...scraped.type.keys(), ...scraped.samples.map((x) => x.name.replace(/_(bucket|sum|count)$/, ''))]);
+
+      const evaluate = async (phase: 1 | 2): Promise<void> => {
+        const exprs = rules.map((r) => r.expr);
+        const results = promQuery(env.nsA, exprs);
+        for (const [i, rule] of rules.entries()) {
+          const c = CONDITIONS.find((x) => x.alert === rule.alert)!;
+          await t.test(`phase ${phase}: ${rule.alert}${c.from ? ` (metrics from ${c.from})` : ''}`, (tt) => {
+            const r = results[i]!;
+            assert.equal(r.status, 'success', `${rule.expr}: ${r.error ?? ''}`);
+            const missing = metricsOf(rule.expr).filter((m) => !exported.has(m));
+            if (missing.length > 0) {
+              tt.skip(`metric not exported by this build: ${missing.join(', ')}${c.from ? ` (comes with ${c.from})` : ''}`);
+              return;
+            }
+            const want = c.anyWhenExported !== undefined && exported.has(c.anyWhenExported) ? 'any' : phase === 1 ? c.phase1 : c.phase2;
+            if (want === 'any') return;
+            const got = r.data!.result.length > 0 ? 'data' : 'empty';
+            assert.equal(got, want, `${rule.alert} in phase ${phase}: ${c.why}; ${rule.expr} returned ${JSON.stringify(r.data!.result).slice(0, 600)}`);
+          });
+        }
+        // Prometheus evaluated the rules itself too: none may be in error.
+        const loaded = JSON.parse(promGet(env.nsA, '/api/v1/rules')) as { data: { groups: { rules: { name: string; health: string; lastError?: string }[] }[] } };
+        const bad = loaded.data.groups.flatMap((g) => g.rules).filter((r) => r.health === 'err');
+        assert.deepEqual(bad, [], 'rules Prometheus could not evaluate');
+        assert.equal(loaded.data.groups.flatMap((g) => g.rules).length, rules.length);
+      };
+
+      await evaluate(1);
+
+      // Every panel query, as Grafana sends it, evaluates; and returns data when its metrics exist.
+      const targets = queryPanels.flatMap((p) => (p.targets ?? []).map((tg) => ({ panel: p.title, expr: grafanaExpr(tg.expr), refId: tg.refId })));
+      const panelResults = promQuery(env.nsA, targets.map((x) => x.expr));
+      for (const [i, target] of targets.entries()) {
+        await t.test(`panel "${target.panel}" ${target.refId}`, (tt) => {
+          const r = panelResults[i]!;
+          assert.equal(r.status, 'success', `${target.expr}: ${r.error ?? ''}`);
+          const missing = metricsOf(target.expr).filter((m) => !exported.has(m));
+          if (missing.length > 0) {
+            tt.skip(`metric not exported by this build: ${missing.join(', ')}`);
+            return;
+          }
+          assert.ok(r.data!.result.length > 0, `${target.expr} returned no data`);
+        });
+      }
+
+      // ---- phase 2: the config made inert (interfaces: []) and reloaded ----
+      writeFileSync(cfg, labConfig(env, pin, []));
+      daemon.signal('SIGHUP');
+      await daemon.msg('config reloaded', 30_000);
+      await waitUntil('the scrape after the reload', () => {
+        const [r] = promQuery(env.nsA, ['knockgate_interface_attached{xdp_mode=~"native|generic|offload|multi"}']);
+        return r?.data?.result.length === 0;
+      });
+      await sleep(2000);
+      await evaluate(2);
+    } finally {
+      for (const p of procs.reverse()) await p.stop();
+      rmSync(dir, { recursive: true, force: true });
+      if (existsSync(pin)) run('rm', ['-rf', pin]);
+    }
+  });
+});
