@@ -328,6 +328,11 @@ export class GateHarness {
   joinDispatcher(): void {
     const env = this.via!;
     privateLibxdpBpffs();
+    // The veth carries real traffic too: IPv6 brings its own (router solicitations, MLD, DAD),
+    // which would move the verdict counters between a row's snapshots. Off on both ends.
+    for (const [ns, ifname] of [[env.nsA, env.ifA], [env.nsB, env.ifB]] as const) {
+      run('ip', ['netns', 'exec', ns, 'sysctl', '-qw', `net.ipv6.conf.${ifname}.disable_ipv6=1`]);
+    }
     const a = env.enter(env.nsA, () => {
       this.gate.attach([{ name: env.ifA, mode: 'auto', attach: 'dispatcher', priority: 10 }]);
       return this.gate.attachments()[0];
