@@ -126,6 +126,7 @@ export function packetClasses(bg: BenchGate): PacketClass[] {
           c.expectCounter = 'deny_suppressed';
           break;
         case 'granted':
+          bg.gate.gfilter!.mark(key); // a writer outside XDP marks the grant filter first
           bg.gate.map(MAP.GRANTS).update(key, grantValue(bg.slot, monoNowNs() + 3_600_000_000_000n), BPF_ANY);
           bg.gate.map(MAP.FLOWS).update(flowKey(key, addrKey(family === 4 ? GW.v4 : GW.v6), GRANTED_SPORT, PORTS.service), flowValue(bg.slot), BPF_ANY);
           c.expect = 'pass_flow';

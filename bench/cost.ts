@@ -340,6 +340,8 @@ function fill(bg: BenchGate, from: number, to: number): void {
       // the granted spread class: an established connection from each filler source
       flowKey(keys.subarray(i * 16, i * 16 + 16), gw, GRANTED_SPORT, PORTS.service, fkeys.subarray(i * flows.keySize, (i + 1) * flows.keySize));
     }
+    // Writers outside XDP mark the grant filter before they write (DESIGN.md "Grant filter").
+    for (let i = 0; i < n; i++) bg.gate.gfilter!.mark(keys.subarray(i * 16, i * 16 + 16));
     progress.updateBatch(keys, pvals, n, BPF_ANY);
     grants.updateBatch(keys, gvals, n, BPF_ANY);
     flows.updateBatch(fkeys, fvals, n, BPF_ANY);

@@ -13,7 +13,7 @@ import { loadGen } from './gen.js';
 import { createLab, LAB_ADDR, type Lab } from './lab.js';
 import { Child, ROOT, cpuCount } from './sys.js';
 import { frameFor, type Family } from './classes.js';
-import type { GenArgs } from './flood-gen.js';
+import type { FloodL4, GenArgs } from './flood-gen.js';
 import type { CycleArgs } from './peer.js';
 
 export const NODE = process.execPath;
@@ -43,7 +43,7 @@ export interface Env {
   /** CPU the generator (and so the receiving softirq) runs on; the rest run on mainCpu */
   genCpu: number;
   mainCpu: number;
-  startGenerator(o: { family: Family; dport: number; seconds: number; maxFrames: number; range?: number; batch?: number }): Promise<Flood>;
+  startGenerator(o: { family: Family; dport: number; seconds: number; maxFrames: number; range?: number; batch?: number; l4?: FloodL4 }): Promise<Flood>;
   startCycles(a: Omit<CycleArgs, 'tag' | 'host4' | 'host6' | 'port'>): Child;
   /** start a process inside the gateway namespace, pinned to mainCpu */
   startInGateway(what: string, args: string[]): Child;
@@ -150,6 +150,7 @@ export async function openEnv(id: string, o: { sources: number; poolSize: number
           dstMac: LAB_ADDR.macG,
           srcMac: LAB_ADDR.macC,
           dport: g.dport,
+          l4: g.l4 ?? 'syn',
           seconds: g.seconds,
           maxFrames: g.maxFrames,
           batch: g.batch ?? 64,

@@ -10,10 +10,15 @@
  * the gateway namespace. Bounded twice: it stops after `seconds` or `maxFrames`, whichever
  * comes first, and on SIGTERM. Prints {"ready":...} once loaded and {"done":...} at the end.
  */
+import { randomBytes } from 'node:crypto';
 import { TCP_FLAGS, buildFrame } from '../test/helpers/packets.js';
+import { encodeSpa } from '../src/knock/index.js';
+import { parseAddress } from '../src/net/addr.js';
 import { ifIndex, isBpfError } from '../src/bpf/index.js';
 import { loadGen, GEN_SPORT } from './gen.js';
 import { XDP, testRun } from './testrun.js';
+
+export type FloodL4 = 'syn' | 'udp' | 'spa';
 
 export interface GenArgs {
   /** marks the process as belonging to one bench run (for leak checks) */
@@ -30,6 +35,9 @@ export interface GenArgs {
   dstMac: string;
   srcMac: string;
   dport: number;
+  /** what each frame is: a TCP SYN, a UDP datagram, or a junk spa datagram (well-formed, current
+   * timestamp, a tag and MAC from a random key: what a flood without the key can send) */
+  l4?: FloodL4;
   seconds: number;
   maxFrames: number;
   batch: number;
@@ -52,7 +60,13 @@ async function main(): Promise<void> {
   try {
     gen.setCfg({ range: a.range, first: a.first, action: XDP.TX, flags: GEN_SPORT, start: a.start });
     const ip = a.family === 4 ? { ipv4: { src: a.src, dst: a.dst } } : { ipv6: { src: a.src, dst: a.dst } };
-    const frame = buildFrame({ dstMac: a.dstMac, srcMac: a.srcMac, ...ip, l4: { proto: 'tcp', sport: 40000, dport: a.dport, flags: TCP_FLAGS.SYN }, padTo: 60 });
+    const l4 =
+      a.l4 === 'udp'
+        ? ({ proto: 'udp', sport: 40000, dport: a.dport, payload: Buffer.from('flood') } as const)
+        : a.l4 === 'spa'
+          ? ({ proto: 'udp', sport: 40000, dport: a.dport, payload: encodeSpa({ key: randomBytes(16), door: 'spa', source: parseAddress(a.src), time: Math.floor(Date.now() / 1000) }) } as const)
+          : ({ proto: 'tcp', sport: 40000, dport: a.dport, flags: TCP_FLAGS.SYN } as const);
+    const frame = buildFrame({ dstMac: a.dstMac, srcMac: a.srcMac, ...ip, l4, padTo: 60 });
     const ifindex = ifIndex(a.ifname);
     // One tiny call first: fails early (and clearly) if live frames are not supported.
     testRun(gen.gen, frame, { repeat: 1, ifindex, live: true, batchSize: a.batch });

@@ -19,19 +19,39 @@ import { readFileSync } from 'node:fs';
 import { attachXdp, ifIndex, type BpfLink } from '../src/bpf/index.js';
 import { PORTS } from './gate.js';
 import type { Env, Flood } from './env.js';
+import type { FloodL4 } from './flood-gen.js';
 import { median, rotate } from './stats.js';
 import { cpuUse, ksoftirqdPid, processCpuSeconds, readCpuTimes, sleep, type CpuTimes } from './sys.js';
 import type { Family } from './classes.js';
 
-export type ReceiverKind = 'xdp-drop' | 'knockgate' | 'nft-netdev' | 'nft-inet-ct' | 'none';
-export const RECEIVERS: readonly ReceiverKind[] = ['xdp-drop', 'knockgate', 'nft-netdev', 'nft-inet-ct', 'none'];
+export type ReceiverKind = 'xdp-drop' | 'knockgate' | 'nft-netdev' | 'nft-inet-ct' | 'none' | 'xdp-drop-skb' | 'knockgate-skb';
+export const RECEIVERS: readonly ReceiverKind[] = ['xdp-drop', 'knockgate', 'nft-netdev', 'nft-inet-ct', 'none', 'xdp-drop-skb', 'knockgate-skb'];
 export const RECEIVER_LABELS: Record<ReceiverKind, string> = {
   'xdp-drop': 'bare XDP_DROP',
   knockgate: 'knockgate (XDP)',
   'nft-netdev': 'nftables netdev ingress drop',
   'nft-inet-ct': 'nftables inet + conntrack',
   none: 'no filter (handled, not dropped)',
+  'xdp-drop-skb': 'bare XDP_DROP, generic (skb) mode',
+  'knockgate-skb': 'knockgate, generic (skb) mode',
 };
+
+/** The floods: what the generator sends, and which receivers face each. */
+export type FloodKind = FloodL4;
+export const FLOOD_KINDS: readonly FloodKind[] = ['syn', 'udp', 'spa'];
+export const FLOOD_LABELS: Record<FloodKind, string> = {
+  syn: 'TCP SYN to the protected port',
+  udp: 'UDP to the protected port',
+  spa: 'junk spa datagrams (current timestamp, no key) to the spa port',
+};
+export const FLOOD_RECEIVERS: Record<FloodKind, readonly ReceiverKind[]> = {
+  syn: RECEIVERS,
+  udp: ['xdp-drop', 'knockgate', 'nft-netdev', 'xdp-drop-skb', 'knockgate-skb'],
+  spa: ['xdp-drop', 'knockgate', 'xdp-drop-skb', 'knockgate-skb'],
+};
+export function floodPort(kind: FloodKind): number {
+  return kind === 'spa' ? PORTS.spa : PORTS.service;
+}
 
 export interface Receiver {
   kind: ReceiverKind;
@@ -92,10 +112,39 @@ function tcpInSegs(pid: number): number {
   return Number(values[i]);
 }
 
-export function receivers(env: Env): Record<ReceiverKind, Receiver> {
+export function receivers(env: Env, flood: FloodKind = 'syn'): Record<ReceiverKind, Receiver> {
   const { lab, bg, base } = env;
   let link: BpfLink | null = null;
+  const gateCounter = flood === 'spa' ? 'drop_knock' : 'drop_no_grant';
+  const bareDrop = (mode: 'native' | 'generic'): Receiver => ({
+    kind: mode === 'native' ? 'xdp-drop' : 'xdp-drop-skb',
+    setup: () => {
+      link = lab.enter(lab.nsG, () => attachXdp(base.dropCount, ifIndex(lab.ifG), mode));
+    },
+    count: () => Number(base.dropped()),
+    teardown: () => {
+      if (!link) return;
+      try {
+        link.detach();
+      } finally {
+        link.close();
+        link = null;
+      }
+    },
+  });
+  const gateRx = (mode: 'native' | 'generic'): Receiver => ({
+    kind: mode === 'native' ? 'knockgate' : 'knockgate-skb',
+    setup: () => {
+      lab.enter(lab.nsG, () => bg.gate.attach([{ name: lab.ifG, mode, attach: 'link', priority: 10 }]));
+    },
+    count: () => Number(bg.gate.stats()[gateCounter]),
+    teardown: () => {
+      lab.enter(lab.nsG, () => bg.gate.detachInterface(lab.ifG));
+    },
+  });
   return {
+    'xdp-drop-skb': bareDrop('generic'),
+    'knockgate-skb': gateRx('generic'),
     'xdp-drop': {
       kind: 'xdp-drop',
       setup: () => {
@@ -115,9 +164,9 @@ export function receivers(env: Env): Record<ReceiverKind, Receiver> {
     knockgate: {
       kind: 'knockgate',
       setup: () => {
-        lab.enter(lab.nsG, () => bg.gate.attach([{ name: lab.ifG, mode: 'native' }]));
+        lab.enter(lab.nsG, () => bg.gate.attach([{ name: lab.ifG, mode: 'native', attach: 'link', priority: 10 }]));
       },
-      count: () => Number(bg.gate.stats().drop_no_grant),
+      count: () => Number(bg.gate.stats()[gateCounter]),
       teardown: () => {
         lab.enter(lab.nsG, () => bg.gate.detachInterface(lab.ifG));
       },
@@ -131,7 +180,7 @@ export function receivers(env: Env): Record<ReceiverKind, Receiver> {
   counter flood { }
   chain ingress {
     type filter hook ingress device "${lab.ifG}" priority -500; policy accept;
-    tcp dport ${PORTS.service} counter name "flood" drop
+    meta l4proto { tcp, udp } th dport ${PORTS.service} counter name "flood" drop
   }
 }
 `,
@@ -240,9 +289,13 @@ export interface FloodParams {
   rounds: number;
   families: Family[];
   receivers: ReceiverKind[];
+  /** floods to run (default: all); each faces the receivers of FLOOD_RECEIVERS among `receivers` */
+  kinds?: FloodKind[];
 }
 
 export interface FloodRow {
+  /** what the flood sends (absent in results from before floods had kinds: syn) */
+  flood?: FloodKind;
   receiver: ReceiverKind;
   label: string;
   family: Family;
@@ -285,10 +338,10 @@ export async function flowing(count: () => number, timeoutMs = 10_000): Promise<
   return false;
 }
 
-export async function floodWindow(env: Env, rec: Receiver, family: Family, p: { windowS: number; warmupS: number }): Promise<Window> {
+export async function floodWindow(env: Env, rec: Receiver, family: Family, p: { windowS: number; warmupS: number }, kind: FloodKind = 'syn'): Promise<Window> {
   rec.setup();
   try {
-    const gen = await env.startGenerator({ family, dport: PORTS.service, seconds: p.warmupS + p.windowS + 13, maxFrames: Math.round((p.warmupS + p.windowS + 13) * 50e6) });
+    const gen = await env.startGenerator({ family, dport: floodPort(kind), l4: kind, seconds: p.warmupS + p.windowS + 13, maxFrames: Math.round((p.warmupS + p.windowS + 13) * 50e6) });
     try {
       const ours = floodCpu(env, gen);
       await flowing(rec.count);
@@ -310,29 +363,35 @@ export async function floodWindow(env: Env, rec: Receiver, family: Family, p: { 
 
 export async function runFlood(env: Env, p: FloodParams, generatorCheck: string, log: (s: string) => void): Promise<FloodResult> {
   const t0 = Date.now();
-  const recs = receivers(env);
+  const floods = p.kinds ?? [...FLOOD_KINDS];
+  const recsOf = (f: FloodKind): ReceiverKind[] => FLOOD_RECEIVERS[f].filter((r) => p.receivers.includes(r));
   const windows = new Map<string, Window[]>();
   for (let round = 0; round < p.rounds; round++) {
     for (const family of p.families) {
-      for (const kind of rotate(p.receivers, round)) {
-        const w = await floodWindow(env, recs[kind], family, p);
-        const k = `${kind}/${family}`;
-        windows.set(k, [...(windows.get(k) ?? []), w]);
-        log(
-          `  flood round ${round + 1}/${p.rounds} IPv${family} ${kind.padEnd(12)} ${(w.pps / 1e6).toFixed(2)} Mpps (${(w.ppsPerCore / 1e6).toFixed(2)} per core), ` +
-            `flood threads ${w.oursPct.toFixed(0)}% of a core, softirq ${w.softirqPct.toFixed(0)}%, user (other load) ${w.userPctPerCpu.map((x) => x.toFixed(0)).join('/')}%`,
-        );
+      for (const flood of floods) {
+        const recs = receivers(env, flood);
+        for (const kind of rotate(recsOf(flood), round)) {
+          const w = await floodWindow(env, recs[kind], family, p, flood);
+          const k = `${flood}/${kind}/${family}`;
+          windows.set(k, [...(windows.get(k) ?? []), w]);
+          log(
+            `  flood round ${round + 1}/${p.rounds} ${flood} IPv${family} ${kind.padEnd(13)} ${(w.pps / 1e6).toFixed(2)} Mpps (${(w.ppsPerCore / 1e6).toFixed(2)} per core), ` +
+              `rx ${w.softirqNsPerPacket.toFixed(0)} ns/packet, flood threads ${w.oursPct.toFixed(0)}% of a core, softirq ${w.softirqPct.toFixed(0)}%, user (other load) ${w.userPctPerCpu.map((x) => x.toFixed(0)).join('/')}%`,
+          );
+        }
       }
     }
   }
   const rows: FloodRow[] = [];
-  for (const family of p.families) {
-    const drops = windows.get(`xdp-drop/${family}`) ?? [];
-    for (const kind of p.receivers) {
-      const ws = windows.get(`${kind}/${family}`) ?? [];
+  for (const flood of floods) for (const family of p.families) {
+    // generic-mode receivers are compared with the generic bare XDP_DROP
+    for (const kind of recsOf(flood)) {
+      const ws = windows.get(`${flood}/${kind}/${family}`) ?? [];
+      const drops = windows.get(`${flood}/${kind.endsWith('-skb') ? 'xdp-drop-skb' : 'xdp-drop'}/${family}`) ?? [];
       // ratios within a round (receivers of one round ran within seconds of each other)
       const ratio = (f: (w: Window) => number): number => median(ws.map((w, i) => f(w) / (drops[i] ? f(drops[i]!) : NaN)));
       rows.push({
+        flood,
         receiver: kind,
         label: RECEIVER_LABELS[kind],
         family,

@@ -12,9 +12,11 @@ import { Gate, monoNowNs } from '../src/kernel/gate.js';
 import { KG, MAP, OFFSETS, SIZEOF, STAT_NAMES, VERDICTS, type StatName, type Stats } from '../src/kernel/layout.js';
 import { createLogger } from '../src/log.js';
 
-/** The benchmark door: knock 7000/tcp, 8000/udp, 9000/tcp; protects 2222/tcp. */
+/** The benchmark doors: bench knocks 7000/tcp, 8000/udp, 9000/tcp; spa knocks with one
+ * datagram to 62201/udp; both protect 2222/tcp and 2222/udp. */
 export const PORTS = {
   service: 2222,
+  spa: 62201,
   steps: [
     { port: 7000, proto: 'tcp' as const },
     { port: 8000, proto: 'udp' as const },
@@ -26,13 +28,16 @@ export const PORTS = {
 
 export const SEQUENCE_TEXT = PORTS.steps.map((s) => `${s.port}/${s.proto}`);
 
-export function configText(opts: { iface: string; pinPath: string; sources: number; ringBytes: number; openFor?: string }): string {
+/** The spa door's key (the bench's own: a fixed value, never a secret). */
+export const SPA_KEY = Buffer.from('6b672062656e6368207370612020206b', 'hex');
+
+export function configText(opts: { iface: string; pinPath: string; sources: number; ringBytes: number; openFor?: string; spaKeyFile?: string; extraDoors?: string; logLevel?: string; xdpMode?: string }): string {
   return `# knockgate bench
 interfaces: [${opts.iface}]
-xdp_mode: native
+xdp_mode: ${opts.xdpMode ?? 'native'}
 pin_path: ${opts.pinPath}
 log:
-  level: silent
+  level: ${opts.logLevel ?? 'silent'}
   denials_per_second: 0
 limits:
   sources: ${opts.sources}
@@ -41,11 +46,17 @@ limits:
 doors:
   bench:
     sequence: [${SEQUENCE_TEXT.join(', ')}]
-    protects: [${PORTS.service}/tcp]
+    protects: [${PORTS.service}/tcp, ${PORTS.service}/udp]
     step_timeout: 5s
     sequence_timeout: 15s
     open_for: ${opts.openFor ?? '30s'}
-`;
+  spa:
+    type: spa
+    port: ${PORTS.spa}/udp
+    key_file: ${opts.spaKeyFile ?? '/nonexistent/bench-spa.key'}
+    protects: [${PORTS.service}/tcp, ${PORTS.service}/udp]
+    open_for: ${opts.openFor ?? '30s'}
+${opts.extraDoors ?? ''}`;
 }
 
 export const benchLogger = createLogger({ level: 'silent' });
@@ -67,7 +78,7 @@ export interface BenchGate {
 }
 
 /** Load a gate pinned at pinPath (a fresh /sys/fs/bpf/kg-bench-* directory) with the bench door. */
-export function openBenchGate(opts: { pinPath: string; iface: string; sources: number; ringBytes?: number; openFor?: string }): BenchGate {
+export function openBenchGate(opts: { pinPath: string; iface: string; sources: number; ringBytes?: number; openFor?: string; objectPath?: string; extraDoors?: string }): BenchGate {
   if (!/^\/sys\/fs\/bpf\/kg-bench-[A-Za-z0-9-]+$/.test(opts.pinPath)) throw new Error(`refusing pin path ${opts.pinPath}`);
   if (existsSync(opts.pinPath)) throw new Error(`${opts.pinPath} exists already`);
   const ringBytes = opts.ringBytes ?? 1 << 20;
@@ -81,8 +92,9 @@ export function openBenchGate(opts: { pinPath: string; iface: string; sources: n
       eventRingBytes: cfg.limits.eventRingBytes,
       firstKnockFilterBytes: cfg.limits.firstKnockFilterBytes,
       logger: benchLogger,
+      ...(opts.objectPath !== undefined ? { objectPath: opts.objectPath } : {}),
     });
-    gate.applyDoors(cfg.doors);
+    gate.applyDoors(cfg.doors, { secrets: new Map([['spa', SPA_KEY]]) });
     gate.setDenyTokens(0);
     const door = gate.doors().find((d) => d.door.name === 'bench');
     if (!door) throw new Error('the bench door is not live after applyDoors');

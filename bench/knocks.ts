@@ -17,7 +17,9 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { STAT_NAMES, type StatName } from '../src/kernel/layout.js';
-import { SEQUENCE_TEXT, PORTS, statsDelta } from './gate.js';
+import { SEQUENCE_TEXT, PORTS, SPA_KEY, configText, statsDelta } from './gate.js';
+import { ROOT } from './sys.js';
+import type { FloodL4 } from './flood-gen.js';
 import type { Env } from './env.js';
 import { floodCpu, flowing, nft, nftCounter, nftDeleteTable, nftInetRuleset, sample, vethLoss, windowOf, type VethLoss } from './flood.js';
 import { median, quantile } from './stats.js';
@@ -34,7 +36,9 @@ export interface KnockParams {
 
 export interface KnockRun {
   system: 'knockgate' | 'knockd';
-  flood: { family: Family; dport: number; sources: number };
+  flood: { family: Family; dport: number; sources: number; l4?: FloodL4 };
+  /** the client's knocks (absent: the bench door's sequence) */
+  steps?: string[];
   cycles: number;
   ok: number;
   successPct: number;
@@ -73,7 +77,8 @@ function parseCycles(client: Child): { cycles: number; ok: number; times: number
 
 interface Scenario {
   system: 'knockgate' | 'knockd';
-  flood: { family: Family; dport: number; range: number };
+  flood: { family: Family; dport: number; range: number; l4?: FloodL4 };
+  steps?: string[];
   pool: { pool4: string[]; pool6: string[] };
   counter: () => number;
   setup: () => Promise<void>;
@@ -85,7 +90,7 @@ async function runScenario(env: Env, s: Scenario, p: KnockParams): Promise<Knock
   const t0 = Date.now();
   await s.setup();
   try {
-    const gen = await env.startGenerator({ family: s.flood.family, dport: s.flood.dport, range: s.flood.range, seconds: p.budgetS + 10, maxFrames: Math.round((p.budgetS + 10) * 50e6) });
+    const gen = await env.startGenerator({ family: s.flood.family, dport: s.flood.dport, range: s.flood.range, l4: s.flood.l4 ?? 'syn', seconds: p.budgetS + 10, maxFrames: Math.round((p.budgetS + 10) * 50e6) });
     let client: Child | null = null;
     try {
       await flowing(s.counter);
@@ -95,7 +100,7 @@ async function runScenario(env: Env, s: Scenario, p: KnockParams): Promise<Knock
       const a = sample(s.counter, ours);
       const l0 = vethLoss(env);
       const k0 = s.knockdPid ? processCpuSeconds(s.knockdPid()) : NaN;
-      client = env.startCycles({ ...s.pool, steps: SEQUENCE_TEXT, cycles: p.cycles, gapMs: p.gapMs, connectTimeoutMs: p.connectTimeoutMs, closedCheck: true, deadlineS: p.budgetS });
+      client = env.startCycles({ ...s.pool, steps: s.steps ?? SEQUENCE_TEXT, cycles: p.cycles, gapMs: p.gapMs, connectTimeoutMs: p.connectTimeoutMs, closedCheck: true, deadlineS: p.budgetS });
       if (!(await client.waitExit(p.budgetS * 1000 + 15_000))) await client.stop();
       const b = sample(s.counter, ours);
       const l1 = vethLoss(env);
@@ -107,7 +112,8 @@ async function runScenario(env: Env, s: Scenario, p: KnockParams): Promise<Knock
       const wallS = Number(b.atNs - a.atNs) / 1e9;
       const run: KnockRun = {
         system: s.system,
-        flood: { family: s.flood.family, dport: s.flood.dport, sources: s.flood.range },
+        flood: { family: s.flood.family, dport: s.flood.dport, sources: s.flood.range, l4: s.flood.l4 ?? 'syn' },
+        ...(s.steps ? { steps: s.steps } : {}),
         cycles: r.cycles,
         ok: r.ok,
         successPct: r.cycles > 0 ? (r.ok / p.cycles) * 100 : 0,
@@ -144,8 +150,11 @@ function pools(env: Env, index: number, cycles: number): { pool4: string[]; pool
 }
 
 export function poolSizeFor(cycles: number): number {
-  return 3 * (Math.ceil(cycles / 2) + 1);
+  return 5 * (Math.ceil(cycles / 2) + 1);
 }
+
+/** The client's spa knock: one datagram to the spa door under its key. */
+export const SPA_STEP = `spa:${PORTS.spa}:${SPA_KEY.toString('hex')}`;
 
 function gateScenario(env: Env, flood: Scenario['flood'], pool: Scenario['pool'], counter: StatName): Scenario {
   const { lab, bg } = env;
@@ -155,7 +164,7 @@ function gateScenario(env: Env, flood: Scenario['flood'], pool: Scenario['pool']
     pool,
     counter: () => Number(bg.gate.stats()[counter]),
     setup: async () => {
-      lab.enter(lab.nsG, () => bg.gate.attach([{ name: lab.ifG, mode: 'native' }]));
+      lab.enter(lab.nsG, () => bg.gate.attach([{ name: lab.ifG, mode: 'native', attach: 'link', priority: 10 }]));
     },
     teardown: async () => {
       lab.enter(lab.nsG, () => bg.gate.detachInterface(lab.ifG));
@@ -217,11 +226,47 @@ esac
   };
 }
 
+/**
+ * The gate with its daemon: `knockgate run --keep` in the gateway namespace adopts the bench's
+ * pinned gate (same config, so the same map sizes), refills the event budgets and drains the
+ * ring (every accepted first knock is an event while its budget lasts). Stopped with SIGTERM;
+ * --keep leaves the gate pinned for the bench to detach.
+ */
+function daemonScenario(env: Env, flood: Scenario['flood'], pool: Scenario['pool']): Scenario {
+  const { lab, bg, tmp } = env;
+  let daemon: Child | null = null;
+  const gate = gateScenario(env, flood, pool, 'knock_step');
+  return {
+    ...gate,
+    setup: async () => {
+      await gate.setup();
+      const keyFile = join(tmp, 'spa.key');
+      writeFileSync(keyFile, SPA_KEY.toString('hex') + '\n', { mode: 0o600 });
+      const conf = join(tmp, 'knockgate.yaml');
+      const ring = bg.gate.map('kg_events').maxEntries;
+      writeFileSync(conf, configText({ iface: lab.ifG, pinPath: bg.pinPath, sources: bg.gate.map('kg_progress').maxEntries, ringBytes: ring, spaKeyFile: keyFile, logLevel: 'info', xdpMode: 'auto' }));
+      // xdp_mode auto: the daemon keeps the link the bench attached (native) instead of attaching again
+      daemon = env.startInGateway('knockgate daemon', [process.execPath, `${ROOT}dist/src/cli/main.js`, 'run', '-c', conf, '--keep']);
+      await daemon.waitLine((l) => l.includes('adopted the pinned gate'), 30_000);
+      await sleep(1000);
+    },
+    teardown: async () => {
+      try {
+        await daemon?.stop();
+      } finally {
+        await gate.teardown();
+      }
+    },
+  };
+}
+
 export interface KnocksResult {
   params: KnockParams;
   knockgate: KnockRun;
   knockd: KnockRun | null;
   knockdError?: string;
+  /** spa knocks while junk spa datagrams flood the spa port */
+  spa?: KnockRun;
   seconds: number;
 }
 
@@ -239,13 +284,19 @@ export async function runKnocks(env: Env, p: KnockParams, family: Family, log: (
     knockdError = err instanceof Error ? err.message : String(err);
     log(`  knockd: not measured: ${knockdError}`);
   }
-  const out: KnocksResult = { params: p, knockgate: gate, knockd, seconds: (Date.now() - t0) / 1000 };
+  const spaFlood = { family, dport: PORTS.spa, range: flood.range, l4: 'spa' as const };
+  const spa = await runScenario(env, { ...gateScenario(env, spaFlood, pools(env, 3, p.cycles), 'drop_knock'), steps: [SPA_STEP] }, p);
+  log(`  knockgate, spa knocks under a junk spa flood: ${spa.ok}/${spa.cycles} cycles opened, median ${spa.openMs.median.toFixed(0)} ms`);
+  const out: KnocksResult = { params: p, knockgate: gate, knockd, spa, seconds: (Date.now() - t0) / 1000 };
   if (knockdError !== undefined) out.knockdError = knockdError;
   return out;
 }
 
 export interface EvictionResult {
   params: KnockParams;
+  /** the same attack with the daemon running (it adopts the gate and drains the event ring) */
+  daemon?: KnockRun;
+  daemonError?: string;
   /** limits.sources: the progress map's capacity */
   capacity: number;
   /** distinct spoofed sources the first knocks come from */
@@ -267,7 +318,18 @@ export async function runEviction(env: Env, p: KnockParams, log: (s: string) => 
   const fill = fills.find((m) => m.map === 'kg_progress');
   const prob = fills.find((m) => m.map === 'kg_probation');
   log(`  eviction: ${run.ok}/${run.cycles} cycles opened under first knocks from ${flood.range} sources (capacity ${capacity})`);
+  let daemon: KnockRun | undefined;
+  let daemonError: string | undefined;
+  try {
+    daemon = await runScenario(env, daemonScenario(env, flood, pools(env, 4, p.cycles)), p);
+    log(`  eviction, daemon running: ${daemon.ok}/${daemon.cycles} cycles opened`);
+  } catch (err) {
+    daemonError = err instanceof Error ? err.message : String(err);
+    log(`  eviction with the daemon: not measured: ${daemonError}`);
+  }
   return {
+    ...(daemon ? { daemon } : {}),
+    ...(daemonError !== undefined ? { daemonError } : {}),
     params: p,
     capacity,
     spoofedSources: flood.range,

@@ -61,8 +61,8 @@ export function createLab(id: string, poolSize: number): Lab {
   const nsG = `kg-b${id}-g`;
   const ifC = `kg-b${id}c`;
   const ifG = `kg-b${id}g`;
-  const n = Math.min(Math.max(poolSize, 1), 250);
-  const pool4 = Array.from({ length: n }, (_, i) => `198.18.1.${i + 1}`);
+  const n = Math.min(Math.max(poolSize, 1), 500);
+  const pool4 = Array.from({ length: n }, (_, i) => (i < 250 ? `198.18.1.${i + 1}` : `198.18.5.${i - 249}`));
   const pool6 = Array.from({ length: n }, (_, i) => `2001:db8:1::${(i + 1).toString(16)}`);
   const lab: Lab = {
     id,

@@ -13,6 +13,8 @@
  */
 import { createSocket } from 'node:dgram';
 import { connect, createServer, isIPv6 } from 'node:net';
+import { encodeSpa } from '../src/knock/index.js';
+import { parseAddress } from '../src/net/addr.js';
 
 export interface CycleArgs {
   tag: string;
@@ -39,10 +41,15 @@ function out(v: unknown): void {
   process.stdout.write(JSON.stringify(v) + '\n');
 }
 
+/** PORT/tcp, PORT/udp, or spa:PORT:KEYHEX (one spa datagram of door "spa" under that key). */
 async function knockStep(host: string, local: string, step: string): Promise<void> {
-  const m = /^(\d+)\/(tcp|udp)$/.exec(step);
+  const spa = /^spa:(\d+):([0-9a-f]{32})$/.exec(step);
+  const m = spa ? [step, spa[1], 'udp'] : /^(\d+)\/(tcp|udp)$/.exec(step);
   if (!m) throw new Error(`bad step ${step}`);
   const port = Number(m[1]);
+  const payload = spa
+    ? encodeSpa({ key: Buffer.from(spa[2]!, 'hex'), door: 'spa', source: parseAddress(local), time: Math.floor(Date.now() / 1000) })
+    : Buffer.from('knock');
   if (m[2] === 'udp') {
     const s = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
     try {
@@ -50,7 +57,7 @@ async function knockStep(host: string, local: string, step: string): Promise<voi
         s.once('error', reject);
         s.bind({ address: local, port: 0 }, () => resolve());
       });
-      await new Promise<void>((resolve, reject) => s.send(Buffer.from('knock'), port, host, (err) => (err ? reject(err) : resolve())));
+      await new Promise<void>((resolve, reject) => s.send(payload, port, host, (err) => (err ? reject(err) : resolve())));
     } finally {
       s.close();
     }

@@ -3,6 +3,8 @@
  *
  *   node dist/bench/run.js [--quick] [--parts cost,scale,flood,knocks,eviction] [--out-dir DIR] [--id HEX8]
  *
+ *   0 steps     what each step of the program costs, and each flood defence: compile-time
+ *               variants of the same source, same rounds                          (bench/steps.ts)
  *   1 cost      per-packet cost of each packet class through BPF_PROG_TEST_RUN, against bare
  *               XDP_DROP / XDP_PASS programs in the same run                     (bench/cost.ts)
  *   2 scale     the same with 1, 1k, 100k, 1M entries in kg_progress / kg_grants (bench/cost.ts)
@@ -28,12 +30,14 @@ import { poolSizeFor, runEviction, runKnocks, type KnockParams } from './knocks.
 import { destroyAllLabs } from './lab.js';
 import { SCHEMA, evaluateTargets, terminalReport, writeCharts, writeResultsMd, type BenchResults } from './report.js';
 import { ROOT, machineInfo, setAffinity } from './sys.js';
+import { runSteps, type StepsParams } from './steps.js';
 
-export const PARTS = ['cost', 'scale', 'flood', 'knocks', 'eviction'] as const;
+export const PARTS = ['steps', 'cost', 'scale', 'flood', 'knocks', 'eviction'] as const;
 export type Part = (typeof PARTS)[number];
 
 export interface Plan {
   quick: boolean;
+  steps: StepsParams;
   cost: CostParams;
   scale: ScaleParams;
   flood: FloodParams;
@@ -46,6 +50,7 @@ export function plan(quick: boolean): Plan {
   if (quick) {
     return {
       quick,
+      steps: { repeat: 20_000, rounds: 2 },
       cost: { repeat: 20_000, runs: 3, samples: 200 },
       scale: { repeat: 20_000, runs: 3, samples: 100, sources: 4096, levels: [1, 1000] },
       flood: { windowS: 0.3, warmupS: 0.2, rounds: 1, families: [4, 6], receivers: [...RECEIVERS] },
@@ -55,6 +60,7 @@ export function plan(quick: boolean): Plan {
   }
   return {
     quick,
+    steps: { repeat: 1_000_000, rounds: 9 },
     cost: { repeat: 1_000_000, runs: 9, samples: 8_000 },
     scale: { repeat: 1_000_000, runs: 7, samples: 5_000, sources: 1_310_720, levels: [1, 1000, 100_000, 1_000_000] },
     flood: { windowS: 2, warmupS: 0.5, rounds: 3, families: [4, 6], receivers: [...RECEIVERS] },
@@ -81,7 +87,7 @@ const USAGE = `usage: node dist/bench/run.js [--quick] [--parts ${PARTS.join(','
   --out-dir    where results.json, RESULTS.md and the SVGs go (default: bench/, or bench/out/quick-<id>/ with --quick)
   --window S   flood window per receiver, seconds (part 3)
   --rounds N   flood rounds (part 3)
-  --cycles N   knock cycles per scenario (parts 4, 5; at most 160)
+  --cycles N   knock cycles per scenario (parts 4, 5; at most 120)
   --render F   only write RESULTS.md, the charts and the table again from results.json F (into --out-dir, default F's directory)
   --id         8 hex digits naming this run's namespaces (kg-b<id>-*) and pins (/sys/fs/bpf/kg-bench-<id>-*)
 Needs root, a kernel with BPF (>= 5.18), nftables, knockd and ethtool.`;
@@ -167,7 +173,7 @@ async function main(): Promise<number> {
   const p = plan(args.quick);
   if (args.windowS !== null) p.flood.windowS = args.windowS;
   if (args.rounds !== null) p.flood.rounds = args.rounds;
-  if (args.cycles !== null) p.knocks.cycles = Math.min(args.cycles, 160);
+  if (args.cycles !== null) p.knocks.cycles = Math.min(args.cycles, 120);
   const outDir = args.outDir ?? (args.quick ? join(ROOT, 'bench', 'out', `quick-${args.id}`) : join(ROOT, 'bench'));
   mkdirSync(outDir, { recursive: true });
   const onSignal = (sig: NodeJS.Signals): void => {
@@ -206,6 +212,14 @@ async function main(): Promise<number> {
     log(`part ${part} failed: ${err instanceof Error ? (err.stack ?? msg) : msg}`);
   };
   try {
+    if (args.parts.includes('steps')) {
+      log('0. steps and variants ...');
+      try {
+        r.parts.steps = runSteps(args.id, p.steps, log);
+      } catch (err) {
+        fail('steps', err);
+      }
+    }
     if (args.parts.includes('cost')) {
       log('1. per-packet cost ...');
       try {

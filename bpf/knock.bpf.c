@@ -117,6 +117,27 @@ struct {
 	__uint(max_entries, KG_SPENT_ENTRIES);
 } kg_spent SEC(".maps");
 
+/* The grant filter (knock.h, DESIGN.md "Grant filter"): sources that may hold a grant or a flow.
+ * Written by XDP (atomic OR, where grants and flows are inserted) and user space (its writes,
+ * rebuilds, the header); read by XDP on SYNs, datagrams and segments to protected ports.
+ * max_entries is set at load from limits.sources. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, KG_GF_HDR_WORDS + 2 * 1024);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} kg_gfilter SEC(".maps");
+
+/* SPA tags of recent timestamp windows per (gen, door) (knock.h). Written by XDP, zeroed by user
+ * space when it writes a door slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, KG_DOOR_SLOTS * KG_SPA_TAG_SLOTS);
+} kg_spatags SEC(".maps");
+
 /* struct kg_event records (and struct kg_signed_event). Written by XDP, drained by the daemon. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -393,14 +414,89 @@ __noinline int kg_fk_test(const struct kg_knock *k, __u32 d, __u32 epoch)
 	return found;
 }
 
+/* ---- the grant filter (DESIGN.md "Grant filter") ---------------------------------------- */
+
+/*
+ * The source's keyed hash (the first-knock filter's seed, random per load, kept on adoption):
+ * two multiplies. src/kernel/gfilter.ts computes the same.
+ */
+static __always_inline __u64 kg_gf_hash(const struct kg_pkt *pkt)
+{
+	__u64 a = ((__u64)pkt->src32[0] << 32) | pkt->src32[1];
+	__u64 b = ((__u64)pkt->src32[2] << 32) | pkt->src32[3];
+	__u64 h = (a ^ kg_globals.fk_seed[1]) * 0x9e3779b97f4a7c15ULL;
+
+	h = (h ^ (h >> 29) ^ b ^ kg_globals.fk_seed[0]) * 0xbf58476d1ce4e5b9ULL;
+	return h ^ (h >> 32);
+}
+
+/* The two bits of a source's word. */
+static __always_inline __u64 kg_gf_bits(__u64 h)
+{
+	return (1ULL << ((h >> 40) & 63)) | (1ULL << ((h >> 52) & 63));
+}
+
+/*
+ * Whether the source may hold a kg_grants or kg_flows entry. 1 (look it up) whenever the
+ * filter cannot answer: not trusted yet (KG_GF_ON clear), or an index out of range.
+ */
+static __always_inline int kg_gf_may_hold(const struct kg_pkt *pkt)
+{
+#ifdef KG_NO_GFILTER
+	return 1;
+#else
+	__u32 zero = 0, idx;
+	__u64 *hdr, *w, s, h, bits;
+
+	hdr = bpf_map_lookup_elem(&kg_gfilter, &zero);
+	if (!hdr)
+		return 1;
+	s = *(volatile __u64 *)hdr;
+	if (!(s & KG_GF_ON))
+		return 1;
+	h = kg_gf_hash(pkt);
+	idx = KG_GF_HDR_WORDS + (((s & KG_GF_CUR) << (s >> 32)) | (h & ((1ULL << (s >> 32)) - 1)));
+	w = bpf_map_lookup_elem(&kg_gfilter, &idx);
+	if (!w)
+		return 1;
+	bits = kg_gf_bits(h);
+	return (*w & bits) == bits;
+#endif
+}
+
+/* Sets the source's bits in both copies (whether or not the filter is trusted yet). */
+static __always_inline void kg_gf_mark(const struct kg_pkt *pkt)
+{
+	__u32 zero = 0, idx, c;
+	__u64 *hdr, *w, s, h, bits;
+
+	hdr = bpf_map_lookup_elem(&kg_gfilter, &zero);
+	if (!hdr)
+		return;
+	s = *(volatile __u64 *)hdr;
+	h = kg_gf_hash(pkt);
+	bits = kg_gf_bits(h);
+	for (c = 0; c < 2; c++) {
+		idx = KG_GF_HDR_WORDS + (((__u64)c << (s >> 32)) | (h & ((1ULL << (s >> 32)) - 1)));
+		w = bpf_map_lookup_elem(&kg_gfilter, &idx);
+		if (w && (*(volatile __u64 *)w & bits) != bits)
+			__sync_fetch_and_or(w, bits);
+	}
+}
+
 /* ---- grants ----------------------------------------------------------------------------- */
 
-/* kg_grants[src].expires_ns[slot] = expires: in place if the entry exists, else inserted. */
-static __always_inline int kg_grant_set(struct kg_stats *st, const struct kg_addr *src, __u32 slot,
-					__u64 expires)
+/*
+ * kg_grants[src].expires_ns[slot] = expires: in place if the entry exists, else inserted. The
+ * grant filter is marked before (no reader finds the entry without its bits) and after (a
+ * rebuild that cleared the bits meanwhile finds the entry).
+ */
+static __always_inline int kg_grant_set(struct kg_stats *st, const struct kg_pkt *pkt, const struct kg_addr *src,
+					__u32 slot, __u64 expires)
 {
 	struct kg_grant *g;
 
+	kg_gf_mark(pkt);
 	g = bpf_map_lookup_elem(&kg_grants, src);
 	if (!g) {
 		/* -EEXIST: another CPU or user space inserted it meanwhile; use theirs. */
@@ -412,6 +508,7 @@ static __always_inline int kg_grant_set(struct kg_stats *st, const struct kg_add
 		}
 	}
 	g->expires_ns[slot & (KG_MAX_DOORS - 1)] = expires;
+	kg_gf_mark(pkt);
 	return 0;
 }
 
@@ -484,15 +581,46 @@ static __always_inline int kg_spend(struct kg_stats *st, const struct kg_knock *
 	return -1;
 }
 
+/*
+ * Fleet mode (KG_DOOR_CLAIM): a rotating window, spent here, is handed to the daemon to be claimed
+ * fleet-wide; the daemon writes the grant on a win. Budgeted like signed knocks (signed_tokens, the
+ * SIGNED_QUEUED/SUPPRESSED counters). Without a token or room in the ring the window is not spent,
+ * so the client may knock again.
+ */
+static __always_inline void kg_hand_up(struct kg_stats *st, const struct kg_knock *k, __u32 slot,
+				       const struct kg_door *door, __u8 nsteps, __u32 s)
+{
+	struct kg_spent_key sk = {};
+
+	if (!kg_take_token(&kg_globals.signed_tokens)) {
+		st->c[KG_C_SIGNED_SUPPRESSED]++;
+		return;
+	}
+	if (kg_spend(st, k, slot, door, s, nsteps))
+		return;
+	if (kg_emit(st, &k->pkt, KG_EV_CLAIM, slot, nsteps, KG_RESET_NONE, 0, k->now, door->win[s & 1])) {
+		sk.door_id = door->door_id;
+		sk.window = door->win[s & 1];
+		bpf_map_delete_elem(&kg_spent, &sk);
+		st->c[KG_C_SIGNED_SUPPRESSED]++;
+		return;
+	}
+	st->c[KG_C_SIGNED_QUEUED]++;
+}
+
 /* Sequence s complete on a door: grant, counter, event. */
 static __always_inline void kg_grant(struct kg_stats *st, const struct kg_knock *k, const struct kg_addr *src,
 				     __u32 slot, const struct kg_door *door, __u8 nsteps, __u32 s)
 {
 	__u64 expires = k->now + door->open_for_ns;
 
+	if (door->flags & KG_DOOR_CLAIM) {
+		kg_hand_up(st, k, slot, door, nsteps, s);
+		return;
+	}
 	if (kg_spend(st, k, slot, door, s, nsteps))
 		return;
-	if (kg_grant_set(st, src, slot, expires) == 0) {
+	if (kg_grant_set(st, &k->pkt, src, slot, expires) == 0) {
 		st->c[KG_C_GRANT]++;
 		kg_emit(st, &k->pkt, KG_EV_GRANT, slot, nsteps, KG_RESET_NONE, 0, k->now, expires);
 	}
@@ -510,21 +638,21 @@ static __always_inline void kg_grant(struct kg_stats *st, const struct kg_knock 
 	} while (0)
 
 /*
- * SipHash-2-4 (Aumasson and Bernstein, reference implementation's byte order) of a
- * KG_SPA_MSG_LEN-byte message held as little-endian 64-bit words, under the 128-bit key
- * k[0] || k[1] (little-endian words). Fixed length: the final block holds only the length.
+ * SipHash-2-4 (Aumasson and Bernstein, reference implementation's byte order) of a `len`-byte
+ * message (a constant multiple of 8) held as little-endian 64-bit words, under the 128-bit key
+ * k[0] || k[1] (little-endian words). The final block holds only the length.
  */
-static __always_inline __u64 kg_siphash48(const __u64 *key, const __u64 *m)
+static __always_inline __u64 kg_siphash(const __u64 *key, const __u64 *m, const int len)
 {
 	__u64 v0 = key[0] ^ 0x736f6d6570736575ULL;
 	__u64 v1 = key[1] ^ 0x646f72616e646f6dULL;
 	__u64 v2 = key[0] ^ 0x6c7967656e657261ULL;
 	__u64 v3 = key[1] ^ 0x7465646279746573ULL;
-	__u64 b = (__u64)KG_SPA_MSG_LEN << 56;
+	__u64 b = (__u64)len << 56;
 	int i;
 
 #pragma unroll
-	for (i = 0; i < KG_SPA_MSG_LEN / 8; i++) {
+	for (i = 0; i < len / 8; i++) {
 		v3 ^= m[i];
 		KG_SIPROUND;
 		KG_SIPROUND;
@@ -548,8 +676,8 @@ static __always_inline __u32 kg_be32_at(const __u8 *p)
 }
 
 /*
- * A refused single-packet knock at `now`: counted, and reported while knock tokens last (a
- * stranger can cause it). Returns 0 (no grant).
+ * A refused single-packet knock at `now` (0: not read yet; read only for an event): counted,
+ * and reported while knock tokens last (a stranger can cause it). Returns 0 (no grant).
  */
 static __always_inline int kg_reject(struct kg_stats *st, const struct kg_knock *k, __u32 slot, __u8 reason,
 				     __u64 now)
@@ -559,7 +687,7 @@ static __always_inline int kg_reject(struct kg_stats *st, const struct kg_knock 
 	else if (reason >= KG_REJECT_MALFORMED && reason <= KG_REJECT_PAYLOAD)
 		st->c[KG_C_REJECT_MALFORMED - KG_REJECT_MALFORMED + reason]++;
 	if (kg_take_token(&kg_globals.knock_tokens))
-		kg_emit(st, &k->pkt, KG_EV_REJECT, slot, 0, reason, 0, now, 0);
+		kg_emit(st, &k->pkt, KG_EV_REJECT, slot, 0, reason, 0, now ? now : bpf_ktime_get_ns(), 0);
 	else
 		st->c[KG_C_KNOCK_SUPPRESSED]++;
 	return 0;
@@ -573,7 +701,7 @@ static __always_inline int kg_single_grant(struct kg_stats *st, const struct kg_
 	__u64 expires = now + door->open_for_ns;
 
 	__builtin_memcpy(&src, &k->pkt.src, sizeof(src));
-	if (kg_grant_set(st, &src, slot, expires) == 0) {
+	if (kg_grant_set(st, &k->pkt, &src, slot, expires) == 0) {
 		st->c[KG_C_GRANT]++;
 		kg_emit(st, &k->pkt, KG_EV_GRANT, slot, 1, KG_RESET_NONE, 0, now, expires);
 	}
@@ -581,43 +709,149 @@ static __always_inline int kg_single_grant(struct kg_stats *st, const struct kg_
 }
 
 /*
- * An SPA datagram: magic and door id, MAC (SipHash-2-4 over source address || bytes 0..31),
- * timestamp within max_skew of the wall clock, nonce never seen. Returns 1 on a grant.
+ * Fleet mode: an SPA grant whose event carries the nonce, for the daemon to copy into the other
+ * hosts' kg_nonces (the MAC binds the source address: a replay elsewhere would re-open a grant
+ * that was revoked or ended). Returns 1.
+ */
+static __always_inline int kg_spa_fleet_grant(struct kg_stats *st, const struct kg_knock *k, __u32 slot,
+					      const struct kg_door *door, __u64 now, const struct kg_nonce *nonce)
+{
+	struct kg_nonce_event *e;
+	struct kg_addr src;
+	__u64 expires = now + door->open_for_ns;
+
+	__builtin_memcpy(&src, &k->pkt.src, sizeof(src));
+	if (kg_grant_set(st, &k->pkt, &src, slot, expires))
+		return 1;
+	st->c[KG_C_GRANT]++;
+	e = bpf_ringbuf_reserve(&kg_events, sizeof(*e), 0);
+	if (!e) {
+		st->c[KG_C_EVENT_LOST]++;
+		return 1;
+	}
+	__builtin_memset(&e->ev, 0, sizeof(e->ev));
+	e->ev.ts_ns = now;
+	e->ev.expires_ns = expires;
+	__builtin_memcpy(e->ev.addr, k->pkt.src32, sizeof(e->ev.addr));
+	e->ev.port = k->pkt.dport;
+	e->ev.proto = k->pkt.proto;
+	e->ev.type = KG_EV_GRANT;
+	e->ev.door = slot;
+	e->ev.step = 1;
+	e->ev.ifindex = k->pkt.ifindex;
+	__builtin_memcpy(&e->nonce, nonce, sizeof(e->nonce));
+	bpf_ringbuf_submit(e, 0);
+	return 1;
+}
+
+/*
+ * The tag of timestamp window w (docs/KNOCKS.md): the low 32 bits of SipHash-2-4 under the
+ * door's key of "KGST" || door id || w (16 bytes, big-endian fields), from the cache of the
+ * (gen, door) slot, computed and stored there when the cached window is another. The entry is
+ * one 64-bit word, ((w + 1) << 32) | tag (an entry of zeros holds no window), so a reader never
+ * sees half of another CPU's store.
+ */
+static __always_inline __u64 *kg_spa_tag_entry(const struct kg_knock *k, __u32 slot, __u64 w)
+{
+	__u32 idx = ((k->gen & 1) * KG_MAX_DOORS + (slot & (KG_MAX_DOORS - 1))) * KG_SPA_TAG_SLOTS +
+		    (w & (KG_SPA_TAG_SLOTS - 1));
+
+	return bpf_map_lookup_elem(&kg_spatags, &idx);
+}
+
+/* The cached tag of window w, or -1 if the entry holds another window. */
+static __always_inline __s64 kg_spa_tag_cached(const __u64 *e, __u64 w)
+{
+	__u64 v;
+
+	if (!e)
+		return -1;
+	v = *(volatile const __u64 *)e;
+	return (v >> 32) == ((w + 1) & 0xffffffff) ? (__s64)(v & 0xffffffff) : -1;
+}
+
+/* Computes the tag of window w and caches it (called only for a window within max_skew). */
+static __always_inline __u32 kg_spa_tag_compute(__u64 *e, const struct kg_door *door, const __u64 *key, __u64 w)
+{
+	__u64 m[2], tag;
+
+	m[0] = bpf_htonl(0x4b475354) | ((__u64)bpf_htonl(door->door_id) << 32); /* "KGST" || door id */
+	m[1] = bpf_cpu_to_be64(w);
+	tag = kg_siphash(key, m, 16) & 0xffffffff;
+	if (e)
+		*(volatile __u64 *)e = ((w + 1) << 32) | tag;
+	return (__u32)tag;
+}
+
+/* Whether timestamp ts (UNIX s, <= 2^34) is within the door's max_skew of the gate's wall clock. */
+static __always_inline int kg_spa_fresh(const struct kg_door *door, __u64 ts)
+{
+	__u64 wall = bpf_ktime_get_boot_ns() + (__u64)kg_globals.wall_offset_ns;
+	__u64 tsn = ts * 1000000000ULL;
+	__u64 dist = tsn > wall ? tsn - wall : wall - tsn;
+
+	return dist <= door->max_skew_ns;
+}
+
+/*
+ * An SPA datagram: magic and door id, timestamp within max_skew of the wall clock, the tag of
+ * its window (a compare against a cached value: junk stops here), MAC (SipHash-2-4 over source
+ * address || bytes 0..31), nonce never seen. Returns 1 on a grant.
  */
 static __always_inline int kg_spa(struct xdp_md *xdp, struct kg_stats *st, const struct kg_knock *k, __u32 slot,
 				  const struct kg_door *door, __u64 now)
 {
-	__u64 msg[KG_SPA_MSG_LEN / 8];
-	__u64 key[2], mac, ts, wall, tsn, dist;
-	__u8 *b = (__u8 *)&msg[2]; /* the datagram's bytes 0..31 follow the address */
-	__u64 tail;
+	/* source address || the whole datagram: the MAC's 48-byte message, then the MAC */
+	__u64 msg[KG_SPA_MSG_LEN / 8 + 1];
+	__u64 key[2], mac, ts;
+	__u8 *b = (__u8 *)&msg[2]; /* the datagram's bytes 0..39 follow the address */
 	struct kg_nonce nonce;
+	int fresh = 0;
 
 	if (k->pkt.payload_len != KG_SPA_LEN)
 		return kg_reject(st, k, slot, KG_REJECT_MALFORMED, now);
 	__builtin_memcpy(msg, k->pkt.src32, 16);
-	if (bpf_xdp_load_bytes(xdp, k->pkt.payload_off, b, 32) ||
-	    bpf_xdp_load_bytes(xdp, k->pkt.payload_off + 32, &tail, 8))
+	if (bpf_xdp_load_bytes(xdp, k->pkt.payload_off, b, KG_SPA_LEN))
 		return kg_reject(st, k, slot, KG_REJECT_MALFORMED, now);
 	if (kg_be32_at(b) != KG_SPA_MAGIC || kg_be32_at(b + 4) != door->door_id)
 		return kg_reject(st, k, slot, KG_REJECT_MALFORMED, now);
-	__builtin_memcpy(key, door->key, sizeof(key));
-	mac = kg_siphash48(key, msg);
-	if (mac != tail) /* both little-endian: the reference's byte order */
-		return kg_reject(st, k, slot, KG_REJECT_BAD_MAC, now);
 	ts = ((__u64)kg_be32_at(b + 8) << 32) | kg_be32_at(b + 12);
-	wall = bpf_ktime_get_boot_ns() + (__u64)kg_globals.wall_offset_ns;
 	if (ts > (1ULL << 34)) /* year 2514: garbage (and ts * 1e9 must not overflow) */
 		return kg_reject(st, k, slot, KG_REJECT_STALE, now);
-	tsn = ts * 1000000000ULL;
-	dist = tsn > wall ? tsn - wall : wall - tsn;
-	if (dist > door->max_skew_ns)
+	__builtin_memcpy(key, door->key, sizeof(key));
+#ifndef KG_NO_SPA_TAG
+	/*
+	 * The nonce field's first 4 bytes are the tag of the timestamp's window (little-endian, as
+	 * SipHash writes it). A window whose tag is cached costs a compare and no clock: junk with
+	 * a current timestamp stops here. Any other window is checked for freshness first, so that
+	 * only windows within max_skew are ever computed (at most once each).
+	 */
+	__u64 w = ts / KG_SPA_TAG_WINDOW_S;
+	__u64 *e = kg_spa_tag_entry(k, slot, w);
+	__s64 tag = kg_spa_tag_cached(e, w);
+
+	if (tag < 0) {
+		if (!kg_spa_fresh(door, ts))
+			return kg_reject(st, k, slot, KG_REJECT_STALE, now);
+		fresh = 1;
+		tag = kg_spa_tag_compute(e, door, key, w);
+	}
+	if (*(__u32 *)(b + 16) != (__u32)tag)
+		return kg_reject(st, k, slot, KG_REJECT_BAD_MAC, now);
+#endif
+	if (!fresh && !kg_spa_fresh(door, ts))
 		return kg_reject(st, k, slot, KG_REJECT_STALE, now);
+	mac = kg_siphash(key, msg, KG_SPA_MSG_LEN);
+	if (mac != msg[KG_SPA_MSG_LEN / 8]) /* both little-endian: the reference's byte order */
+		return kg_reject(st, k, slot, KG_REJECT_BAD_MAC, now);
+	now = bpf_ktime_get_ns();
 	__builtin_memcpy(&nonce, b + 16, sizeof(nonce));
 	/* A lookup first: an LRU update takes a free node before it finds the key exists. */
 	if (bpf_map_lookup_elem(&kg_nonces, &nonce) ||
 	    bpf_map_update_elem(&kg_nonces, &nonce, &now, BPF_NOEXIST))
 		return kg_reject(st, k, slot, KG_REJECT_REPLAY, now);
+	if (door->flags & KG_DOOR_CLAIM)
+		return kg_spa_fleet_grant(st, k, slot, door, now, &nonce);
 	return kg_single_grant(st, k, slot, door, now);
 }
 
@@ -646,7 +880,7 @@ static __always_inline int kg_signed(struct xdp_md *xdp, struct kg_stats *st, co
 		return 0;
 	}
 	__builtin_memset(&e->ev, 0, sizeof(e->ev));
-	e->ev.ts_ns = now;
+	e->ev.ts_ns = now ? now : bpf_ktime_get_ns();
 	__builtin_memcpy(e->ev.addr, k->pkt.src32, sizeof(e->ev.addr));
 	e->ev.port = k->pkt.dport;
 	e->ev.proto = k->pkt.proto;
@@ -680,7 +914,7 @@ static __always_inline int kg_payload(struct xdp_md *xdp, struct kg_stats *st, c
 		diff |= (i < n) ? (__u32)(buf[i] ^ door->payload[i]) : 0;
 	if (diff)
 		return kg_reject(st, k, slot, KG_REJECT_PAYLOAD, now);
-	return kg_single_grant(st, k, slot, door, now);
+	return kg_single_grant(st, k, slot, door, now ? now : bpf_ktime_get_ns());
 }
 
 /*
@@ -704,7 +938,7 @@ __noinline int kg_single(struct xdp_md *xdp, struct kg_stats *st, const struct k
 		return 0;
 	if (k->pkt.proto == KG_PROTO_UDP && door->port != k->pkt.dport)
 		return 0;
-	now = bpf_ktime_get_ns();
+	now = 0; /* read where needed: a refusal without an event reads no clock */
 	if ((door->flags & KG_DOOR_ALLOW_LIST) && !kg_allowed(k, d))
 		return kg_reject(st, k, d, KG_REJECT_NOT_ALLOWED, now);
 	if (door->type == KG_TYPE_SPA)
@@ -1111,11 +1345,14 @@ __noinline int kg_admit(struct kg_stats *st, struct kg_knock *k, struct kg_grant
 		nf.last_ns = k->now;
 		nf.idle_ns = door->flow_idle_ns;
 		nf.slot = chosen;
+		/* Marked before and after, as for grants: a flow may outlive its source's grant entry. */
+		kg_gf_mark(&k->pkt);
 		if (bpf_map_update_elem(&kg_flows, &fk, &nf, BPF_ANY)) {
 			/* Let the packet in, but keep a flow-only grant for a retry. */
 			st->c[KG_C_MAP_FULL]++;
 			return KG_V_PASS_GRANTED;
 		}
+		kg_gf_mark(&k->pkt);
 	}
 	st->c[KG_C_FLOW_NEW]++;
 	if ((flow_only >> chosen) & 1) {
@@ -1134,6 +1371,11 @@ static __always_inline __u32 kg_established(struct kg_stats *st, struct kg_knock
 	struct kg_flow_key fk = {};
 	struct kg_flow *f;
 
+	if (!kg_gf_may_hold(pkt)) {
+		/* No flow can exist: no hash lookup (a spoofed ACK flood stops here). */
+		kg_deny(st, pkt, protect, KG_DENY_NO_FLOW);
+		return KG_V_DROP_NO_FLOW;
+	}
 	kg_flow_key_of(pkt, &fk);
 	f = bpf_map_lookup_elem(&kg_flows, &fk); /* lookup 2 */
 	if (!f) {
@@ -1173,6 +1415,10 @@ static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, s
 	int r;
 
 	r = kg_parse(xdp, pkt, framing);
+#if defined(KG_BENCH_STEP) && KG_BENCH_STEP == 2
+	/* bench/steps.ts: the cost of parsing (and of the stats counter), and nothing else */
+	return r == KG_PARSE_OK ? KG_V_PASS_UNRELATED : KG_V_DROP_MALFORMED;
+#endif
 	if (r == KG_PARSE_NON_IP)
 		return KG_V_PASS_NON_IP;
 	if (r != KG_PARSE_OK)
@@ -1200,14 +1446,19 @@ static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, s
 	protect = pi->protect_doors;
 	knock = pi->knock_doors;
 	single = pi->single_doors;
+#if defined(KG_BENCH_STEP) && KG_BENCH_STEP == 3
+	/* bench/steps.ts: parsing and the kg_ports lookup */
+	return protect | knock | single ? KG_V_DROP_KNOCK : KG_V_PASS_UNRELATED;
+#endif
 
 	if (protect) {
 		struct kg_grant *g;
 
 		if (pkt->proto == KG_PROTO_TCP && (pkt->tcp_flags & (KG_TCP_SYN | KG_TCP_ACK)) != KG_TCP_SYN)
 			return kg_established(st, k, protect);
-		/* A SYN (a new connection) or a UDP datagram: the source needs a grant entry. */
-		g = bpf_map_lookup_elem(&kg_grants, &pkt->src); /* lookup 2 */
+		/* A SYN (a new connection) or a UDP datagram: the source needs a grant entry. The
+		 * grant filter answers for most sources without one (a spoofed flood) from one word. */
+		g = kg_gf_may_hold(pkt) ? bpf_map_lookup_elem(&kg_grants, &pkt->src) : NULL; /* lookup 2 */
 		if (!g) {
 			kg_deny(st, pkt, protect, KG_DENY_NO_GRANT);
 			return KG_V_DROP_NO_GRANT;
@@ -1263,16 +1514,46 @@ static __always_inline __u32 kg_judge(struct xdp_md *xdp, struct kg_stats *st, s
 	return verdict;
 }
 
+/* libxdp's run config (xdp-tools' XDP_RUN_CONFIG of <xdp/xdp_helpers.h>, spelled out so the
+ * build needs no libxdp headers): a BTF-described struct named "_" + the program's name in the
+ * ".xdp_run_config" section, which libxdp reads from the object (or from the loaded program's
+ * BTF). In a dispatcher, programs run by ascending priority; knockgate runs early by default (10,
+ * like xdp-filter; the config's xdp_priority overrides it) and the chain goes on only when it
+ * passes a packet: later programs see what it passes and never what it drops. libbpf skips the
+ * section when it loads the program. */
+struct {
+	__uint(priority, 10);
+	__uint(XDP_PASS, 1);
+} _knockgate_xdp SEC(".xdp_run_config");
+
+/* The same for the entry point of devices without a link-layer header. */
+struct {
+	__uint(priority, 10);
+	__uint(XDP_PASS, 1);
+} _knockgate_xdp_l3 SEC(".xdp_run_config");
+
 /* Both entry points: parse by the framing (a constant), judge, count the verdict. */
 static __always_inline int kg_xdp(struct xdp_md *xdp, const int framing)
 {
-	struct kg_knock k = {};
+	struct kg_knock k; /* k.pkt is zeroed by kg_parse, the rest here: not the whole struct twice */
 	struct kg_stats *st;
 	__u32 zero = 0, verdict;
+
+	k.now = 0;
+	k.fk_hash = 0;
+	k.gen = 0;
+	k.hint_idx = 0;
+	k.port_doors = 0;
+	k.fk_block = 0;
 
 	st = bpf_map_lookup_elem(&kg_stats, &zero);
 	if (!st) /* cannot happen: a one-entry per-CPU array */
 		return XDP_ABORTED;
+#if defined(KG_BENCH_STEP) && KG_BENCH_STEP == 1
+	/* bench/steps.ts: the kg_stats lookup and one counter, no parsing */
+	st->c[KG_V_PASS_UNRELATED]++;
+	return XDP_PASS;
+#endif
 
 	verdict = kg_judge(xdp, st, &k, framing);
 

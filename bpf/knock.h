@@ -44,10 +44,18 @@
 #define KG_SPA_LEN 40       /* SPA datagram (docs/KNOCKS.md) */
 #define KG_SPA_MSG_LEN 48   /* SipHash input: source address + datagram bytes 0..31 */
 #define KG_SIGNED_LEN 112   /* signed datagram (docs/KNOCKS.md) */
-#define KG_SPA_MAGIC 0x4b475331U    /* "KGS1", big-endian */
+#define KG_SPA_MAGIC 0x4b475332U    /* "KGS2", big-endian */
 #define KG_SIGNED_MAGIC 0x4b474531U /* "KGE1", big-endian */
 #define KG_DEFAULT_NONCES 65536
 #define KG_SPENT_ENTRIES 1024
+/* The grant filter (kg_gfilter, DESIGN.md "Grant filter"): two copies of GF_WORDS(sources) u64 words after a header. */
+#define KG_GF_HDR_WORDS 8           /* header words before the first copy */
+#define KG_GF_BITS_PER_SOURCE 16    /* filter bits per limits.sources entry (rounded up to a power of two) */
+#define KG_GF_ON (1ULL << 1)        /* header word 0: the filter may be trusted */
+#define KG_GF_CUR 1ULL              /* header word 0: the copy readers test */
+/* SPA tags (docs/KNOCKS.md): the keyed 32-bit tag of a timestamp window, cached per door */
+#define KG_SPA_TAG_WINDOW_S 64      /* seconds per tag window */
+#define KG_SPA_TAG_SLOTS 32         /* cached windows per (gen, door): covers 2 x max_skew (<= 600 s) */
 
 /* ---- map names (<= 15 characters; user space finds maps by these) ------- */
 #define KG_MAP_PORTS "kg_ports"
@@ -63,6 +71,8 @@
 #define KG_MAP_NONCES "kg_nonces"
 #define KG_MAP_SPENT "kg_spent"
 #define KG_MAP_STATS "kg_stats"
+#define KG_MAP_GFILTER "kg_gfilter"
+#define KG_MAP_SPATAGS "kg_spatags"
 #define KG_MAP_GLOBALS ".bss" /* struct kg_globals, mmapped by user space */
 #define KG_PROG_NAME "knockgate_xdp"       /* frames that start with an Ethernet header */
 #define KG_PROG_NAME_L3 "knockgate_xdp_l3" /* frames that start with the IP header (TUN, WireGuard...) */
@@ -109,6 +119,10 @@ struct kg_port_range {
 #define KG_DOOR_ACTIVE (1U << 0)     /* slot holds a door */
 #define KG_DOOR_ALLOW_LIST (1U << 1) /* first knock must match kg_allow */
 #define KG_DOOR_FLOW_ONLY (1U << 2)  /* scope flow-only: a grant lets exactly one new flow in */
+#define KG_DOOR_CLAIM (1U << 3)      /* fleet mode. ROTATING: a completed sequence goes to the daemon
+                                      * (KG_EV_CLAIM) to be claimed fleet-wide, instead of a grant.
+                                      * SPA: the grant's event carries the nonce (kg_nonce_event), which
+                                      * the daemon copies into every host's kg_nonces */
 
 /*
  * kg_doors[gen * KG_MAX_DOORS + slot]
@@ -239,6 +253,24 @@ struct kg_grant {
 };
 
 /*
+ * kg_gfilter: mmapable ARRAY of __u64, KG_GF_HDR_WORDS + 2 * n words (n a power of two). A
+ * Bloom filter of the sources that may hold a kg_grants or kg_flows entry, so that a source
+ * holding nothing is dropped without a hash lookup. Word 0: KG_GF_ON | cur; word 1: n - 1.
+ * Copy c is words [KG_GF_HDR_WORDS + c * n, KG_GF_HDR_WORDS + (c + 1) * n); a source sets two
+ * bits of one word (its keyed hash picks them) in BOTH copies, with an atomic OR, before its
+ * entry is inserted and again after; readers test copy cur. User space rebuilds the other
+ * copy from the maps and flips cur (DESIGN.md "Grant filter": why no bit of a live entry is
+ * ever missing). A false positive costs the hash lookup; nothing is ever opened by it.
+ */
+
+/*
+ * kg_spatags: ARRAY of __u64, KG_DOOR_SLOTS * KG_SPA_TAG_SLOTS. Entry (gen * 16 + slot) *
+ * KG_SPA_TAG_SLOTS + (w % KG_SPA_TAG_SLOTS): ((w + 1) << 32) | tag(w), the SPA tag of timestamp
+ * window w (docs/KNOCKS.md), computed by XDP on the first datagram of a window and kept.
+ * User space zeroes a slot's rows when it writes the slot (a new key).
+ */
+
+/*
  * kg_flows: LRU hash. A connection (TCP) or datagram flow (UDP) opened to a
  * protected port under a live grant: created by XDP on the SYN (or the first
  * datagram), refreshed in place, deleted by user space (revoke, sweep).
@@ -274,6 +306,8 @@ enum kg_event_type {
 	KG_EV_CONSUMED = 6, /* a flow-only grant let its one connection in (and is used up) */
 	KG_EV_REJECT = 7,   /* a single-packet knock or a rotating sequence refused (reason: kg_reject_reason) */
 	KG_EV_SIGNED = 8,   /* a signed knock for the daemon to verify: struct kg_signed_event */
+	KG_EV_CLAIM = 9,    /* a rotating sequence complete (KG_DOOR_CLAIM): the daemon claims the
+			     * window fleet-wide and grants; expires_ns holds the window number */
 };
 
 enum kg_reject_reason {
@@ -333,6 +367,12 @@ struct kg_event {
 	__u8 reason;      /* RESET: kg_reset_reason; DENY: kg_deny_reason */
 	__u8 pad[3];
 	__u32 ifindex;    /* interface the packet came in on */
+};
+
+/* A KG_EV_GRANT record of an SPA door with KG_DOOR_CLAIM: the event and the knock's nonce. */
+struct kg_nonce_event {
+	struct kg_event ev;
+	struct kg_nonce nonce;
 };
 
 /* A KG_EV_SIGNED record: the event (door = slot, port, source) and the datagram. */
@@ -436,6 +476,7 @@ _Static_assert(sizeof(struct kg_flow) == 32, "kg_flow layout");
 _Static_assert(sizeof(struct kg_event) == 48, "kg_event layout");
 _Static_assert(sizeof(struct kg_signed_event) == 48 + KG_SIGNED_LEN, "kg_signed_event layout");
 _Static_assert(sizeof(struct kg_nonce) == 16, "kg_nonce layout");
+_Static_assert(sizeof(struct kg_nonce_event) == 48 + 16, "kg_nonce_event layout");
 _Static_assert(sizeof(struct kg_spent_key) == 16, "kg_spent_key layout");
 _Static_assert(2 * KG_ROT_STEPS <= KG_MAX_STEPS, "two rotating sequences fit in steps[]");
 _Static_assert(sizeof(struct kg_stats) == 8 * KG_STAT_MAX, "kg_stats layout");

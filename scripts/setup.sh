@@ -14,14 +14,17 @@ need_root() {
 }
 
 # build and run: clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux;
+# sharing interfaces with other XDP programs: libxdp1 (the dispatcher), libxdp-dev, xdp-tools
+# (xdp-loader status; the tests run xdp-filter beside the gate);
 # benchmarks (baselines measured in the same run): nftables knockd ethtool;
 # tests: systemd (systemd-analyze verify of the unit), vagrant (vagrant validate), zsh (completion),
 #   fwknop-client (the real fwknop client, and its libfko3 as the parser oracle, for fwknop doors);
+# fleet mode (tests start their own members, with certificates made by openssl): etcd-server etcd-client openssl;
 # the Debian package (npm run package, test/ops/package.test.ts): dpkg-dev (dpkg-shlibdeps), lintian,
 # libxdp1 (a Depends of the package), man-db (its man pages rendered); dashboards and alerts
 # (test/ops/prometheus.test.ts): prometheus (the server and promtool)
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux nftables knockd ethtool systemd vagrant zsh fwknop-client nodejs npm
-  dpkg-dev lintian libxdp1 man-db prometheus)
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool libelf-dev make gcc iproute2 util-linux libxdp1 libxdp-dev xdp-tools nftables knockd ethtool systemd vagrant zsh fwknop-client etcd-server etcd-client openssl nodejs npm
+  dpkg-dev lintian man-db prometheus)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -47,6 +50,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
       invoke-rc.d prometheus stop >/dev/null 2>&1 || true
       update-rc.d prometheus disable >/dev/null 2>&1 || true
     fi
+  fi
+fi
+
+# etcd-server enables and starts a packaged member on :2379 with /var/lib/etcd. The tests and the
+# demo start their own members on free ports; a fleet's real cluster is configured by its operator
+# (README, "Fleet mode"). So: stop and disable the packaged one, once, right after installing it.
+if printf '%s\n' "${missing[@]+"${missing[@]}"}" | grep -qx etcd-server; then
+  if [ -d /run/systemd/system ]; then
+    # systemd is PID 1
+    systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/etcd ]; then
+    # no systemd (a container, sysvinit): the package's init script, if anything started it
+    /etc/init.d/etcd stop >/dev/null 2>&1 || true
+    command -v update-rc.d >/dev/null 2>&1 && update-rc.d etcd disable >/dev/null 2>&1 || true
   fi
 fi
 

@@ -24,7 +24,8 @@ export type ControlRequest =
   | { op: 'recent'; limit?: number }
   | { op: 'detached' }
   | { op: 'detach' }
-  | { op: 'interfaces' };
+  | { op: 'interfaces' }
+  | { op: 'fleet' };
 
 export interface ControlHandlers {
   notify(change: string, detail: Record<string, unknown>): void;
@@ -36,6 +37,8 @@ export interface ControlHandlers {
   detach?(): void;
   /** each configured interface or pattern and its state */
   interfaces?(): unknown[];
+  /** fleet mode: the fleet's state and each grant's origin (null: not in fleet mode) */
+  fleet?(): Promise<unknown>;
 }
 
 export class ControlServer {
@@ -120,6 +123,16 @@ function serve(sock: Socket, h: ControlHandlers): void {
         break;
       case 'recent':
         sock.end(JSON.stringify({ ok: true, events: h.recent(Math.max(1, Math.min(req.limit ?? 100, 10_000))) }) + '\n');
+        break;
+      case 'fleet':
+        if (!h.fleet) {
+          sock.end(JSON.stringify({ ok: true, fleet: null }) + '\n');
+          break;
+        }
+        h.fleet().then(
+          (fleet) => sock.end(JSON.stringify({ ok: true, fleet }) + '\n'),
+          (err: unknown) => sock.end(JSON.stringify({ ok: false, error: String((err as Error).message) }) + '\n'),
+        );
         break;
       case 'subscribe':
         sock.write(JSON.stringify({ ok: true }) + '\n');

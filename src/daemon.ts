@@ -18,10 +18,11 @@ import { Gate, monoNowNs } from './kernel/gate.js';
 import { DaemonLock, withGateLock } from './kernel/lock.js';
 import { checkPinsOutlive } from './kernel/pinfs.js';
 import { InterfaceSupervisor } from './interfaces.js';
-import { DOOR_TYPE, EVENT, MAP, decodeEvent, decodeGrant, decodeSignedEvent, type KEvent } from './kernel/layout.js';
+import { DOOR_TYPE, EVENT, MAP, decodeEvent, decodeGrant, decodeSignedEvent, nonceOfGrantEvent, type KEvent } from './kernel/layout.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics, type ListenAddress } from './metrics.js';
 import { parseAddress } from './net/addr.js';
+import type { FleetDoor, FleetLink } from './fleet/link.js';
 import { version } from './version.js';
 
 export interface DaemonOptions {
@@ -34,6 +35,8 @@ export interface DaemonOptions {
   metrics?: ListenAddress;
   /** test hook: receives every event after it is logged */
   onEvent?: (e: GateEvent) => void;
+  /** tests and bench: fleet engine timings */
+  fleetTuning?: { heartbeatMs?: number; requestTimeoutMs?: number; unreachableAfterMs?: number; watchQuietMs?: number };
 }
 
 const SWEEP_INTERVAL_MS = 5_000;
@@ -96,6 +99,8 @@ export class Daemon {
   /** one daemon per gate: held from before the gate opens until the process ends */
   private lock: DaemonLock | null = null;
   private ifaces: InterfaceSupervisor | null = null;
+  /** fleet mode (src/fleet/link.ts): null without a fleet section */
+  private fleet: FleetLink | null = null;
 
   private constructor(
     private config: GateConfig,
@@ -156,7 +161,7 @@ export class Daemon {
       ...(this.opts.objectPath !== undefined ? { objectPath: this.opts.objectPath } : {}),
     });
     this.gate = gate;
-    await withGateLock(c.pinPath, () => gate.applyDoors(c.doors, { secrets: this.secrets.keys }));
+    await withGateLock(c.pinPath, () => gate.applyDoors(c.doors, { secrets: this.secrets.keys, fleet: !!c.fleet }));
     this.refreshDoorNames();
     this.scheduleRotation();
     gate.setBruteForce(c.bruteForce);
@@ -191,10 +196,25 @@ export class Daemon {
       await this.metrics.listen(this.opts.metrics);
       this.log.info({ metrics: `http://${this.opts.metrics.host.includes(':') ? `[${this.opts.metrics.host}]` : this.opts.metrics.host}:${this.opts.metrics.port}/metrics` }, 'serving metrics');
     }
+    if (c.fleet) {
+      // Loaded only in fleet mode: the etcd client (gRPC, protobufjs) is heavy for every other command.
+      const { FleetLink } = await import('./fleet/link.js');
+      this.fleet = await FleetLink.open({
+        config: c,
+        fleet: c.fleet,
+        gate: () => this.gate,
+        doors: () => this.fleetDoors(),
+        log: this.log,
+        registry: this.metrics?.registry ?? null,
+        ...(this.opts.fleetTuning ? { engineTuning: this.opts.fleetTuning } : {}),
+      });
+    }
     this.control = await ControlServer.listen(c.pinPath, {
+      fleet: async () => (this.fleet ? { ...(await this.fleet.status()), origins: this.fleet.replicator.origins() } : null),
       notify: (change, detail) => {
         this.log.info({ change, ...detail }, 'gate changed from the CLI');
         this.refreshDoorNames();
+        if (this.fleet && detail['fleet'] === true) this.fleet.fromCli(change, detail);
         if (change === 'grant revoked' && typeof detail['source'] === 'string' && Array.isArray(detail['doors'])) {
           this.forgetExpiry(detail['source'], detail['doors'].map(String));
         }
@@ -220,11 +240,21 @@ export class Daemon {
         pin_path: c.pinPath,
         adopted: gate.adopted,
         keep: this.keep,
-        interfaces: this.ifaces.status().map((i) => ({ name: i.interface, entry: i.entry, state: i.state, xdp_mode: i.attached_mode ?? i.xdp_mode })),
+        interfaces: this.ifaces.status().map((i) => ({ name: i.interface, entry: i.entry, state: i.state, xdp_mode: i.attached_mode ?? i.xdp_mode, attach: gate.attachments().find((a) => a.ifname === i.interface)?.attach })),
         doors: c.doors.map((d) => d.name),
       },
       'knockgate running',
     );
+  }
+
+  /** The live doors by name, for fleet records (slots differ between hosts). */
+  private fleetDoors(): Map<string, FleetDoor> {
+    const out = new Map<string, FleetDoor>();
+    const byName = new Map(this.config.doors.map((d) => [d.name, d]));
+    for (const d of this.gate?.doors() ?? []) {
+      out.set(d.door.name, { slot: d.slot, openForMs: Number(d.door.openForNs / 1_000_000n), onPartition: byName.get(d.door.name)?.onPartition ?? 'local' });
+    }
+    return out;
   }
 
   /** Take a config's key material: spa keys and rotating secrets, signed doors' verifiers. */
@@ -271,7 +301,7 @@ export class Daemon {
         const now = Date.now();
         const wallMs = Math.max(now, boundary);
         const clock = { wallMs, monoNs: monoNowNs() + BigInt(wallMs - now) * 1_000_000n };
-        return gate.applyDoors(gate.doors().map((d) => doorConfigOf(d.door, d.allow)), { secrets: this.secrets.keys, clock });
+        return gate.applyDoors(gate.doors().map((d) => doorConfigOf(d.door, d.allow)), { secrets: this.secrets.keys, clock, fleet: !!this.config.fleet });
       });
       this.refreshDoorNames();
       this.log.debug({ doors: gate.doors().filter((d) => d.door.type === DOOR_TYPE.ROTATING).map((d) => d.door.name) }, 'rotating sequences moved to the next window');
@@ -281,8 +311,8 @@ export class Daemon {
     this.scheduleRotation(boundary);
   }
 
-  /** A signed knock the kernel passed up: verify it and grant, or log why not. */
-  private onSigned(rec: Buffer): void {
+  /** A signed knock the kernel passed up: verify it (and in fleet mode claim its nonce fleet-wide), then grant, or log why not. */
+  private async onSigned(rec: Buffer): Promise<void> {
     const gate = this.gate;
     if (!gate) return;
     const k = decodeSignedEvent(rec);
@@ -299,6 +329,15 @@ export class Daemon {
       this.publish({ ...base, event: 'reject', reason, ...(r.client !== undefined ? { client: r.client } : {}) });
       return;
     }
+    if (this.fleet) {
+      const skewMs = this.config.doors.find((d) => d.name === door)?.signed?.maxSkewMs ?? LIMITS.maxSkewMaxMs;
+      const claim = await this.fleet.claimNonce(door!, k.payload.subarray(16, 32), skewMs);
+      if (claim === 'lost' || claim === 'refused') {
+        this.publish({ ...base, event: 'reject', reason: claim === 'lost' ? 'replay' : 'fleet_unreachable', client: r.client });
+        return;
+      }
+      if (this.gate !== gate) return;
+    }
     const slotDoor = gate.doors().find((d) => d.slot === k.door && d.door.name === door);
     if (!slotDoor) return;
     let expires: bigint;
@@ -311,6 +350,44 @@ export class Daemon {
     const inMs = Number((expires - monoNowNs()) / 1_000_000n);
     const e: GateEvent = { ...base, event: 'grant', expires_in_ms: Math.max(0, inMs), client: r.client };
     this.publish(e);
+    this.fleet?.publishGrant(k.addr, door!, Date.now() + Math.max(0, inMs), 'signed');
+    this.watchExpiry(k.addr, k.door, e, Math.max(0, inMs));
+  }
+
+  /**
+   * Fleet mode: a rotating door's sequence completed here (the kernel marked the window spent
+   * locally and handed it up): claim the window fleet-wide, grant on a win.
+   */
+  private async onClaim(k: KEvent): Promise<void> {
+    const gate = this.gate;
+    const fleet = this.fleet;
+    if (!gate || !fleet) return;
+    const slotDoor = gate.doors().find((d) => d.slot === k.door);
+    // (described as a grant for its source, door and port; expires_ns holds the window here)
+    const { expires_in_ms: _window, ...base } = describeEvent({ ...k, type: EVENT.GRANT, expiresNs: 0n }, this.ctx);
+    if (!slotDoor) return;
+    const name = slotDoor.door.name;
+    const window = k.expiresNs;
+    const claim = await fleet.claimWindow(name, window, Number(slotDoor.door.windowNs / 1_000_000n));
+    if (claim === 'lost' || claim === 'refused') {
+      this.publish({ ...base, event: 'reject', reason: claim === 'lost' ? 'spent' : 'fleet_unreachable', step: k.step });
+      return;
+    }
+    if (this.gate !== gate) return;
+    const now = monoNowNs();
+    // The grant runs from the knock's completion, as the kernel's own grant would.
+    const forNs = k.tsNs + slotDoor.door.openForNs > now ? k.tsNs + slotDoor.door.openForNs - now : 0n;
+    let expires: bigint;
+    try {
+      expires = gate.grant(k.addr, k.door, forNs, now);
+    } catch (err) {
+      this.log.error({ err, door: name, source: base.source }, 'rotating window claimed, but the grant could not be written (kg_grants full? raise limits.sources)');
+      return;
+    }
+    const inMs = Number((expires - monoNowNs()) / 1_000_000n);
+    const e: GateEvent = { ...base, event: 'grant', expires_in_ms: Math.max(0, inMs) };
+    this.publish(e);
+    fleet.publishGrant(k.addr, name, Date.now() + Math.max(0, inMs), 'rotating');
     this.watchExpiry(k.addr, k.door, e, Math.max(0, inMs));
   }
 
@@ -375,13 +452,23 @@ export class Daemon {
     try {
       k = decodeEvent(rec);
       if (k.type === EVENT.SIGNED) {
-        this.onSigned(rec);
+        void this.onSigned(rec).catch((err: unknown) => this.log.error({ err }, 'signed knock: internal error'));
+        return;
+      }
+      if (k.type === EVENT.CLAIM) {
+        void this.onClaim(k).catch((err: unknown) => this.log.error({ err }, 'rotating claim: internal error'));
         return;
       }
       e = describeEvent(k, this.ctx);
     } catch (err) {
       this.log.warn({ err, bytes: rec.length }, 'undecodable kernel event');
       return;
+    }
+    // Fleet first: the other hosts wait for this record; the log line can wait a moment.
+    if (this.fleet) {
+      this.fleet.onKernelEvent(e, k.addr, k.tsNs);
+      const nonce = k.type === EVENT.GRANT ? nonceOfGrantEvent(rec) : null;
+      if (nonce !== null) this.fleet.publishSpaNonce(nonce, this.config.doors.find((d) => d.name === e.door)?.spa?.maxSkewMs ?? LIMITS.maxSkewMaxMs);
     }
     this.publish(e);
     if (k.type === EVENT.GRANT) this.watchExpiry(k.addr, k.door, e, Number(e.expires_in_ms ?? 0));
@@ -460,6 +547,8 @@ export class Daemon {
       ['limits.flows', cur.limits.flows, next.limits.flows],
       ['limits.event_ring', cur.limits.eventRingBytes, next.limits.eventRingBytes],
       ['limits.first_knock_filter', cur.limits.firstKnockFilterBytes, next.limits.firstKnockFilterBytes],
+      // the fleet connection (cluster, prefix, identity, credentials' files, cooldown sharing)
+      ['fleet', JSON.stringify(cur.fleet ?? null), JSON.stringify(next.fleet ?? null)],
     ];
     const changed = fixed.filter(([, a, b]) => a !== b);
     if (changed.length > 0) {
@@ -472,7 +561,7 @@ export class Daemon {
     for (const w of next.warnings) log.warn(issueRecord(w), 'config warning');
     const gate = this.gate!;
     try {
-      await withGateLock(gate.pinPath, () => gate.applyDoors(next.doors, { secrets: secrets.keys }));
+      await withGateLock(gate.pinPath, () => gate.applyDoors(next.doors, { secrets: secrets.keys, fleet: !!next.fleet }));
     } catch (err) {
       log.error({ err }, 'reload refused: the new doors could not be written; the running gate keeps its last good config');
       return false;
@@ -512,6 +601,9 @@ export class Daemon {
       this.metrics = null;
       this.ifaces?.close();
       this.ifaces = null;
+      const fleet = this.fleet;
+      this.fleet = null;
+      await fleet?.close().catch((err: unknown) => this.log.warn({ err }, 'fleet: close failed'));
       const gate = this.gate;
       this.gate = null;
       if (gate) {
@@ -544,6 +636,8 @@ export class Daemon {
     this.metrics?.close();
     this.ifaces?.close();
     this.ifaces = null;
+    void this.fleet?.close().catch(() => undefined);
+    this.fleet = null;
     const gate = this.gate;
     this.gate = null;
     if (gate) {

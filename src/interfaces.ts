@@ -203,14 +203,14 @@ export class InterfaceSupervisor {
   }
 
   private attachOrThrow(d: Device): void {
-    const a = this.gate.attachOne({ name: d.name, mode: d.entry.mode }, d.index);
+    const a = this.gate.attachOne({ name: d.name, mode: d.entry.mode, attach: d.entry.attach, priority: d.entry.priority }, d.index);
     this.markAttached(d, a.mode, false);
   }
 
   /** Try to attach; on failure the device stays waiting (retried by verify()). */
   private attach(d: Device, appeared: boolean): boolean {
     try {
-      const a = this.gate.attachOne({ name: d.name, mode: d.entry.mode }, d.index);
+      const a = this.gate.attachOne({ name: d.name, mode: d.entry.mode, attach: d.entry.attach, priority: d.entry.priority }, d.index);
       this.markAttached(d, a.mode, appeared);
       return true;
     } catch (err) {

@@ -20,7 +20,7 @@ export interface LogOptions {
  * Key material never reaches a log line, whatever object carries it: door keys and secrets,
  * payload prefixes (a payload door's secret), private keys, at any of the first three levels.
  */
-const SECRET_KEYS = ['secret', 'secrets', 'private_key', 'privateKey', 'mac_key', 'payload', 'secret_hex'];
+const SECRET_KEYS = ['secret', 'secrets', 'private_key', 'privateKey', 'mac_key', 'payload', 'secret_hex', 'password', 'tls'];
 /** `key` at the top of a record names a config key (`{ key: 'doors.ssh.sequence[2]' }`); below
  * it, it is a door's key (struct kg_door.key in a KDoor, say). */
 export const REDACT = [...SECRET_KEYS.flatMap((k) => [k, `*.${k}`, `*.*.${k}`]), '*.key', '*.*.key', '*.keys', '*.*.keys'];

@@ -7,9 +7,10 @@
  *   link.ts     XDP bpf_links, xdpQuery, ifIndex   ringbuf.ts RingBufferReader
  *   testrun.ts  BPF_PROG_TEST_RUN                  pin.ts     bpffs and pins
  *   sync.ts     waitForPrograms (synchronize_rcu)  info.ts    bpf_obj_get_info_by_fd
+ *   libxdp.ts   libxdp.so.1: the multi-program dispatcher (XdpProgram, multiprogState)
  */
 export { BpfError, check, checkErrno, checkPtr, errnoName, errnoNumber, isBpfError, type BpfErrorDetails } from './errors.js';
-export { closeFd, linkInfo, mapInfo, progInfo, type LinkInfo, type MapInfo, type ProgInfo } from './info.js';
+export { closeFd, linkInfo, mapInfo, progInfo, progMapIds, type LinkInfo, type MapInfo, type ProgInfo } from './info.js';
 export {
   BPF_ANY,
   BPF_EXIST,
@@ -29,3 +30,17 @@ export { ensureBpffs, isBpffs, makePinDir, removePinTree, unpin } from './pin.js
 export { RingBufferReader, type RingBufferOptions } from './ringbuf.js';
 export { waitForPrograms } from './sync.js';
 export { progTestRun, type TestRunOptions, type TestRunResult } from './testrun.js';
+export {
+  MAX_DISPATCHER_PROGRAMS,
+  XDP_MODE_NATIVE,
+  XDP_MODE_SKB,
+  XDP_MODE_UNSPEC,
+  XdpProgram,
+  detachPrograms,
+  libxdpUnavailable,
+  modeNumber,
+  multiprogState,
+  type DispatcherMode,
+  type MultiprogState,
+  type XdpProgramInfo,
+} from './libxdp.js';

@@ -78,3 +78,19 @@ export function linkInfo(fd: number, what = `fd ${fd}`): LinkInfo {
 export function closeFd(fd: number, what = `fd ${fd}`): void {
   checkErrno(libc().close(fd), `close(${what})`);
 }
+
+/** Offsets in struct bpf_prog_info (UAPI): nr_map_ids (u32) and map_ids (u64 user pointer). */
+const PROG_INFO_NR_MAP_IDS = 52;
+const PROG_INFO_MAP_IDS = 56;
+
+/** Ids of the maps a loaded program uses (at most `max`). */
+export function progMapIds(fd: number, max = 64): number[] {
+  const ids = new Uint32Array(max);
+  const buf = Buffer.alloc(bpf_prog_info.size);
+  buf.writeUInt32LE(max, PROG_INFO_NR_MAP_IDS);
+  buf.writeBigUInt64LE(BigInt(koffi.address(ids) as unknown as bigint), PROG_INFO_MAP_IDS);
+  infoLen[0] = bpf_prog_info.size;
+  check(libbpf().bpf_obj_get_info_by_fd(fd, buf, infoLen), `bpf_obj_get_info_by_fd(prog fd ${fd}, map ids)`);
+  const n = Math.min(buf.readUInt32LE(PROG_INFO_NR_MAP_IDS), max);
+  return [...ids.subarray(0, n)];
+}

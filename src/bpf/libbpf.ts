@@ -50,7 +50,7 @@ export const MapType = {
 } as const;
 
 /** enum bpf_prog_type */
-export const ProgType = { XDP: 6 } as const;
+export const ProgType = { XDP: 6, EXT: 28 } as const;
 
 /** enum bpf_attach_type */
 export const BPF_XDP = 37;
@@ -344,6 +344,15 @@ function declareLibbpf(lib: LibraryHandle) {
     bpf_program__name: f<(prog: Ptr) => string | null>('const char *bpf_program__name(const bpf_program *prog)'),
     bpf_program__set_type: f<(prog: Ptr, type: number) => number>(
       'int bpf_program__set_type(bpf_program *prog, int type)',
+    ),
+    bpf_program__set_expected_attach_type: f<(prog: Ptr, type: number) => number>(
+      'int bpf_program__set_expected_attach_type(bpf_program *prog, int type)',
+    ),
+    bpf_program__set_attach_target: f<(prog: Ptr, attachProgFd: number, funcName: string) => number>(
+      'int bpf_program__set_attach_target(bpf_program *prog, int attach_prog_fd, const char *attach_func_name)',
+    ),
+    bpf_program__set_autoload: f<(prog: Ptr, autoload: boolean) => number>(
+      'int bpf_program__set_autoload(bpf_program *prog, bool autoload)',
     ),
 
     // low-level syscall wrappers (bpf.h)

@@ -44,9 +44,16 @@ export function bindingLogger(): Logger | null {
  * makes libbpf talk (BpfObject.open, ...). */
 export function installLibbpfPrint(): void {
   if (installed) return;
-  const cb = koffi.register(onPrint, koffi.pointer(libbpf_print_fn));
-  libbpf().libbpf_set_print(cb);
-  installed = true; // cb is never unregistered: libbpf may call it at any time
+  libbpf().libbpf_set_print(printCallback());
+  installed = true; // the callback is never unregistered: libbpf may call it at any time
+}
+
+let callback: Ptr | null = null;
+
+/** The registered print callback (libxdp's libxdp_set_print takes the same signature). */
+export function printCallback(): Ptr {
+  callback ??= koffi.register(onPrint, koffi.pointer(libbpf_print_fn)) as unknown as Ptr;
+  return callback;
 }
 
 /**
@@ -88,7 +95,7 @@ function format(fmt: Ptr, ap: Ptr): string {
 function onPrint(level: number, fmt: Ptr, ap: Ptr): number {
   try {
     if (!wanted(level)) return 0;
-    const text = format(fmt, ap).replace(/\n+$/, '').replace(/^libbpf: /, '');
+    const text = format(fmt, ap).replace(/\n+$/, '').replace(/^lib(?:bpf|xdp): /, '');
     if (level !== LIBBPF_DEBUG) for (const lines of captures) lines.push(...text.split('\n'));
     if (logger === null) {
       if (level !== LIBBPF_DEBUG) process.stderr.write(`libbpf: ${text}\n`);

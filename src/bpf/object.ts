@@ -8,7 +8,7 @@
  * carrying libbpf's log of the attempt (the verifier log for a rejected program).
  */
 import { BpfError, check, checkPtr } from './errors.js';
-import { libbpf, type Libbpf, type Ptr } from './libbpf.js';
+import { ProgType, libbpf, type Libbpf, type Ptr } from './libbpf.js';
 import { captureLibbpfLog, installLibbpfPrint } from './log.js';
 import { BpfMap, INVALIDATE } from './map.js';
 
@@ -77,6 +77,35 @@ export class BpfObject {
     check(this.L.bpf_map__reuse_fd(this.findMap(mapName), fd), `bpf_map__reuse_fd(${mapName})`);
   }
 
+  /**
+   * Load program `name` as an freplace extension (BPF_PROG_TYPE_EXT) of function `targetFunc`
+   * of the loaded program `targetFd`, instead of as the type its section names; the object's
+   * other programs are not loaded. An extension runs in the place of a global function of
+   * another program (libxdp's dispatcher slots) and can be linked to any target whose function
+   * has the same prototype (kernel >= 5.10).
+   */
+  loadAsExtension(name: string, targetFd: number, targetFunc: string): void {
+    this.beforeLoad('loadAsExtension');
+    const L = this.L;
+    for (let p = L.bpf_object__next_program(this.handle(), null); p !== null; p = L.bpf_object__next_program(this.handle(), p)) {
+      const pname = L.bpf_program__name(p) ?? '?';
+      if (pname !== name) {
+        check(L.bpf_program__set_autoload(p, false), `bpf_program__set_autoload(${pname}, false)`);
+        continue;
+      }
+      check(L.bpf_program__set_type(p, ProgType.EXT), `bpf_program__set_type(${name}, EXT)`);
+      check(L.bpf_program__set_expected_attach_type(p, 0), `bpf_program__set_expected_attach_type(${name}, 0)`);
+      check(L.bpf_program__set_attach_target(p, targetFd, targetFunc), `bpf_program__set_attach_target(${name}, ${targetFunc})`);
+    }
+    this.findProgram(name);
+    this.load();
+  }
+
+  /** The libbpf `struct bpf_object *` (for libxdp, which takes the object itself). */
+  get pointer(): Ptr {
+    return this.handle();
+  }
+
   /** Create the maps and load the programs into the kernel. On failure the object is closed. */
   load(): void {
     this.beforeLoad('load');
@@ -133,6 +162,12 @@ export class BpfObject {
   private handle(): Ptr {
     if (this.ptr === null) throw new Error(`BPF object ${this.path} is closed`);
     return this.ptr;
+  }
+
+  private findProgram(name: string): Ptr {
+    return checkPtr(this.L.bpf_object__find_program_by_name(this.handle(), name), `bpf_object__find_program_by_name(${name})`, {
+      hint: `${this.path} has no program named ${name} (it has: ${this.programNames().join(', ')})`,
+    });
   }
 
   private findMap(name: string): Ptr {

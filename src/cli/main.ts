@@ -18,6 +18,7 @@ import { demoCommand } from './commands/demo.js';
 import { detachCommand } from './commands/detach.js';
 import { doorCommand } from './commands/door.js';
 import { eventsCommand } from './commands/events.js';
+import { fleetCommand } from './commands/fleet.js';
 import { grantCommand, grantsCommand, revokeCommand } from './commands/grants.js';
 import { runCommand } from './commands/run.js';
 import { statusCommand } from './commands/status.js';
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
     .addCommand(grantCommand())
     .addCommand(revokeCommand())
     .addCommand(eventsCommand())
+    .addCommand(fleetCommand())
     .addCommand(detachCommand())
     .addCommand(knockCommand())
     .addCommand(keygenCommand())

@@ -13,6 +13,12 @@ export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' |
 export type Scope = 'source' | 'flow-only';
 
 export const XDP_MODES: readonly XdpMode[] = ['native', 'generic', 'auto'];
+
+/** How the gate holds an interface: a program in libxdp's multi-program dispatcher (shared
+ * with other XDP programs, xdp-tools' convention), or the interface's one XDP slot through a
+ * direct bpf_link. */
+export type AttachMethod = 'dispatcher' | 'link';
+export const ATTACH_METHODS: readonly AttachMethod[] = ['dispatcher', 'link'];
 export const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 export const SCOPES: readonly Scope[] = ['source', 'flow-only'];
 
@@ -96,12 +102,43 @@ export interface DoorConfig {
   /** a flow opened under this door's grant ends after this long without a packet */
   flowIdleMs: number;
   scope: Scope;
+  /**
+   * Fleet mode, one-time doors (rotating, signed): with etcd unreachable, `local` keeps
+   * granting from this host's own state (a knock could be used once per partitioned host);
+   * `closed` refuses until a fleet-wide claim can be made again.
+   */
+  onPartition?: OnPartition;
+}
+
+export type OnPartition = 'local' | 'closed';
+export const ON_PARTITION: readonly OnPartition[] = ['local', 'closed'];
+/** shared: a cooldown started on one host holds on every host; local: each host its own. */
+export type CooldownSharing = 'shared' | 'local';
+export const COOLDOWN_SHARING: readonly CooldownSharing[] = ['shared', 'local'];
+
+/** The optional `fleet:` section: grants and one-time knocks shared through etcd (docs/FLEET.md). */
+export interface FleetConfig {
+  /** etcd client URLs, e.g. https://198.18.0.1:2379 (a bare host:port means http://) */
+  endpoints: string[];
+  /** every key of this fleet lives under it; ends with "/" */
+  prefix: string;
+  /** this host's name in the fleet (default: the hostname) */
+  hostId: string;
+  /** TLS: files relative to the config file's directory; key_file must be private (0600) */
+  tls: { caFile: string | null; certFile: string | null; keyFile: string | null } | null;
+  /** etcd authentication; the password file must be private (0600) */
+  auth: { username: string; passwordFile: string } | null;
+  cooldowns: CooldownSharing;
 }
 
 export interface InterfaceConfig {
   /** an interface name, or a glob pattern (`eth*`) standing for every interface it matches */
   name: string;
   mode: XdpMode;
+  /** attach (default dispatcher) */
+  attach: AttachMethod;
+  /** xdp_priority: the run priority in the dispatcher (lower runs first) */
+  priority: number;
   /** true when `name` is a pattern (src/config/ifpattern.ts) */
   pattern?: boolean;
 }
@@ -118,6 +155,8 @@ export interface GateConfig {
   bruteForce: { maxFailures: number; failureWindowMs: number; cooldownMs: number };
   /** In file order. */
   doors: DoorConfig[];
+  /** null: this host is an island (no fleet section) */
+  fleet?: FleetConfig | null;
   /** Questionable but valid things, with their positions. */
   warnings: ConfigIssue[];
 }
@@ -132,6 +171,7 @@ export const LIMITS = {
   /** kg_allow holds 4096 keys (docs/DESIGN.md) and both generations live in it at once. */
   maxAllowTotal: 2048,
   maxInterfaceNameLength: 15, // IFNAMSIZ - 1
+  xdpPriorityMax: 0xffff_ffff, // libxdp's run_prio is an unsigned int
   sourcesMin: 64,
   sourcesMax: 16_777_216,
   flowsMin: 64,
@@ -160,6 +200,9 @@ export const LIMITS = {
 /** The embedded defaults: what a key means when it is absent. */
 export const DEFAULTS = {
   xdpMode: 'auto' as XdpMode,
+  attach: 'dispatcher' as AttachMethod,
+  /** ahead of xdp-tools' default (50), level with xdp-filter (10): see docs/DESIGN.md "Sharing the interface" */
+  xdpPriority: 10,
   pinPath: '/sys/fs/bpf/knockgate',
   keep: false,
   log: { level: 'info' as LogLevel, denialsPerSecond: 20, knockEventsPerSecond: 100 },
@@ -174,6 +217,9 @@ export const DEFAULTS = {
   rotatingLength: 4,
   windowMs: 30_000,
   maxSkewMs: 30_000,
+  onPartition: 'local' as OnPartition,
+  /** local: a spoofed source's lockout stays on the host it was spoofed at (docs/FLEET.md) */
+  cooldowns: 'local' as CooldownSharing,
 } as const;
 
 /** Door names: 1..31 characters [A-Za-z0-9_-], starting with a letter or digit. */

@@ -14,6 +14,8 @@ import {
   LOG_LEVELS,
   SCOPES,
   XDP_MODES,
+  ATTACH_METHODS,
+  type AttachMethod,
   type DoorConfig,
   type DoorType,
   DOOR_TYPES,
@@ -23,10 +25,13 @@ import {
   type PortRange,
   type Scope,
   type Step,
+  type OnPartition,
+  ON_PARTITION,
   type XdpMode,
 } from './model.js';
 import { formatRange, formatStep, parsePortRange, parseStep, rangeHolds } from './ports.js';
 import { formatSize, parseSize } from './size.js';
+import { checkFleet } from './fleet.js';
 
 export type PathSeg = string | number;
 
@@ -41,7 +46,7 @@ export function formatPath(path: readonly PathSeg[]): string {
   return out;
 }
 
-export const ROOT_KEYS = ['interfaces', 'xdp_mode', 'pin_path', 'keep', 'log', 'limits', 'brute_force', 'defaults', 'doors'] as const;
+export const ROOT_KEYS = ['interfaces', 'xdp_mode', 'attach', 'xdp_priority', 'pin_path', 'keep', 'log', 'limits', 'brute_force', 'defaults', 'doors', 'fleet'] as const;
 export const LOG_KEYS = ['level', 'denials_per_second', 'knock_events_per_second'] as const;
 export const LIMITS_KEYS = ['sources', 'flows', 'event_ring', 'first_knock_filter'] as const;
 export const BRUTE_FORCE_KEYS = ['max_failures', 'failure_window', 'cooldown'] as const;
@@ -49,6 +54,7 @@ export const TIMEOUT_KEYS = ['step_timeout', 'sequence_timeout', 'open_for', 'fl
 export const DOOR_KEYS = [
   'type', 'sequence', 'protects', 'allow_from', 'scope', ...TIMEOUT_KEYS,
   'secret_file', 'knock_ports', 'length', 'window', 'port', 'key_file', 'max_skew', 'clients', 'knock', 'payload',
+  'on_partition',
 ] as const;
 
 /** The keys only some door types take (every other door key applies to all types). */
@@ -82,10 +88,10 @@ function parseUdpPort(text: string | number): number {
   if (step.proto !== 'udp') throw new Error(`${formatStep(step)}: single-packet knocks are UDP datagrams; write ${step.port}/udp`);
   return step.port;
 }
-export const INTERFACE_KEYS = ['name', 'xdp_mode'] as const;
+export const INTERFACE_KEYS = ['name', 'xdp_mode', 'attach', 'xdp_priority'] as const;
 
 /** A key of a mapping with its nodes. `value` is null for `key:` with nothing after it. */
-interface Entry {
+export interface Entry {
   key: string;
   keyNode: Node;
   value: Node | null;
@@ -110,7 +116,7 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-class Checker {
+export class Checker {
   readonly errors: ConfigIssue[] = [];
   readonly warnings: ConfigIssue[] = [];
   /** "path|key" for every unknown key reported with a suggestion, so that the suggested key
@@ -341,6 +347,17 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
   if (xdpEntry !== undefined && c.present(xdpEntry, `remove the key to use the default (${DEFAULTS.xdpMode})`)) {
     xdpMode = c.oneOf(xdpEntry, XDP_MODES, 'an XDP mode') ?? xdpMode;
   }
+  // attach and xdp_priority: defaults for the interfaces, like xdp_mode
+  let attach: AttachMethod = DEFAULTS.attach;
+  const attachEntry = root.get('attach');
+  if (attachEntry !== undefined && c.present(attachEntry, `remove the key to use the default (${DEFAULTS.attach})`)) {
+    attach = c.oneOf(attachEntry, ATTACH_METHODS, 'an attach method') ?? attach;
+  }
+  let priority: number = DEFAULTS.xdpPriority;
+  const prioEntry = root.get('xdp_priority');
+  if (prioEntry !== undefined && c.present(prioEntry, `remove the key to use the default (${DEFAULTS.xdpPriority})`)) {
+    priority = c.integer(prioEntry, 0, LIMITS.xdpPriorityMax) ?? priority;
+  }
 
   // interfaces
   const interfaces: InterfaceConfig[] = [];
@@ -359,6 +376,8 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
       let name: string | undefined;
       let nameNode: Node | null = node;
       let mode = xdpMode;
+      let ifAttach = attach;
+      let ifPriority = priority;
       if (isMap(node)) {
         const e = c.entries(node, path, INTERFACE_KEYS, 'an interface');
         const nameEntry = e?.get('name');
@@ -371,6 +390,14 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
         const modeEntry = e?.get('xdp_mode');
         if (modeEntry !== undefined && c.present(modeEntry, `remove the key to use xdp_mode (${xdpMode})`)) {
           mode = c.oneOf(modeEntry, XDP_MODES, 'an XDP mode') ?? mode;
+        }
+        const ifAttachEntry = e?.get('attach');
+        if (ifAttachEntry !== undefined && c.present(ifAttachEntry, `remove the key to use attach (${attach})`)) {
+          ifAttach = c.oneOf(ifAttachEntry, ATTACH_METHODS, 'an attach method') ?? ifAttach;
+        }
+        const ifPrioEntry = e?.get('xdp_priority');
+        if (ifPrioEntry !== undefined && c.present(ifPrioEntry, `remove the key to use xdp_priority (${priority})`)) {
+          ifPriority = c.integer(ifPrioEntry, 0, LIMITS.xdpPriorityMax) ?? ifPriority;
         }
       } else if (isScalar(node) && node.value !== null && node.value !== undefined && typeof node.value !== 'boolean') {
         name = scalarText(node);
@@ -390,7 +417,7 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
         continue;
       }
       seen.set(name, index);
-      interfaces.push(pattern ? { name, mode, pattern: true } : { name, mode });
+      interfaces.push(pattern ? { name, mode, attach: ifAttach, priority: ifPriority, pattern: true } : { name, mode, attach: ifAttach, priority: ifPriority });
     }
   }
 
@@ -601,9 +628,20 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
     });
   }
 
+  const fleetEntry = root.get('fleet');
+  const fleet = fleetEntry === undefined ? null : checkFleet(c, fleetEntry);
+  if (fleet === null) {
+    for (const d of doors) {
+      const at = doorNodes.get(d)?.value;
+      const pe = at && isMap(at) ? (at as YAMLMap<unknown, unknown>).items.find((p) => isScalar(p.key) && p.key.value === 'on_partition') : undefined;
+      if (pe !== undefined && fleetEntry === undefined) c.warn(pe.key as Node, [...(doorNodes.get(d)?.path ?? []), 'on_partition'], 'on_partition applies in fleet mode only: this config has no fleet section');
+    }
+  }
+
   if (c.errors.length > 0) return { config: null, errors: c.errors, warnings: c.warnings };
   return {
     config: {
+      fleet,
       interfaces,
       pinPath,
       keep,
@@ -752,6 +790,16 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
     scope = c.oneOf(scopeEntry, SCOPES, 'a grant scope') ?? scope;
   }
 
+  // on_partition (fleet mode): which one-time doors refuse while no fleet-wide claim can be made
+  let onPartition: OnPartition = DEFAULTS.onPartition;
+  const opEntry = e.get('on_partition');
+  if (opEntry !== undefined && c.present(opEntry, `remove the key to use the default (${DEFAULTS.onPartition})`)) {
+    onPartition = c.oneOf(opEntry, ON_PARTITION, 'a partition policy') ?? onPartition;
+    if (type !== 'rotating' && type !== 'signed') {
+      c.error(opEntry.keyNode, opEntry.path, `on_partition applies to one-time doors that claim through etcd (rotating, signed); a ${type} door ${type === 'spa' ? 'is verified in the kernel, which never waits for the network' : 'has nothing to claim'}: remove it`);
+    }
+  }
+
   // timeouts
   const t: Record<(typeof TIMEOUT_KEYS)[number], Timeout> = { ...defaults };
   const bad = new Set(defaultsBad);
@@ -787,6 +835,7 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
       openForMs: t.open_for.ms,
       flowIdleMs: t.flow_idle.ms,
       scope,
+      onPartition,
     },
     stepNodes,
     allowEntry,

@@ -13,7 +13,9 @@ export type EventKind = 'knock' | 'reset' | 'grant' | 'deny' | 'cooldown' | 'con
 export type EventReason =
   | 'wrong_port' | 'step_timeout' | 'sequence_timeout' | 'no_grant' | 'expired' | 'no_flow'
   | 'malformed' | 'bad_mac' | 'stale' | 'replay' | 'spent' | 'payload' | 'not_allowed'
-  | 'wrong_door' | 'unknown_key' | 'bad_signature';
+  | 'wrong_door' | 'unknown_key' | 'bad_signature'
+  /** fleet mode, on_partition: closed: no fleet-wide claim could be made */
+  | 'fleet_unreachable';
 
 /** The door field of a cooldown: it stops knocks on every door. */
 export const EVERY_DOOR = '*';

@@ -3,10 +3,11 @@
  * operation on them. Config-to-tables compilation lives in tables.ts; the byte layout in
  * layout.ts; the libbpf binding in src/bpf/. See docs/DESIGN.md for the kernel contract.
  *
- * Pins under `pinPath`:  prog, prog_l3, maps/<name> (the .bss map as maps/kg_globals), links/<ifname>.
- * prog parses frames that start with an Ethernet header, prog_l3 those of devices without a
- * link-layer header (TUN, WireGuard): one object, every map shared, the same policy. The device
- * type picks one at attach time (src/net/link-type.ts).
+ * Pins under `pinPath`:  prog, prog_l3, maps/<name> (the .bss map as maps/kg_globals),
+ * links/<ifname> (a direct bpf_link), dispatcher/<ifname> (the gate's program in libxdp's
+ * dispatcher, see dispatcher.ts). prog parses frames that start with an Ethernet header, prog_l3
+ * those of devices without a link-layer header (TUN, WireGuard): one object, every map shared,
+ * the same policy. The device type picks one at attach time (src/net/link-type.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
@@ -61,8 +62,22 @@ import {
   type KFlowKey,
   type Stats,
 } from './layout.js';
+import { GrantFilter, gfilterEntries, gfilterShift } from './gfilter.js';
 import { UnsupportedLinkError, framingOf, type Framing } from '../net/link-type.js';
 import { allowKeyText, planGeneration, type GenerationPlan, type PlanContext, type SlotState } from './tables.js';
+import {
+  Dispatcher,
+  DispatcherUnavailable,
+  detachAllDispatched,
+  detachDispatched,
+  dispatchedNames,
+  dispatchedState,
+  isDispatched,
+  type DispatchedState,
+} from './dispatcher.js';
+
+/** What attaching needs to know of an interface entry. */
+export type AttachTarget = Pick<InterfaceConfig, 'name' | 'mode' | 'attach' | 'priority'>;
 
 export const DEFAULT_PIN_PATH = '/sys/fs/bpf/knockgate';
 
@@ -103,8 +118,16 @@ const ALL_MAPS = [
   MAP.SPENT,
   MAP.STATS,
   MAP.GLOBALS,
+  MAP.GFILTER,
+  MAP.SPATAGS,
 ] as const;
 type GateMap = (typeof ALL_MAPS)[number];
+
+/**
+ * Maps a gate pinned by an earlier knockgate may lack: adopting it creates them (the grant
+ * filter starts untrusted and is rebuilt from the maps once the old program is gone).
+ */
+const LATER_MAPS: readonly GateMap[] = [MAP.GFILTER, MAP.SPATAGS];
 
 /** Key and value sizes every map must have (0 = not applicable, e.g. ring buffers). */
 const EXPECTED_SIZES: Record<GateMap, [number, number]> = {
@@ -122,6 +145,8 @@ const EXPECTED_SIZES: Record<GateMap, [number, number]> = {
   [MAP.SPENT]: [SIZEOF.spent_key, 8],
   [MAP.STATS]: [4, SIZEOF.stats],
   [MAP.GLOBALS]: [4, SIZEOF.globals],
+  [MAP.GFILTER]: [4, 8],
+  [MAP.SPATAGS]: [4, 8],
 };
 
 export interface GateOptions {
@@ -149,6 +174,10 @@ export interface Attachment {
   ifindex: number;
   mode: string;
   progId: number;
+  /** how the gate holds it: libxdp's dispatcher or a direct bpf_link */
+  attach: 'dispatcher' | 'link';
+  /** dispatcher: the chain and the gate's place in it */
+  dispatcher?: DispatchedState | null;
 }
 
 export interface GrantEntry {
@@ -246,6 +275,18 @@ export class Gate {
     private readonly log: Logger,
   ) {
     this.paths = pinPaths(pinPath);
+    const gf = maps.get(MAP.GFILTER);
+    this.gfRegion = gf ? mmapMap(gf) : null;
+    this.gfilter = this.gfRegion ? new GrantFilter(this.gfRegion, () => this.filterSeed()) : null;
+  }
+
+  /** The grant filter (null: a gate pinned by an earlier knockgate, opened without loading). */
+  readonly gfilter: GrantFilter | null;
+  private readonly gfRegion: MmapRegion | null;
+
+  private filterSeed(): [bigint, bigint] {
+    const v = this.globals.view;
+    return [v.getBigUint64(OFFSETS.globals.fk_seed, true), v.getBigUint64(OFFSETS.globals.fk_seed + 8, true)];
   }
 
   /**
@@ -263,10 +304,11 @@ export class Gate {
     }
     const obj = BpfObject.open(objectPath);
     const reused: BpfMap[] = [];
+    const created = new Set<GateMap>(ALL_MAPS);
     try {
       for (const [name, n] of Gate.sizes(opts)) obj.setMaxEntries(name, n);
       if (adopting) {
-        const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)));
+        const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)) && !LATER_MAPS.includes(name));
         if (missing.length > 0) {
           throw new GateError(
             `the gate pinned at ${opts.pinPath} has another layout (no map ${missing.join(', ')}): it was loaded by another ` +
@@ -274,10 +316,12 @@ export class Gate {
           );
         }
         for (const name of ALL_MAPS) {
+          if (!existsSync(paths.map(name))) continue; // one of LATER_MAPS: created below
           const pinned = BpfMap.openPinned(paths.map(name));
           reused.push(pinned);
           Gate.checkAdoptable(opts, name, pinned);
           obj.reuseMap(name, pinned.fd);
+          created.delete(name);
         }
       }
       obj.load();
@@ -298,9 +342,7 @@ export class Gate {
     const progFdL3 = obj.programFd(PROG_NAME_L3);
     mkdirSync(paths.maps, { recursive: true });
     mkdirSync(paths.links, { recursive: true });
-    if (!adopting) {
-      for (const name of ALL_MAPS) maps.get(name)!.pin(paths.map(name));
-    }
+    for (const name of created) maps.get(name)!.pin(paths.map(name));
     unpin(paths.prog);
     obj.pinProgram(PROG_NAME, paths.prog);
     unpin(paths.progL3);
@@ -309,9 +351,14 @@ export class Gate {
     const ports = mmapMap(maps.get(MAP.PORTS)!);
     const gate = new Gate(opts.pinPath, maps, globals, ports, progFd, progFdL3, obj, adopting, log.child({ module: 'gate' }));
     if (!adopting) gate.seedFilter(maps.get(MAP.FIRSTS)!.maxEntries);
+    // A new grant filter is trusted at once on a new gate (no grants yet); adopting a gate
+    // without one, it is trusted only after the rebuild below.
+    if (created.has(MAP.GFILTER)) gate.gfilter!.init(gfilterShift(opts.sources), !adopting);
     gate.syncWallClock();
     if (adopting) {
       for (const ifname of gate.pinnedLinkNames()) {
+        // Direct links move here; a place in a dispatcher moves at attach() (dispatcher.ts).
+        if (!existsSync(paths.link(ifname))) continue;
         const link = BpfLink.openPinned(paths.link(ifname));
         try {
           // A link whose interface was deleted meanwhile is detached for good: drop its pin
@@ -334,6 +381,13 @@ export class Gate {
           link.close();
         }
       }
+      if (created.has(MAP.GFILTER)) {
+        // The old program wrote grants without marking them: once it has finished running,
+        // every grant and flow it wrote is in the maps the rebuild lists.
+        waitForPrograms();
+        const n = gate.rebuildGrantFilter();
+        log.info({ sources: n }, 'grant filter built for the adopted gate');
+      }
       log.info({ pin_path: opts.pinPath, doors: gate.doors().map((d) => d.door.name) }, 'adopted the pinned gate');
     } else {
       log.info({ pin_path: opts.pinPath }, 'loaded the gate');
@@ -345,7 +399,7 @@ export class Gate {
   static openPinned(pinPath: string, logger: Logger): Gate {
     const paths = pinPaths(pinPath);
     if (!existsSync(paths.map(MAP.PORTS))) throw new NoGateError(pinPath);
-    const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)));
+    const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)) && !LATER_MAPS.includes(name));
     if (missing.length > 0) {
       throw new GateError(
         `the gate pinned at ${pinPath} has another layout (no map ${missing.join(', ')}): it was loaded by another knockgate version; ` +
@@ -355,6 +409,7 @@ export class Gate {
     const maps = new Map<GateMap, BpfMap>();
     try {
       for (const name of ALL_MAPS) {
+        if (LATER_MAPS.includes(name) && !existsSync(paths.map(name))) continue;
         const m = BpfMap.openPinned(paths.map(name));
         maps.set(name, m);
         const [k, v] = EXPECTED_SIZES[name];
@@ -380,6 +435,7 @@ export class Gate {
       [MAP.FLOWS, opts.flows ?? KG.DEFAULT_FLOWS],
       [MAP.FIRSTS, Math.max(1, Math.floor(fkBytes / KG.FK_BLOCK_BYTES))],
       [MAP.EVENTS, opts.eventRingBytes],
+      [MAP.GFILTER, gfilterEntries(opts.sources)],
     ];
   }
 
@@ -391,6 +447,7 @@ export class Gate {
     [MAP.FLOWS]: 'limits.flows',
     [MAP.FIRSTS]: 'limits.first_knock_filter',
     [MAP.EVENTS]: 'limits.event_ring',
+    [MAP.GFILTER]: 'limits.sources',
   };
 
   private static checkAdoptable(opts: GateOptions, name: GateMap, m: BpfMap): void {
@@ -477,6 +534,7 @@ export class Gate {
       key.writeUInt32LE(doorIndex(next, slot));
       doorMap.update(key, encodeDoor(d), BPF_ANY);
     });
+    this.clearSpaTags(next);
 
     // Nothing reads generation `next` (see waitForPrograms below): rewrite it in place.
     this.ports.bytes.set(plan.ports, next * KG.PROTOS * KG.PORTS * PORT_STRIDE);
@@ -511,12 +569,15 @@ export class Gate {
 
   // ---- attach -------------------------------------------------------------------------
 
+  /** Interfaces the gate holds (a direct link or a place in a dispatcher). */
   pinnedLinkNames(): string[] {
+    let links: string[] = [];
     try {
-      return readdirSync(this.paths.links).sort();
+      links = readdirSync(this.paths.links);
     } catch {
-      return [];
+      // none
     }
+    return [...new Set([...links, ...dispatchedNames(this.pinPath)])].sort();
   }
 
   /** How the gate parses the interface's frames; a device type it cannot parse is a GateError. */
@@ -550,15 +611,22 @@ export class Gate {
    * interface in the wanted mode is kept; a stale one (its interface was deleted: the kernel
    * detached it, the pin stayed) or one in another mode is replaced.
    */
-  attachOne(i: Pick<InterfaceConfig, 'name' | 'mode'>, ifindex = ifIndex(i.name)): Attachment {
+  attachOne(i: AttachTarget, ifindex = ifIndex(i.name)): Attachment {
     if (this.progFd < 0) throw new Error('internal: attach needs a loaded program');
     const framing = Gate.framing(i.name);
     const pin = this.paths.link(i.name);
+    // A link left by an interface that was deleted holds nothing: drop its pin first.
+    if (existsSync(pin) && this.linkIfindex(i.name) !== ifindex) this.releaseInterface(i.name);
+    if (this.attachDispatched(i, framing)) {
+      const a = this.attachments().find((x) => x.ifname === i.name);
+      if (a) return a;
+      throw new GateError(`the gate was put in ${i.name}'s dispatcher but is not found there: check \`xdp-loader status ${i.name}\``);
+    }
     if (existsSync(pin)) {
       const live = this.linkIfindex(i.name) === ifindex;
       const q = xdpQuery(ifindex);
       const modeOk = i.mode === 'auto' || q.attachMode === i.mode;
-      if (live && modeOk) return { ifname: i.name, ifindex, mode: q.attachMode, progId: q.progId };
+      if (live && modeOk) return { ifname: i.name, ifindex, mode: q.attachMode, progId: q.progId, attach: 'link' };
       if (live) this.detachInterface(i.name);
       else this.releaseInterface(i.name);
     }
@@ -570,7 +638,7 @@ export class Gate {
     }
     const q = xdpQuery(ifindex);
     this.log.info({ interface: i.name, ifindex, xdp_mode: q.attachMode, framing, prog_id: q.progId }, 'attached');
-    return { ifname: i.name, ifindex, mode: q.attachMode, progId: q.progId };
+    return { ifname: i.name, ifindex, mode: q.attachMode, progId: q.progId, attach: 'link' };
   }
 
   /** The ifindex a pinned link is attached to: 0 when the kernel detached it (interface gone), -1 without a pin. */
@@ -611,17 +679,64 @@ export class Gate {
       this.object.pinProgram(PROG_NAME, this.paths.prog);
       done.push(this.paths.prog);
     }
+    if (!existsSync(this.paths.progL3)) {
+      this.object.pinProgram(PROG_NAME_L3, this.paths.progL3);
+      done.push(this.paths.progL3);
+    }
     return done;
+  }
+
+
+  private dispatcherValue: Dispatcher | null = null;
+
+  /**
+   * attach: dispatcher (dispatcher.ts). False when the interface is to get a direct bpf_link:
+   * attach: link, an interface this gate already holds with a link (kept, with a warning), or
+   * libxdp unusable here with nothing else attached (said so).
+   */
+  private attachDispatched(i: AttachTarget, framing: Framing): boolean {
+    // The way the gate holds an interface stays (switching cannot be atomic): said when the config differs.
+    if (existsSync(this.paths.link(i.name))) {
+      if (i.attach === 'dispatcher') {
+        this.log.warn({ interface: i.name }, 'the gate holds this interface with a direct bpf_link (attach: link, or an older knockgate): it stays so; to share it through the dispatcher, `knockgate detach` and start again');
+      }
+      return false;
+    }
+    if (i.attach === 'link') {
+      if (!isDispatched(this.pinPath, i.name)) return false;
+      this.log.warn({ interface: i.name }, 'the gate is in this interface\'s dispatcher: it stays there; for a direct bpf_link (attach: link), `knockgate detach` and start again');
+    }
+    if (this.dispatcherValue === null) {
+      const maps = new Map<string, number>(ALL_MAPS.map((name) => [name, this.map(name).fd]));
+      const objectPath = this.object?.path ?? defaultObjectPath();
+      const src = { pinPath: this.pinPath, objectPath, progName: PROG_NAME, targetFd: this.progFd, maps, log: this.log };
+      this.dispatcherValue = new Dispatcher(src, (m) => new GateError(m));
+    }
+    try {
+      const program = framing === 'l3' ? { name: PROG_NAME_L3, targetFd: this.progFdL3 } : { name: PROG_NAME, targetFd: this.progFd };
+      this.dispatcherValue.attach(i as InterfaceConfig, program);
+      return true;
+    } catch (err) {
+      if (!(err instanceof DispatcherUnavailable)) throw err;
+      this.log.warn({ interface: i.name, reason: err.reason }, "libxdp's dispatcher cannot be used: nothing else is attached here, so the gate takes the interface alone with a direct bpf_link (other XDP programs cannot join it)");
+      return false;
+    }
   }
 
   attachments(): Attachment[] {
     const out: Attachment[] = [];
     for (const ifname of this.pinnedLinkNames()) {
+      const attach = existsSync(this.paths.link(ifname)) ? 'link' : 'dispatcher';
       let ifindex = 0;
       try {
         ifindex = ifIndex(ifname);
       } catch {
-        out.push({ ifname, ifindex: 0, mode: 'gone', progId: 0 });
+        out.push({ ifname, ifindex: 0, mode: 'gone', progId: 0, attach });
+        continue;
+      }
+      if (attach === 'dispatcher') {
+        const d = dispatchedState(ifindex, ifname, this.map(MAP.PORTS).id);
+        out.push({ ifname, ifindex, mode: d?.mode ?? 'none', progId: d?.progId ?? 0, attach, dispatcher: d });
         continue;
       }
       let linked = ifindex;
@@ -632,16 +747,17 @@ export class Gate {
       }
       if (linked !== ifindex) {
         // The interface was deleted and another took its name: the pinned link holds nothing.
-        out.push({ ifname, ifindex, mode: 'gone', progId: 0 });
+        out.push({ ifname, ifindex, mode: 'gone', progId: 0, attach });
         continue;
       }
       const q = xdpQuery(ifindex);
-      out.push({ ifname, ifindex, mode: q.attachMode, progId: q.progId });
+      out.push({ ifname, ifindex, mode: q.attachMode, progId: q.progId, attach });
     }
     return out;
   }
 
   detachInterface(ifname: string): void {
+    if (isDispatched(this.pinPath, ifname)) detachDispatched(this.pinPath, ifname, this.map(MAP.PORTS).id, this.log);
     const pin = this.paths.link(ifname);
     if (!existsSync(pin)) return;
     const link = BpfLink.openPinned(pin);
@@ -777,7 +893,7 @@ export class Gate {
     const cur = m.lookup(addr);
     const exp = cur ? decodeGrant(cur) : new Array<bigint>(KG.MAX_DOORS).fill(0n);
     exp[slot] = nowNs + forNs;
-    m.update(addr, encodeGrant(exp), BPF_ANY);
+    this.writeGrant(addr, encodeGrant(exp));
     return nowNs + forNs;
   }
 
@@ -813,8 +929,46 @@ export class Gate {
       }
     });
     if (exp.every((v) => v === 0n)) m.delete(addr);
-    else m.update(addr, encodeGrant(exp), BPF_ANY);
+    else this.writeGrant(addr, encodeGrant(exp));
     return cut;
+  }
+
+  /**
+   * Every grant user space writes goes through here: the grant filter is marked before the
+   * write (XDP never finds the entry without its bits) and after it (a rebuild that cleared
+   * the bits meanwhile lists the entry). DESIGN.md "Grant filter".
+   */
+  private writeGrant(addr: Buffer, value: Buffer): void {
+    this.gfilter?.mark(addr);
+    this.map(MAP.GRANTS).update(addr, value, BPF_ANY);
+    this.gfilter?.mark(addr);
+  }
+
+  /**
+   * Drop the grant filter's bits of sources that hold nothing any more: rebuilt from the
+   * sources of kg_grants and kg_flows (the sweep runs it). Returns how many were listed.
+   */
+  rebuildGrantFilter(): number {
+    const gf = this.gfilter;
+    if (!gf) return 0;
+    const grants = this.map(MAP.GRANTS);
+    const flows = this.map(MAP.FLOWS);
+    return gf.rebuild(function* () {
+      for (const k of grants.keys()) yield Buffer.from(k);
+      for (const k of flows.keys()) yield Buffer.from(decodeFlowKey(k).src);
+    }, waitForPrograms);
+  }
+
+  /** Forget the cached spa tags of generation `gen` (its slots are being rewritten). */
+  private clearSpaTags(gen: number): void {
+    const m = this.maps.get(MAP.SPATAGS);
+    if (!m) return;
+    const key = Buffer.alloc(4);
+    const zero = Buffer.alloc(8);
+    for (let i = gen * KG.MAX_DOORS * KG.SPA_TAG_SLOTS; i < (gen + 1) * KG.MAX_DOORS * KG.SPA_TAG_SLOTS; i++) {
+      key.writeUInt32LE(i);
+      m.update(key, zero, BPF_ANY);
+    }
   }
 
   /** Grants and flows of door slots that went away. */
@@ -907,6 +1061,8 @@ export class Gate {
         if (prob.delete(key)) res.probation++;
       }
     }
+    // Last: the bits of the grants and flows removed above go with the rebuild.
+    this.rebuildGrantFilter();
     return res;
   }
 
@@ -966,8 +1122,10 @@ export class Gate {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.dispatcherValue?.close();
     this.globals.close();
     this.ports.close();
+    this.gfRegion?.close();
     for (const m of this.maps.values()) m.close();
     this.object?.close();
   }
@@ -982,8 +1140,10 @@ export class Gate {
 }
 
 /** Remove the gate's pins (links first, so the program detaches). */
-export function removePins(pinPath: string): void {
+export function removePins(pinPath: string, log?: Logger): void {
   const paths = pinPaths(pinPath);
+  if (log !== undefined) detachAllDispatched(pinPath, log);
+  rmSync(join(pinPath, 'dispatcher'), { recursive: true, force: true });
   for (const ifname of (() => {
     try {
       return readdirSync(paths.links);

@@ -33,10 +33,16 @@ export const KG = {
   SPA_LEN: 40,
   SPA_MSG_LEN: 48,
   SIGNED_LEN: 112,
-  SPA_MAGIC: 0x4b475331,
+  SPA_MAGIC: 0x4b475332,
   SIGNED_MAGIC: 0x4b474531,
   DEFAULT_NONCES: 65536,
   SPENT_ENTRIES: 1024,
+  GF_HDR_WORDS: 8,
+  GF_BITS_PER_SOURCE: 16,
+  GF_ON: 2n,
+  GF_CUR: 1n,
+  SPA_TAG_WINDOW_S: 64,
+  SPA_TAG_SLOTS: 32,
 } as const;
 
 export const MAP = {
@@ -53,6 +59,8 @@ export const MAP = {
   NONCES: 'kg_nonces',
   SPENT: 'kg_spent',
   STATS: 'kg_stats',
+  GFILTER: 'kg_gfilter',
+  SPATAGS: 'kg_spatags',
   GLOBALS: '.bss',
 } as const;
 export type MapName = (typeof MAP)[keyof typeof MAP];
@@ -81,10 +89,10 @@ export const DOOR_TYPE = { SEQUENCE: 0, ROTATING: 1, SPA: 2, SIGNED: 3, PAYLOAD:
 export const DOOR_TYPE_NAMES = ['sequence', 'rotating', 'spa', 'signed', 'payload'] as const;
 export type DoorTypeName = (typeof DOOR_TYPE_NAMES)[number];
 
-export const DOOR_FLAG = { ACTIVE: 1, ALLOW_LIST: 2, FLOW_ONLY: 4 } as const;
+export const DOOR_FLAG = { ACTIVE: 1, ALLOW_LIST: 2, FLOW_ONLY: 4, CLAIM: 8 } as const;
 export const FLOW_FLAG = { ESTABLISHED: 1, CLOSING: 2 } as const;
 
-export const EVENT = { STEP: 1, RESET: 2, GRANT: 3, DENY: 4, COOLDOWN: 5, CONSUMED: 6, REJECT: 7, SIGNED: 8 } as const;
+export const EVENT = { STEP: 1, RESET: 2, GRANT: 3, DENY: 4, COOLDOWN: 5, CONSUMED: 6, REJECT: 7, SIGNED: 8, CLAIM: 9 } as const;
 export const REJECT_REASON = { MALFORMED: 1, BAD_MAC: 2, STALE: 3, REPLAY: 4, SPENT: 5, PAYLOAD: 6, NOT_ALLOWED: 7 } as const;
 export const RESET_REASON = { NONE: 0, WRONG_PORT: 1, STEP_TIMEOUT: 2, SEQ_TIMEOUT: 3 } as const;
 export const DENY_REASON = { NO_GRANT: 1, EXPIRED: 2, NO_FLOW: 3 } as const;
@@ -155,6 +163,7 @@ export const SIZEOF = {
   flow: 32,
   event: 48,
   signed_event: 48 + 112,
+  nonce_event: 48 + 16,
   nonce: 16,
   spent_key: 16,
   stats: 8 * STAT_MAX,
@@ -216,6 +225,7 @@ export const OFFSETS = {
     ifindex: 44,
   },
   signed_event: { ev: 0, payload: 48 },
+  nonce_event: { ev: 0, nonce: 48 },
   spent_key: { door_id: 0, window: 8 },
   globals: {
     active_gen: 0,
@@ -661,6 +671,13 @@ export function decodeSignedEvent(b: Buffer): KSignedEvent {
   if (b.length < SIZEOF.signed_event) throw new RangeError(`signed event record of ${b.length} bytes, ${SIZEOF.signed_event} expected`);
   const o = OFFSETS.signed_event.payload;
   return { ...decodeEvent(b), payload: Buffer.from(b.subarray(o, o + KG.SIGNED_LEN)) };
+}
+
+/** The nonce of a KG_EV_GRANT record of an SPA door in fleet mode (struct kg_nonce_event), or null. */
+export function nonceOfGrantEvent(b: Buffer): Buffer | null {
+  if (b.length < SIZEOF.nonce_event) return null;
+  const o = OFFSETS.nonce_event.nonce;
+  return Buffer.from(b.subarray(o, o + 16));
 }
 
 export function encodeSpentKey(doorId: number, window: bigint): Buffer {

@@ -36,6 +36,12 @@ export interface PlannedDoor {
 export interface PlanContext {
   secrets?: ReadonlyMap<string, Buffer>;
   clock?: { wallMs: number; monoNs: bigint };
+  /**
+   * Fleet mode (DOOR_FLAG.CLAIM): rotating doors hand completed sequences to the daemon instead
+   * of granting; spa doors' grant events carry the nonce. Unset: each door keeps what its slot
+   * had (a CLI change leaves it as it was).
+   */
+  fleet?: boolean;
 }
 
 export interface GenerationPlan {
@@ -230,6 +236,10 @@ export function planGeneration(previous: readonly SlotState[], doors: readonly D
     };
     Object.assign(kdoor, typeFields(d, prev, ctx.secrets));
     if (d.type === 'rotating') Object.assign(kdoor, rotatingFields(d, kdoor, prev, ctx));
+    if (d.type === 'rotating' || d.type === 'spa') {
+      const claim = ctx.fleet ?? (prev !== null && prev.name === d.name && (prev.flags & DOOR_FLAG.CLAIM) !== 0);
+      if (claim) kdoor.flags |= DOOR_FLAG.CLAIM;
+    }
     const rulesChanged = isNew || !sameKnockRules(prev, prevBySlot[slot]?.allow ?? null, d) || !sameTypeRules(prev, kdoor);
     if (rulesChanged) kdoor.epoch = (prevEpoch + 1) >>> 0;
     slots[slot] = kdoor;

@@ -7,6 +7,7 @@ export {
   SIGNED_MAGIC,
   SPA_LEN,
   SPA_MAGIC,
+  SPA_TAG_WINDOW_S,
   decodeSigned,
   decodeSpa,
   doorId,
@@ -14,6 +15,7 @@ export {
   encodeSpa,
   keyIdOf,
   signedMessage,
+  spaTag,
   verifySpa,
 } from './wire.js';
 export type { SignedDatagram, SignedInput, SpaDatagram, SpaInput } from './wire.js';

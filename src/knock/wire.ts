@@ -5,8 +5,12 @@
 import { createHash, createPublicKey, randomBytes, sign, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { siphash24 } from './siphash.js';
 
-/** "KGS1" */
-export const SPA_MAGIC: Buffer = Buffer.from('KGS1', 'latin1');
+/** "KGS2" (KGS1, without the window tag, is refused as malformed) */
+export const SPA_MAGIC: Buffer = Buffer.from('KGS2', 'latin1');
+/** spa: seconds per tag window (docs/KNOCKS.md) */
+export const SPA_TAG_WINDOW_S = 64;
+const SPA_TAG_LEN = 4;
+const SPA_TAG_PREFIX = Buffer.from('KGST', 'latin1');
 export const SPA_LEN = 40;
 /** "KGE1" */
 export const SIGNED_MAGIC: Buffer = Buffer.from('KGE1', 'latin1');
@@ -80,15 +84,32 @@ export interface SpaInput {
   source: Uint8Array;
   /** UNIX seconds */
   time: number | bigint;
-  /** 16 bytes; random by default */
+  /** 12 bytes (the nonce field's bytes after the tag); random by default */
   nonce?: Uint8Array;
 }
 
 export interface SpaDatagram {
   doorId: number;
   time: bigint;
+  /** the window's tag: the nonce field's first 4 bytes */
+  tag: Buffer;
+  /** the whole 16-byte nonce field (tag and random bytes), as the gate records it */
   nonce: Buffer;
   mac: Buffer;
+}
+
+/**
+ * The tag of the timestamp window of `time`: SipHash-2-4 under the door's key of
+ * "KGST" || door id || floor(time / 64) (u32, u32, u64, big-endian), first 4 bytes of its
+ * output. The gate compares it before the MAC: a datagram without the key's tag costs it a
+ * compare, not a SipHash.
+ */
+export function spaTag(key: Uint8Array, doorIdValue: number, time: number | bigint): Buffer {
+  const m = Buffer.alloc(16);
+  SPA_TAG_PREFIX.copy(m, 0);
+  m.writeUInt32BE(doorIdValue >>> 0, 4);
+  m.writeBigUInt64BE(toU64(time) / BigInt(SPA_TAG_WINDOW_S), 8);
+  return siphash24(key, m).subarray(0, SPA_TAG_LEN);
 }
 
 function spaMac(key: Uint8Array, source: Uint8Array, body: Uint8Array): Buffer {
@@ -99,7 +120,13 @@ function spaMac(key: Uint8Array, source: Uint8Array, body: Uint8Array): Buffer {
 export function encodeSpa(input: SpaInput): Buffer {
   checkSource(input.source);
   if (input.key.length !== 16) throw new RangeError(`an spa key has 16 bytes, this one has ${input.key.length}`);
-  const body = header(SPA_MAGIC, input.door, input.time, input.nonce);
+  const rest = NONCE_LEN - SPA_TAG_LEN;
+  if (input.nonce !== undefined && input.nonce.length !== rest) {
+    throw new RangeError(`an spa knock's nonce has ${rest} bytes (after the 4-byte tag), this one has ${input.nonce.length}`);
+  }
+  const body = header(SPA_MAGIC, input.door, input.time, Buffer.alloc(NONCE_LEN));
+  spaTag(input.key, doorId(input.door), input.time).copy(body, 16);
+  Buffer.from(input.nonce ?? randomBytes(rest)).copy(body, 16 + SPA_TAG_LEN);
   return Buffer.concat([body, spaMac(input.key, input.source, body)]);
 }
 
@@ -111,17 +138,20 @@ export function decodeSpa(buf: Uint8Array): SpaDatagram | null {
   return {
     doorId: b.readUInt32BE(4),
     time: b.readBigUInt64BE(8),
+    tag: Buffer.from(b.subarray(16, 16 + SPA_TAG_LEN)),
     nonce: Buffer.from(b.subarray(16, 32)),
     mac: Buffer.from(b.subarray(32, 40)),
   };
 }
 
-/** True when buf is an spa datagram whose MAC is right for key and source (constant-time compare). */
+/** True when buf is an spa datagram whose tag and MAC are right for key and source (constant-time compares). */
 export function verifySpa(key: Uint8Array, source: Uint8Array, buf: Uint8Array): boolean {
   checkSource(source);
-  if (decodeSpa(buf) === null) return false;
+  const d = decodeSpa(buf);
+  if (d === null) return false;
   const expected = spaMac(key, source, buf);
-  return timingSafeEqual(expected, buf.subarray(SPA_BODY, SPA_LEN));
+  const macOk = timingSafeEqual(expected, buf.subarray(SPA_BODY, SPA_LEN));
+  return macOk && d.time <= U64_MAX && timingSafeEqual(spaTag(key, d.doorId, d.time), d.tag);
 }
 
 // ---- signed ----

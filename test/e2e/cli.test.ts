@@ -14,6 +14,7 @@ function config(env: NetnsPair, pin: string): string {
   return `# knockgate test config: comments must survive --save
 interfaces: [${env.ifA}]
 xdp_mode: native
+attach: link
 pin_path: ${pin}
 log:
   level: debug
@@ -152,7 +153,7 @@ kernelSuite('CLI on a live gate', () => {
       // status and events.
       const st = kgJson(lab, 'status') as Record<string, unknown>;
       assert.equal(st['daemon_running'], true);
-      assert.deepEqual(st['interfaces'], [{ name: lab.env.ifA, ifindex: (st['interfaces'] as { ifindex: number }[])[0]?.ifindex, xdp_mode: 'native', prog_id: (st['interfaces'] as { prog_id: number }[])[0]?.prog_id }]);
+      assert.deepEqual(st['interfaces'], [{ name: lab.env.ifA, ifindex: (st['interfaces'] as { ifindex: number }[])[0]?.ifindex, xdp_mode: 'native', prog_id: (st['interfaces'] as { prog_id: number }[])[0]?.prog_id, attach: 'link' }]);
       assert.ok(Number((st['verdicts'] as Record<string, number>)['drop_knock']) >= 3, 'the three knocks of the new sequence');
       assert.ok(Number((st['counters'] as Record<string, number>)['grant']) >= 1);
       assert.equal((st['grants'] as unknown[]).length, 1);

@@ -1,7 +1,7 @@
 // A tiny network client for end-to-end tests, run inside a test namespace with
 // `ip netns exec kg-... node dist/test/helpers/client.js <command> ...`. Prints one JSON line.
 //   knock HOST STEP...            send each step (PORT/tcp = a SYN via connect(), PORT/udp = a datagram)
-//   connect HOST PORT TIMEOUT_MS  open a TCP connection, read the greeting; {ok, data} or {ok:false, error}
+//   connect HOST PORT TIMEOUT_MS [FROM]  open a TCP connection (from FROM), read the greeting; {ok, data} or {ok:false, error}
 //   serve PORT                    run a TCP server on :: that greets every connection with "hello\n"
 //   echo PORT                     a TCP server on :: that greets with "hello\n", then echoes every line
 //                                 and keeps the connection open
@@ -146,8 +146,8 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'connect': {
-      const [host, port, timeout] = args;
-      out(await tryConnect(host ?? '', Number(port), Number(timeout ?? 1000)));
+      const [host, port, timeout, from] = args;
+      out(await tryConnect(host ?? '', Number(port), Number(timeout ?? 1000), from));
       return;
     }
     case 'serve': {

@@ -2,7 +2,9 @@
  * Shared setup for the XDP table tests (test/kernel/xdp-*.test.ts): a real gate loaded by
  * Gate.open in a throwaway pin dir, its event ring drained on the event loop, and a checker
  * for Katran-style rows `{description, frame, verdict, counter, map, events}` run through
- * BPF_PROG_TEST_RUN on gate.progFd.
+ * BPF_PROG_TEST_RUN on gate.progFd, or, with KG_XDP_VIA=dispatcher, on the libxdp dispatcher the
+ * gate joined on a veth of a throwaway namespace (the program as it runs there: the extension in
+ * its slot; reopen() moves the slot to the new program as a restarted daemon does).
  *
  * With `framing: 'l3'` the same rows run through the gate's program for devices without a
  * link-layer header (gate.progFdL3), each frame without its Ethernet header and VLAN tags (what a
@@ -20,6 +22,8 @@
  *   with ts 0, GRANT with expires = ts + the door's open_for and equal to the grant map's value.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { RingBufferReader, progTestRun } from '../../src/bpf/index.js';
@@ -48,7 +52,33 @@ import {
   type Stats,
 } from '../../src/kernel/layout.js';
 import { formatAddress } from '../../src/net/addr.js';
-import { kernelSuite, withPinDir } from './kernel.js';
+import { closeFd } from '../../src/bpf/index.js';
+import { libbpf } from '../../src/bpf/libbpf.js';
+import { kernelSuite, randomSuffix, run, withNetns, withPinDir, type NetnsPair } from './kernel.js';
+
+let libxdpBpffs: string | null = null;
+
+/**
+ * libxdp keeps its dispatcher pins under $LIBXDP_BPFFS/xdp (a bpffs mount point, read once per
+ * process): give this process a bpffs instance of its own, unmounted (pins and all) at exit.
+ */
+function privateLibxdpBpffs(): void {
+  if (libxdpBpffs !== null || process.env['LIBXDP_BPFFS'] !== undefined) return;
+  const dir = `/run/kg-xdp-${process.pid}-${randomSuffix()}`;
+  mkdirSync(dir, { recursive: true });
+  run('mount', ['-t', 'bpf', 'bpf', dir]);
+  libxdpBpffs = dir;
+  process.env['LIBXDP_BPFFS'] = dir;
+  process.on('exit', () => {
+    spawnSync('umount', [dir], { timeout: 10_000 });
+    rmSync(dir, { recursive: true, force: true });
+  });
+}
+
+/** KG_XDP_VIA=dispatcher: every row runs through libxdp's dispatcher (see the header). */
+export const VIA_DISPATCHER = process.env['KG_XDP_VIA'] === 'dispatcher';
+/** KG_EXPECT_DISPATCHER=1: a kernel that must run the dispatcher (the 6.1 matrix): no fallback */
+const EXPECT_DISPATCHER = process.env['KG_EXPECT_DISPATCHER'] === '1';
 import { ETH_P_IP, ETH_P_IPV6, TPID_8021AD, TPID_8021Q, addrKey } from './packets.js';
 
 export const XDP_DROP = 1;
@@ -201,6 +231,8 @@ export interface HarnessOptions {
   firstKnockFilterBytes?: number;
   /** default: off (maxFailures 0) */
   bruteForce?: BruteForce;
+  /** run the rows through libxdp's dispatcher (default: $KG_XDP_VIA) */
+  via?: 'dispatcher' | 'program';
 }
 
 const HARNESS_FILTER_BYTES = 1024 * 1024;
@@ -245,7 +277,19 @@ export class GateHarness {
         h.gate.setBruteForce(opts.bruteForce ?? { maxFailures: 0, failureWindowMs: 60_000, cooldownMs: 300_000 });
         if (opts.yaml !== undefined) h.apply(opts.yaml);
         else if (opts.doors !== undefined) h.gate.applyDoors(opts.doors);
-        await fn(h);
+        if (opts.via === 'dispatcher' || (opts.via === undefined && VIA_DISPATCHER)) {
+          await withNetns(async (env) => {
+            h.via = env;
+            try {
+              h.joinDispatcher();
+              await fn(h);
+            } finally {
+              h.leaveDispatcher();
+            }
+          });
+        } else {
+          await fn(h);
+        }
         h.assertNoLeftoverEvents('end of test');
       } finally {
         h.stopReader();
@@ -265,7 +309,54 @@ export class GateHarness {
     this.gate.close();
     this.gate = GateHarness.openGate(this.pinPath, this.opts);
     this.startReader();
+    if (this.via !== null) this.joinDispatcher();
     return this.gate;
+  }
+
+  /** KG_XDP_VIA=dispatcher: the namespace whose veth holds the dispatcher */
+  via: NetnsPair | null = null;
+  /** what rows run on: the gate's program, or the dispatcher holding it */
+  private runFd = -1;
+  /** via the dispatcher: the kernel could not run it, the gate took a direct link */
+  fellBack: boolean | null = null;
+  /** the dispatcher the rows run on (0: none) */
+  get dispatcherFd(): number {
+    return this.runFd;
+  }
+
+  /** Attach (or move) the gate into the dispatcher on the veth and run rows on the dispatcher. */
+  joinDispatcher(): void {
+    const env = this.via!;
+    privateLibxdpBpffs();
+    const a = env.enter(env.nsA, () => {
+      this.gate.attach([{ name: env.ifA, mode: 'auto', attach: 'dispatcher', priority: 10 }]);
+      return this.gate.attachments()[0];
+    });
+    if (a?.attach === 'link') {
+      // libxdp's dispatcher cannot run on this kernel: the gate fell back to a direct link, and
+      // the rows run on that program (what the interface runs)
+      assert.ok(!EXPECT_DISPATCHER, 'KG_EXPECT_DISPATCHER=1: the gate must be in libxdp\'s dispatcher on this kernel');
+      this.fellBack = true;
+      return;
+    }
+    assert.equal(a?.attach, 'dispatcher');
+    this.fellBack = false;
+    const id = a?.dispatcher?.dispatcherId ?? 0;
+    if (this.runFd >= 0) closeFd(this.runFd);
+    this.runFd = libbpf().bpf_prog_get_fd_by_id(id);
+    assert.ok(this.runFd >= 0, `dispatcher ${id}: errno ${-this.runFd}`);
+  }
+
+  leaveDispatcher(): void {
+    if (this.runFd >= 0) closeFd(this.runFd);
+    this.runFd = -1;
+    const env = this.via;
+    if (env !== null) env.enter(env.nsA, () => this.gate.detachInterface(env.ifA));
+    this.via = null;
+  }
+
+  private get progFd(): number {
+    return this.runFd >= 0 ? this.runFd : this.gate.progFd;
   }
 
   private startReader(): void {
@@ -418,7 +509,7 @@ export class GateHarness {
 
   /** BPF_PROG_TEST_RUN of a frame as built (Ethernet) through the table's program. */
   testRun(frame: Buffer): ReturnType<typeof progTestRun> {
-    const fd = this.framing === 'l3' ? this.gate.progFdL3 : this.gate.progFd;
+    const fd = this.framing === 'l3' ? this.gate.progFdL3 : this.progFd;
     return progTestRun(fd, this.frameFor(frame), { ifindex: TEST_IFINDEX });
   }
 

@@ -14,11 +14,12 @@ import { IN_CI, ROOT, kernelSuite, randomSuffix } from '../helpers/kernel.js';
 
 type Json = Record<string, unknown>;
 
-const PARTS = ['cost', 'scale', 'flood', 'knocks', 'eviction'] as const;
+const PARTS = ['steps', 'cost', 'scale', 'flood', 'knocks', 'eviction'] as const;
 type Part = (typeof PARTS)[number];
 
 /** Tools the live parts need besides the kernel (apt: nftables, knockd, ethtool). */
 const TOOLS: Record<Part, string[]> = {
+  steps: ['clang'],
   cost: [],
   scale: [],
   flood: ['nft', 'ethtool', 'nsenter', 'taskset'],
@@ -67,6 +68,18 @@ function checkPart(part: Part, r: Json, out: string): void {
   const p = parts[part] as Json | undefined;
   assert.ok(p, `results.json has parts.${part}`);
   switch (part) {
+    case 'steps': {
+      const variants = p['variants'] as Json[];
+      const classes = p['classes'] as Json[];
+      assert.equal(variants.length, 6, 'six variants of the program');
+      assert.ok(classes.length >= 10);
+      for (const v of variants) for (const c of classes) num(p, `overBase.${String(v['id'])}.${String(c['id'])}`);
+      for (const [v, byClass] of Object.entries(p['verdictOk'] as Record<string, Record<string, boolean>>)) {
+        for (const [c, ok] of Object.entries(byClass)) assert.equal(ok, true, `variant ${v}: ${c} ends at its verdict`);
+      }
+      checkSvg(join(out, 'doors.svg'));
+      break;
+    }
     case 'cost':
       checkCost(p, 12);
       num(p, 'methodCheck.floodSingleNs');
@@ -81,18 +94,21 @@ function checkPart(part: Part, r: Json, out: string): void {
     }
     case 'flood': {
       const rows = p['rows'] as Json[];
-      assert.equal(rows.length, 10, 'five receivers, two families');
+      // syn: seven receivers (generic-mode ones included), udp: five, spa: four; two families
+      assert.equal(rows.length, 32, 'every flood against its receivers, two families');
       for (const row of rows) {
         assert.ok(num(row, 'pps') >= 0);
         num(row, 'softirqPct');
       }
-      for (const row of rows.filter((x) => x['receiver'] === 'xdp-drop' || x['receiver'] === 'knockgate')) assert.ok(num(row, 'pps') > 0, `${String(row['receiver'])} dropped something`);
+      for (const row of rows.filter((x) => String(x['receiver']).startsWith('xdp-drop') || String(x['receiver']).startsWith('knockgate'))) {
+        assert.ok(num(row, 'pps') > 0, `${String(row['flood'])} flood: ${String(row['receiver'])} dropped something`);
+      }
       checkSvg(join(out, 'flood-pps.svg'));
       break;
     }
     case 'knocks':
     case 'eviction': {
-      const runs = part === 'knocks' ? [p['knockgate'], p['knockd']] : [p['run']];
+      const runs = part === 'knocks' ? [p['knockgate'], p['knockd'], p['spa']] : [p['run'], p['daemon']];
       for (const k of runs as Json[]) {
         assert.ok(k, `${part}: a run is reported`);
         assert.equal(k['cycles'], 4, `${String(k['system'])}: every cycle ran`);

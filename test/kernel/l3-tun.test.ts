@@ -118,7 +118,7 @@ kernelSuite('L3 devices: the gate on a real TUN device', () => {
           gate = open();
           gate.applyDoors(doorsOf(YAML));
           const g = gate;
-          const [att] = env.enter(ns, () => g.attach([{ name: tun, mode }]));
+          const [att] = env.enter(ns, () => g.attach([{ name: tun, mode, attach: 'link', priority: 10 }]));
           assert.equal(att?.mode, 'generic', `attached to ${tun} in generic mode`);
           const l3Id = progInfo(gate.progFdL3).id;
           assert.equal(env.enter(ns, () => xdpQuery(ifIndex(tun)).progId), l3Id, `${tun} (ARPHRD_NONE) runs the L3 program`);
@@ -198,7 +198,7 @@ kernelSuite('L3 devices: the gate on a real TUN device', () => {
         ] as const) {
           setTunLinkType(fd, type);
           assert.throws(
-            () => env.enter(env.nsB, () => gate.attach([{ name: tun, mode: 'generic' }])),
+            () => env.enter(env.nsB, () => gate.attach([{ name: tun, mode: 'generic', attach: 'link', priority: 10 }])),
             (err: unknown) => err instanceof GateError && err.message.includes(`interface ${tun} has device type ${name} (${type})`) && /did not attach/.test(err.message),
           );
           assert.equal(env.enter(env.nsB, () => xdpQuery(ifIndex(tun)).attachMode), 'none', `nothing attached to a ${name} device`);

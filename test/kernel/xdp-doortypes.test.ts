@@ -128,19 +128,23 @@ function freshNonce(): Buffer {
   return n;
 }
 
+/** Another second of the same 64-second spa tag window (the nonce field starts with its tag). */
+const sameWindow = (t: number): number => (t % 64 === 63 ? t - 1 : t + 1);
+
 interface SpaOpts {
   time?: number | bigint;
+  /** the 12 random bytes after the tag */
   nonce?: Buffer;
   key?: Buffer;
   door?: string;
   /** the address the MAC is computed for (default: src) */
   macFor?: string;
 }
-/** An spa datagram from src (40 bytes) and its nonce. */
-function spaDatagram(src: string, o: SpaOpts = {}): { payload: Buffer; nonce: Buffer } {
-  const nonce = o.nonce ?? freshNonce();
-  const payload = encodeSpa({ key: o.key ?? SPA_KEY, door: o.door ?? 'spa', source: addrKey(o.macFor ?? src), time: o.time ?? unixNow(), nonce });
-  return { payload, nonce };
+/** An spa datagram from src (40 bytes), its 16-byte nonce field (tag and nonce, what kg_nonces records) and its 12 random bytes. */
+function spaDatagram(src: string, o: SpaOpts = {}): { payload: Buffer; nonce: Buffer; rand: Buffer } {
+  const rand = o.nonce ?? freshNonce().subarray(4);
+  const payload = encodeSpa({ key: o.key ?? SPA_KEY, door: o.door ?? 'spa', source: addrKey(o.macFor ?? src), time: o.time ?? unixNow(), nonce: rand });
+  return { payload, nonce: payload.subarray(16, 32), rand };
 }
 
 const ed = generateKeyPairSync('ed25519');
@@ -622,8 +626,8 @@ framingSuites('XDP doors: spa', (framing) => {
 
   it('replays, another source, stale and garbage timestamps, a wrong key: refused with their reason, nothing granted', async () => {
     await withGate({ framing }, async (h) => {
-      const k = spaDatagram(A4);
       const now = unixNow();
+      const k = spaDatagram(A4, { time: now });
       // A timestamp whose value in ns wraps (mod 2^64) onto the gate's clock: only the range check
       // (ts <= 2^34) can refuse it, since ts * 1e9 would then look fresh.
       const wrapped = wrappingTimestamp(BigInt(Date.now()) * 1_000_000n);
@@ -634,7 +638,7 @@ framingSuites('XDP doors: spa', (framing) => {
         refused(`${B6}: the same 40 bytes from an IPv6 source: bad MAC`, udp(B6, SPA_PORT, k.payload), 'spa', SPA_PORT, 'bad_mac'),
         refused(`${B4}: a knock made for ${A4}, sent from ${B4}: bad MAC`, udp(B4, SPA_PORT, spaDatagram(B4, { macFor: A4 }).payload), 'spa', SPA_PORT, 'bad_mac'),
         refused(`${B6}: a knock made for ${B4}, sent from ${B6}: bad MAC`, udp(B6, SPA_PORT, spaDatagram(B6, { macFor: B4 }).payload), 'spa', SPA_PORT, 'bad_mac'),
-        refused(`${B4}: a new knock (fresh time, valid MAC) reusing ${A4}'s nonce: replay`, udp(B4, SPA_PORT, spaDatagram(B4, { nonce: k.nonce, time: now + 1 }).payload), 'spa', SPA_PORT, 'replay'),
+        refused(`${B4}: a new knock (fresh time, valid MAC) reusing ${A4}'s nonce: replay`, udp(B4, SPA_PORT, spaDatagram(B4, { nonce: k.rand, time: sameWindow(now) }).payload), 'spa', SPA_PORT, 'replay'),
         refused(`${B4}: timestamp 120 s behind: stale`, udp(B4, SPA_PORT, spaDatagram(B4, { time: now - 120 }).payload), 'spa', SPA_PORT, 'stale'),
         refused(`${B4}: timestamp 120 s ahead: stale`, udp(B4, SPA_PORT, spaDatagram(B4, { time: now + 120 }).payload), 'spa', SPA_PORT, 'stale'),
         refused(`${B4}: timestamp 0: stale`, udp(B4, SPA_PORT, spaDatagram(B4, { time: 0 }).payload), 'spa', SPA_PORT, 'stale'),
@@ -650,15 +654,18 @@ framingSuites('XDP doors: spa', (framing) => {
     });
   });
 
-  it('every byte is covered: magic and door id malformed, time, nonce and MAC a bad MAC; lengths other than 40 malformed', async () => {
+  it('every byte is covered: magic and door id malformed, a timestamp moved past max_skew stale, tag, nonce and MAC a bad MAC; lengths other than 40 malformed', async () => {
     await withGate({ framing }, async (h) => {
       const k = spaDatagram(A4);
       const rows: DRow[] = [];
       for (let i = 0; i < KG.SPA_LEN; i++) {
         const t = Buffer.from(k.payload);
         t[i] = t[i]! ^ 0x01;
-        const region = i < 4 ? 'magic' : i < 8 ? 'door id' : i < 16 ? 'timestamp' : i < 32 ? 'nonce' : 'MAC';
-        rows.push(refused(`${A4}: byte ${i} (${region}) flipped`, udp(A4, SPA_PORT, t), 'spa', SPA_PORT, i < 8 ? 'malformed' : 'bad_mac'));
+        const region = i < 4 ? 'magic' : i < 8 ? 'door id' : i < 16 ? 'timestamp' : i < 20 ? 'tag' : i < 32 ? 'nonce' : 'MAC';
+        // The timestamp is checked before the tag and the MAC: a flip in bytes 8..14 moves it
+        // by 256 s or more, past max_skew (30 s): stale; byte 15 moves it by 1 s: bad MAC.
+        const reason = i < 8 ? 'malformed' : i < 15 ? 'stale' : 'bad_mac';
+        rows.push(refused(`${A4}: byte ${i} (${region}) flipped`, udp(A4, SPA_PORT, t), 'spa', SPA_PORT, reason));
       }
       const cut = (n: number): Buffer => Buffer.from(k.payload.subarray(0, n));
       rows.push(
@@ -685,18 +692,18 @@ framingSuites('XDP doors: spa', (framing) => {
 
   it('only a knock that verifies burns its nonce: forged and stale ones do not', async () => {
     await withGate({ framing }, async (h) => {
-      const nonce = freshNonce();
+      const nonce = freshNonce().subarray(4);
       const now = unixNow();
       const stale = spaDatagram(A4, { nonce, time: now - 3600 });
-      const forged = Buffer.from(spaDatagram(A4, { nonce }).payload);
+      const forged = Buffer.from(spaDatagram(A4, { nonce, time: now }).payload);
       forged[39] = forged[39]! ^ 0x80;
       const good = spaDatagram(A4, { nonce, time: now });
       await table(h, [
         refused(`${A4}: stale knock with nonce N`, udp(A4, SPA_PORT, stale.payload), 'spa', SPA_PORT, 'stale'),
         refused(`${A4}: forged MAC with nonce N`, udp(A4, SPA_PORT, forged), 'spa', SPA_PORT, 'bad_mac'),
         refused(`${B4}: a knock made for ${B4} with another key and nonce N`, udp(B4, SPA_PORT, spaDatagram(B4, { nonce, key: WRONG_KEY }).payload), 'spa', SPA_PORT, 'bad_mac'),
-        opens(`${A4}: a fresh knock with nonce N: GRANT`, udp(A4, SPA_PORT, good.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [nonce] }),
-        refused(`${A4}: N once more with another fresh timestamp: replay`, udp(A4, SPA_PORT, spaDatagram(A4, { nonce, time: now - 1 }).payload), 'spa', SPA_PORT, 'replay'),
+        opens(`${A4}: a fresh knock with nonce N: GRANT`, udp(A4, SPA_PORT, good.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [good.nonce] }),
+        refused(`${A4}: N once more with another fresh timestamp of the window: replay`, udp(A4, SPA_PORT, spaDatagram(A4, { nonce, time: sameWindow(now) }).payload), 'spa', SPA_PORT, 'replay'),
       ]);
     });
   });

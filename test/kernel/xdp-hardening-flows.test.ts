@@ -195,6 +195,8 @@ kernelSuite('flows: connections opened under a grant (BPF_PROG_TEST_RUN)', () =>
         v.writeBigUInt64LE(3_600_000_000_000n, OFFSETS.flow.idle_ns); // flow_idle 1h
         v.writeUInt8(slot, OFFSETS.flow.slot);
         v.writeUInt8(flags, OFFSETS.flow.flags);
+        // A writer of kg_flows outside XDP marks the grant filter first (DESIGN.md "Grant filter").
+        h.gate.gfilter!.mark(addrKey(S));
         h.gate.map(MAP.FLOWS).update(encodeFlowKey({ src: addrKey(S), dst: addrKey(DST4), sport, dport: 22, proto: PROTO.TCP }), v);
       };
       const ms = 1_000_000n;

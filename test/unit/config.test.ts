@@ -42,16 +42,18 @@ test('the minimal config loads with every default', () => {
     openForMs: 30000,
     flowIdleMs: 600_000,
     scope: 'source',
+    onPartition: 'local',
   };
   assert.deepEqual(parseFixture('good-minimal.yaml'), {
     file: 'good-minimal.yaml',
-    interfaces: [{ name: 'eth0', mode: 'auto' }],
+    interfaces: [{ name: 'eth0', mode: 'auto', attach: 'dispatcher', priority: 10 }],
     pinPath: '/sys/fs/bpf/knockgate',
     keep: false,
     log: { level: 'info', denialsPerSecond: 20, knockEventsPerSecond: 100 },
     limits: { sources: 65536, flows: 65536, eventRingBytes: 262144, firstKnockFilterBytes: 8 * 1024 * 1024 },
     bruteForce: { maxFailures: 5, failureWindowMs: 60_000, cooldownMs: 300_000 },
     doors: [ssh],
+    fleet: null,
     warnings: [],
   } satisfies GateConfig);
 });
@@ -60,9 +62,9 @@ test('a config with every key loads to the exact model', () => {
   assert.deepEqual(parseFixture('good-full.yaml'), {
     file: 'good-full.yaml',
     interfaces: [
-      { name: 'eth0', mode: 'generic' },
-      { name: 'eth1', mode: 'native' },
-      { name: 'wg0', mode: 'generic' },
+      { name: 'eth0', mode: 'generic', attach: 'dispatcher', priority: 20 },
+      { name: 'eth1', mode: 'native', attach: 'dispatcher', priority: 5 },
+      { name: 'wg0', mode: 'generic', attach: 'link', priority: 20 },
     ],
     pinPath: '/sys/fs/bpf/kg-test',
     keep: true,
@@ -86,6 +88,7 @@ test('a config with every key loads to the exact model', () => {
         openForMs: 86_400_000,
         flowIdleMs: 7_200_000,
         scope: 'flow-only',
+        onPartition: 'local',
       },
       {
         name: 'web-admin_2',
@@ -98,6 +101,7 @@ test('a config with every key loads to the exact model', () => {
         openForMs: 5_400_000,
         flowIdleMs: 1_800_000,
         scope: 'source',
+        onPartition: 'local',
       },
       {
         name: '42',
@@ -110,10 +114,12 @@ test('a config with every key loads to the exact model', () => {
         openForMs: 5_400_000,
         flowIdleMs: 1_800_000,
         scope: 'source',
+        onPartition: 'local',
       },
     ],
+    fleet: null,
     warnings: [
-      { file: 'good-full.yaml', line: 46, col: 15, path: 'doors.42.sequence', message: 'a one-step sequence is opened by any scan of that port' },
+      { file: 'good-full.yaml', line: 49, col: 15, path: 'doors.42.sequence', message: 'a one-step sequence is opened by any scan of that port' },
     ],
   } satisfies GateConfig);
 });
@@ -134,10 +140,13 @@ test('the example config is valid and matches the embedded defaults', async () =
   assert.equal(ssh.openForMs, DEFAULTS.openForMs);
   assert.equal(ssh.flowIdleMs, DEFAULTS.flowIdleMs);
   assert.equal(ssh.scope, DEFAULTS.scope);
-  assert.deepEqual(config.interfaces, [{ name: 'eth0', mode: 'auto' }, { name: 'eth1', mode: 'generic' }]);
+  assert.deepEqual(config.interfaces, [
+    { name: 'eth0', mode: 'auto', attach: DEFAULTS.attach, priority: DEFAULTS.xdpPriority },
+    { name: 'eth1', mode: 'generic', attach: DEFAULTS.attach, priority: DEFAULTS.xdpPriority },
+  ]);
   // Every key the loader knows appears in the example.
   const text = readFileSync(examplePath, 'utf8');
-  for (const key of ['interfaces', 'xdp_mode', 'pin_path', 'keep', 'log', 'level', 'denials_per_second', 'knock_events_per_second',
+  for (const key of ['interfaces', 'xdp_mode', 'attach', 'xdp_priority', 'pin_path', 'keep', 'log', 'level', 'denials_per_second', 'knock_events_per_second',
     'limits', 'sources', 'flows', 'event_ring', 'first_knock_filter', 'brute_force', 'max_failures', 'failure_window', 'cooldown',
     'defaults', 'step_timeout', 'sequence_timeout', 'open_for', 'flow_idle', 'doors', 'sequence', 'protects', 'allow_from', 'scope',
     'name']) {
@@ -192,7 +201,7 @@ const BAD: Record<string, string[]> = {
   'bad-unknown-key.yaml': [
     'bad-unknown-key.yaml:1:1: interface: unknown key "interface": did you mean "interfaces"?',
     'bad-unknown-key.yaml:6:5: doors.ssh.step_timout: unknown key "step_timout": did you mean "step_timeout"?',
-    'bad-unknown-key.yaml:7:5: doors.ssh.colour: unknown key "colour": expected type, sequence, protects, allow_from, scope, step_timeout, sequence_timeout, open_for, flow_idle, secret_file, knock_ports, length, window, port, key_file, max_skew, clients, knock or payload',
+    'bad-unknown-key.yaml:7:5: doors.ssh.colour: unknown key "colour": expected type, sequence, protects, allow_from, scope, step_timeout, sequence_timeout, open_for, flow_idle, secret_file, knock_ports, length, window, port, key_file, max_skew, clients, knock, payload or on_partition',
   ],
   'bad-duration.yaml': [
     'bad-duration.yaml:3:17: defaults.step_timeout: "5 seconds" is not a duration: write a number and a unit, e.g. 500ms, 5s, 2m, 1h30m',
@@ -408,4 +417,19 @@ test('consecutive steps a port scan would walk through are refused', () => {
   assert.equal(parseConfigText(cfg('  a: { sequence: [7000/tcp, 7002/tcp], protects: [22/tcp] }\n')).doors.length, 1);
   assert.equal(parseConfigText(cfg('  a: { sequence: [7000/tcp, 7001/udp, 7002/tcp], protects: [22/tcp] }\n')).doors.length, 1);
   assert.equal(parseConfigText(cfg('  a: { sequence: [7100/tcp, 7103/tcp], protects: [7101/tcp] }\n')).doors.length, 1);
+});
+
+test('attach and xdp_priority: per interface or for all, checked', () => {
+  const ifs = (text: string) => parseConfigText(text).interfaces;
+  const doors = 'doors:\n  ssh:\n    sequence: [7000/tcp, 8000/udp]\n    protects: [22/tcp]\n';
+  assert.deepEqual(ifs(`interfaces: [eth0]\n${doors}`), [{ name: 'eth0', mode: 'auto', attach: 'dispatcher', priority: 10 }]);
+  assert.deepEqual(ifs(`interfaces: [eth0, { name: eth1, attach: dispatcher, xdp_priority: 60 }]\nattach: link\nxdp_priority: 0\n${doors}`), [
+    { name: 'eth0', mode: 'auto', attach: 'link', priority: 0 },
+    { name: 'eth1', mode: 'auto', attach: 'dispatcher', priority: 60 },
+  ]);
+  const [bad] = inline(`${door()}attach: bridge\n`);
+  assert.match(bad ?? '', /^6:9: attach: "bridge" is not an attach method: expected one of dispatcher, link/);
+  assert.match(inline(`${door()}xdp_priority: -1\n`)[0] ?? '', /^6:15: xdp_priority: .*-1/);
+  assert.match(inline('interfaces: [{ name: eth0, xdp_priority: 4294967296 }]\ndoors:\n  ssh:\n    sequence: [7000/tcp, 8000/udp]\n    protects: [22/tcp]\n')[0] ?? '', /interfaces\[0\]\.xdp_priority: .*4294967296/);
+  assert.match(inline(`${door()}xdp_priority:\n`)[0] ?? '', /xdp_priority: has no value: remove the key to use the default \(10\)/);
 });

@@ -18,7 +18,7 @@ class FakeGate implements SupervisedGate {
     if (this.failing.has(i.name)) throw new Error(`attach ${i.name} refused`);
     this.attaches++;
     this.pins.set(i.name, ifindex);
-    return { ifname: i.name, ifindex, mode: i.mode === 'auto' ? 'native' : i.mode, progId: 7 };
+    return { ifname: i.name, ifindex, mode: i.mode === 'auto' ? 'native' : i.mode, progId: 7, attach: 'link' as const };
   }
   detachInterface(name: string): void {
     this.pins.delete(name);
@@ -68,7 +68,7 @@ function lab(entries: InterfaceConfig[], links: Link[]) {
 }
 
 const eth = (index: number, name: string, kind?: string): Link => ({ index, name, type: 1, flags: 0x1003, ...(kind ? { kind } : {}) });
-const E = (name: string, mode: 'auto' | 'native' | 'generic' = 'auto'): InterfaceConfig => (/[*?[]/.test(name) ? { name, mode, pattern: true } : { name, mode });
+const E = (name: string, mode: 'auto' | 'native' | 'generic' = 'auto'): InterfaceConfig => (/[*?[]/.test(name) ? { name, mode, attach: 'link', priority: 10, pattern: true } : { name, mode, attach: 'link', priority: 10 });
 
 test('start: present interfaces attached, missing ones and uncovered tunnels warned about, stray pins dropped', () => {
   const t = lab([E('eth0', 'native'), E('eth1'), E('vlan*'), E('br*')], [eth(1, 'lo'), eth(2, 'eth0'), eth(3, 'vlan10', 'vlan'), eth(4, 'wg0', 'wireguard'), eth(6, 'old0')]);

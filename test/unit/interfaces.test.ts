@@ -145,9 +145,9 @@ test('config: interface patterns load; malformed ones are errors with file:line:
   );
   assert.deepEqual(ok.errors, []);
   assert.deepEqual(ok.config?.interfaces, [
-    { name: 'eth0', mode: 'auto' },
-    { name: 'vlan*', mode: 'auto', pattern: true },
-    { name: 'kg-*', mode: 'generic', pattern: true },
+    { name: 'eth0', mode: 'auto', attach: 'dispatcher', priority: 10 },
+    { name: 'vlan*', mode: 'auto', attach: 'dispatcher', priority: 10, pattern: true },
+    { name: 'kg-*', mode: 'generic', attach: 'dispatcher', priority: 10, pattern: true },
   ]);
   const bad = checkConfigText(
     'interfaces:\n  - eth0\n  - "eth[0-"\n  - { name: "*" }\ndoors:\n  ssh:\n    sequence: [1000/tcp, 2000/tcp]\n    protects: [22/tcp]\n',
@@ -170,10 +170,10 @@ test('check warnings: missing names, patterns matching nothing, uncovered tunnel
   ];
   const w = interfaceWarnings(
     [
-      { name: 'eth0', mode: 'auto' },
-      { name: 'eth1', mode: 'auto' },
-      { name: 'vlan*', mode: 'auto', pattern: true },
-      { name: 'vx*', mode: 'auto', pattern: true },
+      { name: 'eth0', mode: 'auto', attach: 'link', priority: 10 },
+      { name: 'eth1', mode: 'auto', attach: 'link', priority: 10 },
+      { name: 'vlan*', mode: 'auto', attach: 'link', priority: 10, pattern: true },
+      { name: 'vx*', mode: 'auto', attach: 'link', priority: 10, pattern: true },
     ],
     links,
   );

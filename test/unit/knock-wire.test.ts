@@ -13,6 +13,7 @@ import {
   doorId,
   encodeSigned,
   encodeSpa,
+  spaTag,
   keyIdOf,
   signedMessage,
   verifySpa,
@@ -20,7 +21,8 @@ import {
 
 const seq = (n: number, from = 0): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => from + i));
 const KEY = seq(16); // 00..0f
-const NONCE = seq(16, 0xa0); // a0..af
+const NONCE = seq(16, 0xa0); // a0..af (signed)
+const SPA_NONCE = seq(12, 0xa4); // a4..af (spa: the nonce field after the 4-byte tag)
 const SRC4 = parseAddress('198.18.0.2');
 const SRC6 = parseAddress('2001:db8::7');
 // An Ed25519 key from the fixed seed 20..3f (PKCS#8 DER: a fixed prefix, then the seed).
@@ -28,7 +30,7 @@ const PRIV = createPrivateKey({ key: Buffer.concat([Buffer.from('302e02010030050
 const PUB = createPublicKey(PRIV);
 
 // Fixed vectors (also in docs/KNOCKS.md), checked against independent implementations.
-const SPA_VECTOR = '4b47533103d6db22000000006553f100a0a1a2a3a4a5a6a7a8a9aaabacadaeafee0f7100f9908cca';
+const SPA_VECTOR = '4b47533203d6db22000000006553f100875f03baa4a5a6a7a8a9aaabacadaeaf4ba89a3fdaf5c380';
 const SIGNED_VECTOR =
   '4b47453103d6db22000000006553f100a0a1a2a3a4a5a6a7a8a9aaabacadaeaf24f6ed6acbfe1009c030d7ca567c33ca' +
   '75166e7ebb7c349c3b4533930a165d179e489b86a1ba8ca67b3e19c64fedea1bc68dfa3365ef84569abe3beed923266e' +
@@ -42,24 +44,32 @@ test('doorId: SHA-256("knockgate door\\0" || name), first 4 bytes big-endian', (
 });
 
 test('spa: the fixed vector', () => {
-  const buf = encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: 1700000000, nonce: NONCE });
+  const buf = encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: 1700000000, nonce: SPA_NONCE });
   assert.equal(buf.toString('hex'), SPA_VECTOR);
   assert.equal(buf.length, SPA_LEN);
   assert.deepEqual(buf.subarray(0, 4), SPA_MAGIC);
-  assert.equal(SPA_MAGIC.toString('latin1'), 'KGS1');
+  assert.equal(SPA_MAGIC.toString('latin1'), 'KGS2');
+  // the nonce field starts with the window's tag: SipHash-2-4 of "KGST" || door id || time / 64
+  const tagMsg = Buffer.concat([Buffer.from('KGST', 'latin1'), Buffer.from('03d6db22', 'hex'), Buffer.alloc(8)]);
+  tagMsg.writeBigUInt64BE(1700000000n / 64n, 8);
+  assert.deepEqual(buf.subarray(16, 20), siphash24(KEY, tagMsg).subarray(0, 4));
+  assert.deepEqual(buf.subarray(16, 20), spaTag(KEY, doorId('ssh'), 1700000000));
+  assert.deepEqual(buf.subarray(20, 32), SPA_NONCE);
   // the MAC is SipHash-2-4 over source || bytes 0..31
   assert.deepEqual(buf.subarray(32), siphash24(KEY, Buffer.concat([SRC4, buf.subarray(0, 32)])));
   // a bigint timestamp is the same timestamp
-  assert.deepEqual(encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: 1700000000n, nonce: NONCE }), buf);
+  assert.deepEqual(encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: 1700000000n, nonce: SPA_NONCE }), buf);
 });
 
 test('spa: decode and verify', () => {
-  const buf = encodeSpa({ key: KEY, door: 'ssh', source: SRC6, time: 1700000123n, nonce: NONCE });
+  const buf = encodeSpa({ key: KEY, door: 'ssh', source: SRC6, time: 1700000123n, nonce: SPA_NONCE });
   const d = decodeSpa(buf);
   assert.ok(d !== null);
   assert.equal(d.doorId, doorId('ssh'));
   assert.equal(d.time, 1700000123n);
-  assert.deepEqual(d.nonce, NONCE);
+  assert.deepEqual(d.nonce, buf.subarray(16, 32));
+  assert.deepEqual(d.nonce.subarray(4), SPA_NONCE);
+  assert.deepEqual(d.tag, spaTag(KEY, doorId('ssh'), 1700000123n));
   assert.deepEqual(d.mac, buf.subarray(32, 40));
   assert.equal(verifySpa(KEY, SRC6, buf), true);
   assert.equal(verifySpa(KEY, SRC4, buf), false, 'another source address');
@@ -70,7 +80,7 @@ test('spa: decode and verify', () => {
 });
 
 test('spa: any changed bit fails verification', () => {
-  const buf = encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: 1700000000, nonce: NONCE });
+  const buf = encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: 1700000000, nonce: SPA_NONCE });
   for (let i = 0; i < SPA_LEN; i++) {
     for (const bit of [0x01, 0x80]) {
       const bad = Buffer.from(buf);
@@ -86,12 +96,12 @@ test('spa: any changed bit fails verification', () => {
 });
 
 test('spa: wrong length or magic decodes to null', () => {
-  const buf = encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: 1, nonce: NONCE });
+  const buf = encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: 1, nonce: SPA_NONCE });
   assert.equal(decodeSpa(buf.subarray(0, 39)), null);
   assert.equal(decodeSpa(Buffer.concat([buf, Buffer.alloc(1)])), null);
   assert.equal(decodeSpa(Buffer.alloc(0)), null);
   const other = Buffer.from(buf);
-  other.write('KGS2', 0, 'latin1');
+  other.write('KGS1', 0, 'latin1'); // the format before the window tag
   assert.equal(decodeSpa(other), null);
   assert.equal(verifySpa(KEY, SRC4, other), false);
   assert.equal(verifySpa(KEY, SRC4, buf.subarray(0, 39)), false);
@@ -105,6 +115,7 @@ test('spa: random nonces by default; bad inputs are refused', () => {
   assert.throws(() => encodeSpa({ key: KEY, door: 'ssh', source: Buffer.from([198, 18, 0, 2]), time: 5 }), RangeError);
   assert.throws(() => encodeSpa({ key: seq(15), door: 'ssh', source: SRC4, time: 5 }), RangeError);
   assert.throws(() => encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: 5, nonce: seq(15) }), RangeError);
+  assert.throws(() => encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: 5, nonce: seq(16) }), RangeError);
   assert.throws(() => encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: 1.5 }), RangeError);
   assert.throws(() => encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: -1 }), RangeError);
   assert.throws(() => encodeSpa({ key: KEY, door: 'ssh', source: SRC4, time: 1n << 64n }), RangeError);

@@ -67,6 +67,7 @@ const fields: Record<string, readonly string[]> = {
   kg_flow: ['created_ns', 'last_ns', 'idle_ns', 'slot', 'flags'],
   kg_event: ['ts_ns', 'expires_ns', 'addr', 'port', 'doors', 'proto', 'type', 'door', 'step', 'reason', 'ifindex'],
   kg_signed_event: ['ev', 'payload'],
+  kg_nonce_event: ['ev', 'nonce'],
   kg_spent_key: ['door_id', 'window'],
   kg_globals: ['active_gen', 'max_failures', 'deny_tokens', 'knock_tokens', 'failure_window_ns', 'cooldown_ns', 'fk_window_ns', 'fk_seed', 'fk_mask',
     'icmp_doors', 'signed_tokens', 'wall_offset_ns', 'hint'],
@@ -74,7 +75,7 @@ const fields: Record<string, readonly string[]> = {
 const sized = [
   'kg_port_info', 'kg_step', 'kg_port_range', 'kg_door', 'kg_allow_key', 'kg_addr', 'kg_door_progress', 'kg_progress',
   'kg_first_knock', 'kg_probation', 'kg_fk_block', 'kg_penalty', 'kg_grant', 'kg_flow_key', 'kg_flow', 'kg_event', 'kg_stats',
-  'kg_globals', 'kg_signed_event', 'kg_nonce', 'kg_spent_key',
+  'kg_globals', 'kg_signed_event', 'kg_nonce_event', 'kg_nonce', 'kg_spent_key',
 ];
 const constants = [
   'KG_MAX_DOORS', 'KG_MAX_STEPS', 'KG_MAX_PROTECTS', 'KG_NAME_LEN', 'KG_GENS', 'KG_PROTOS', 'KG_PORTS', 'KG_PORT_SLOTS',
@@ -85,14 +86,16 @@ const constants = [
   'KG_TYPE_SEQUENCE', 'KG_TYPE_ROTATING', 'KG_TYPE_SPA', 'KG_TYPE_SIGNED', 'KG_TYPE_PAYLOAD', 'KG_PROTO_ICMP',
   'KG_EV_REJECT', 'KG_EV_SIGNED', 'KG_REJECT_MALFORMED', 'KG_REJECT_BAD_MAC', 'KG_REJECT_STALE', 'KG_REJECT_REPLAY',
   'KG_REJECT_SPENT', 'KG_REJECT_PAYLOAD', 'KG_REJECT_NOT_ALLOWED',
-  'KG_PROTO_TCP', 'KG_PROTO_UDP', 'KG_DOOR_ACTIVE', 'KG_DOOR_ALLOW_LIST', 'KG_DOOR_FLOW_ONLY', 'KG_FLOW_ESTABLISHED',
+  'KG_PROTO_TCP', 'KG_PROTO_UDP', 'KG_DOOR_ACTIVE', 'KG_DOOR_ALLOW_LIST', 'KG_DOOR_FLOW_ONLY', 'KG_DOOR_CLAIM', 'KG_EV_CLAIM', 'KG_FLOW_ESTABLISHED',
   'KG_FLOW_CLOSING', 'KG_EV_STEP', 'KG_EV_RESET', 'KG_EV_GRANT', 'KG_EV_DENY', 'KG_EV_COOLDOWN', 'KG_EV_CONSUMED',
   'KG_RESET_NONE', 'KG_RESET_WRONG_PORT', 'KG_RESET_STEP_TIMEOUT', 'KG_RESET_SEQ_TIMEOUT',
   'KG_DENY_NO_GRANT', 'KG_DENY_EXPIRED', 'KG_DENY_NO_FLOW', 'KG_VERDICTS', 'KG_STAT_MAX',
+  'KG_GF_HDR_WORDS', 'KG_GF_BITS_PER_SOURCE', 'KG_GF_ON', 'KG_GF_CUR', 'KG_SPA_TAG_WINDOW_S', 'KG_SPA_TAG_SLOTS',
 ];
 const strings = [
   'KG_MAP_PORTS', 'KG_MAP_DOORS', 'KG_MAP_ALLOW', 'KG_MAP_PROGRESS', 'KG_MAP_PROBATION', 'KG_MAP_FIRSTS', 'KG_MAP_PENALTY',
   'KG_MAP_GRANTS', 'KG_MAP_FLOWS', 'KG_MAP_EVENTS', 'KG_MAP_NONCES', 'KG_MAP_SPENT', 'KG_MAP_STATS', 'KG_MAP_GLOBALS', 'KG_PROG_NAME',
+  'KG_MAP_GFILTER', 'KG_MAP_SPATAGS',
   'KG_PROG_NAME_L3',
 ];
 
@@ -178,6 +181,12 @@ test('constants and names match knock.h', () => {
     KG_SIGNED_MAGIC: KG.SIGNED_MAGIC,
     KG_DEFAULT_NONCES: KG.DEFAULT_NONCES,
     KG_SPENT_ENTRIES: KG.SPENT_ENTRIES,
+    KG_GF_HDR_WORDS: KG.GF_HDR_WORDS,
+    KG_GF_BITS_PER_SOURCE: KG.GF_BITS_PER_SOURCE,
+    KG_GF_ON: Number(KG.GF_ON),
+    KG_GF_CUR: Number(KG.GF_CUR),
+    KG_SPA_TAG_WINDOW_S: KG.SPA_TAG_WINDOW_S,
+    KG_SPA_TAG_SLOTS: KG.SPA_TAG_SLOTS,
     KG_TYPE_SEQUENCE: DOOR_TYPE.SEQUENCE,
     KG_TYPE_ROTATING: DOOR_TYPE.ROTATING,
     KG_TYPE_SPA: DOOR_TYPE.SPA,
@@ -198,6 +207,8 @@ test('constants and names match knock.h', () => {
     KG_DOOR_ACTIVE: DOOR_FLAG.ACTIVE,
     KG_DOOR_ALLOW_LIST: DOOR_FLAG.ALLOW_LIST,
     KG_DOOR_FLOW_ONLY: DOOR_FLAG.FLOW_ONLY,
+    KG_DOOR_CLAIM: DOOR_FLAG.CLAIM,
+    KG_EV_CLAIM: EVENT.CLAIM,
     KG_FLOW_ESTABLISHED: FLOW_FLAG.ESTABLISHED,
     KG_FLOW_CLOSING: FLOW_FLAG.CLOSING,
     KG_EV_STEP: EVENT.STEP,
@@ -234,6 +245,8 @@ test('constants and names match knock.h', () => {
       KG_MAP_STATS: MAP.STATS,
       KG_MAP_GLOBALS: MAP.GLOBALS,
       KG_PROG_NAME: PROG_NAME,
+      KG_MAP_GFILTER: MAP.GFILTER,
+      KG_MAP_SPATAGS: MAP.SPATAGS,
       KG_PROG_NAME_L3: PROG_NAME_L3,
     },
     oracle.string,

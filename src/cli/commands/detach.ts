@@ -12,7 +12,7 @@ import { MapLayoutError } from '../../bpf/index.js';
 import { GateError, NoGateError, removePins, type Gate } from '../../kernel/gate.js';
 import { daemonHolding, removeStaleDaemonLock, waitDaemonGone, withGateLock } from '../../kernel/lock.js';
 import { CliError, EXIT } from '../exit.js';
-import { openTarget, resolvePinPath, targetOptions, type TargetOptions } from '../target.js';
+import { cliLogger, openTarget, resolvePinPath, targetOptions, type TargetOptions } from '../target.js';
 
 /** how long a daemon that agreed to detach may take to finish */
 const DAEMON_DETACH_MS = 60_000;
@@ -62,7 +62,7 @@ export function detachCommand(): Command {
         // A gate of another knockgate version (other maps or sizes) cannot be opened by this
         // one, but its pins can be removed all the same: links first, which detaches it.
         if (!(err instanceof MapLayoutError) && !(err instanceof GateError && /another layout/.test(err.message))) throw err;
-        await withGateLock(pinPath, () => removePins(pinPath));
+        await withGateLock(pinPath, () => removePins(pinPath, cliLogger));
         const daemon = await controlRequest(pinPath, { op: 'detached' });
         process.stdout.write(`the gate under ${pinPath} was loaded by another knockgate version: its pins were removed, which detaches it${daemon ? '; the daemon stops' : ''}${stopped}\n`);
         return;

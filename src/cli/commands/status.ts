@@ -10,6 +10,27 @@ import type { InterfaceStatus } from '../../interfaces.js';
 import { isPattern } from '../../config/ifpattern.js';
 import { flowRows, grantRows } from './grants.js';
 import { openTarget, resolvePinPath, targetOptions, toJson, type TargetOptions } from '../target.js';
+import type { DispatchedState } from '../../kernel/dispatcher.js';
+
+/** The dispatcher of an interface for --json: the chain in run order, knockgate's place marked. */
+function dispatcherJson(d: DispatchedState | null) {
+  if (d === null) return null;
+  return {
+    id: d.dispatcherId,
+    position: d.chain.findIndex((p) => p.knockgate) + 1,
+    chain: d.chain.map((p) => ({ priority: p.priority, name: p.name, prog_id: p.id, chain_call_actions: p.chainCallActions, knockgate: p.knockgate })),
+    warnings: d.warnings,
+  };
+}
+
+function dispatcherLines(d: NonNullable<ReturnType<typeof dispatcherJson>>): string[] {
+  const out = [`    dispatcher ${d.id}, knockgate runs ${d.position > 0 ? `#${d.position} of ${d.chain.length}` : 'nowhere (not in the chain)'}:`];
+  for (const p of d.chain) {
+    out.push(`    ${p.knockgate ? '*' : ' '} prio ${String(p.priority).padStart(4)}  ${p.name.padEnd(16)} prog ${String(p.prog_id).padEnd(6)} goes on after ${p.chain_call_actions.join(',') || 'nothing'}`);
+  }
+  for (const w of d.warnings) out.push(`    warning: ${w}`);
+  return out;
+}
 
 /** "eth0             attached (native)", "vlan*            absent (no interface matches)" */
 function interfaceLine(i: InterfaceStatus): string {
@@ -25,7 +46,7 @@ function interfaceLine(i: InterfaceStatus): string {
 
 export function statusCommand(): Command {
   return targetOptions(new Command('status'))
-    .description('show interfaces and XDP mode, doors, counters, grants, flows, sources in progress and in cooldown, lost events and map fill')
+    .description('show interfaces (XDP mode, the libxdp dispatcher chain and the gate\'s place in it), doors, counters, grants, flows, sources in progress and in cooldown, lost events and map fill')
     .option('--json', 'JSON output')
     .addHelpText('after', '\nExample:\n  knockgate status\n  knockgate status --json | jq .counters\n')
     .action(async (opts: TargetOptions & { json?: boolean }) => {
@@ -48,7 +69,14 @@ export function statusCommand(): Command {
           pin_path: pinPath,
           daemon_running: daemon,
           generation: gate.activeGen(),
-          interfaces: gate.attachments().map((a) => ({ name: a.ifname, ifindex: a.ifindex, xdp_mode: a.mode, prog_id: a.progId })),
+          interfaces: gate.attachments().map((a) => ({
+            name: a.ifname,
+            ifindex: a.ifindex,
+            xdp_mode: a.mode,
+            prog_id: a.progId,
+            attach: a.attach,
+            ...(a.dispatcher !== undefined ? { dispatcher: dispatcherJson(a.dispatcher) } : {}),
+          })),
           /** each configured interface or pattern and its state (null: no daemon to ask) */
           interface_states: configured,
           doors: gate.doors().map((d) => doorJson(d.slot, d.door, d.allow)),
@@ -80,9 +108,14 @@ export function statusCommand(): Command {
         if (configured !== null) {
           for (const i of configured) out.push(`  ${interfaceLine(i)}`);
           if (configured.length === 0) out.push('  none configured');
-        } else {
-          for (const i of status.interfaces) out.push(`  ${i.name.padEnd(16)} ${i.xdp_mode}${i.prog_id ? ` (prog ${i.prog_id})` : ''}`);
-          if (status.interfaces.length === 0) out.push('  none');
+        }
+        if (configured === null || status.interfaces.some((i) => i.dispatcher)) {
+          for (const i of status.interfaces) {
+            if (configured === null) out.push(`  ${i.name.padEnd(16)} ${i.xdp_mode}${i.prog_id ? ` (prog ${i.prog_id})` : ''}, ${i.attach === 'link' ? 'direct bpf_link' : 'libxdp dispatcher'}`);
+            else if (i.dispatcher) out.push(`  ${i.name}:`);
+            if (i.dispatcher) out.push(...dispatcherLines(i.dispatcher));
+          }
+          if (configured === null && status.interfaces.length === 0) out.push('  none');
         }
         out.push('doors:');
         for (const d of status.doors) {
