@@ -150,6 +150,8 @@ export class InterfaceSupervisor {
     for (const d of [...this.devices.values()]) {
       const entry = entryFor(entries, d.name);
       if (entry === undefined) {
+        // Its unprotected seconds so far stay counted (the metric is a counter).
+        if (d.waitingSinceMs !== null) this.unprotectedMs.set(d.name, (this.unprotectedMs.get(d.name) ?? 0) + (this.now() - d.waitingSinceMs));
         this.devices.delete(d.name);
         this.gate.detachInterface(d.name);
         this.log.info({ interface: d.name }, 'no longer covered by the config: gate detached');

@@ -180,3 +180,15 @@ test('renames, uncovered newcomers, lost events and reloads', () => {
   assert.deepEqual(t.gate.pinnedLinkNames(), ['x10']);
   assert.equal(t.row('x10')?.attached_mode, 'generic');
 });
+
+test('a waiting interface the reload no longer covers keeps its unprotected seconds (the metric is a counter)', () => {
+  const t = lab([E('vlan*')], [eth(3, 'vlan10')]);
+  t.gate.failing.add('vlan10');
+  t.sup.start();
+  t.clock.ms += 7_000;
+  assert.equal(t.sup.unprotectedSeconds().get('vlan10'), 7);
+  t.sup.setEntries([]);
+  assert.equal(t.row('vlan10'), undefined);
+  t.clock.ms += 3_000;
+  assert.equal(t.sup.unprotectedSeconds().get('vlan10'), 7, 'counted up to the reload, and no further');
+});
