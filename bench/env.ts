@@ -187,7 +187,9 @@ export async function openEnv(id: string, o: { sources: number; poolSize: number
         // CPU, would move the whole receive path to that CPU, away from the flood it competes with.
         return track(Child.start('knock client', 'ip', ['netns', 'exec', lab.nsC, ...pinned(genCpu, [NODE, PEER_JS, 'cycles', JSON.stringify(args)])]));
       },
-      startInGateway: (what, args) => track(Child.start(what, 'ip', ['netns', 'exec', lab.nsG, ...pinned(mainCpu, args)])),
+      // nsenter --net, not `ip netns exec`: the daemon must see the host's bpffs (the bench's pins),
+      // and refuses a private one that would not outlive it.
+      startInGateway: (what, args) => track(Child.start(what, 'nsenter', [`--net=/run/netns/${lab.nsG}`, ...pinned(mainCpu, args)])),
       close: async () => {
         for (const c of [...children]) await c.stop();
         try {
