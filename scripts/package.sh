@@ -58,6 +58,9 @@ rm -f "$LIB/package-lock.json"
 rm -rf "$LIB/node_modules/.package-lock.json" "$LIB/node_modules/koffi/vendor" "$LIB/node_modules/koffi/doc" "$LIB/node_modules/koffi/cnoke.cjs" \
   "$LIB"/node_modules/@koromix/koffi-linux-x64/musl_*
 find "$LIB/node_modules/koffi/src" -type f ! -name '*.js' ! -name '*.cjs' -delete
+# Type declarations: @types/node comes in as a production dependency of protobufjs (etcd3's gRPC
+# stack), but nothing reads .d.ts files at run time.
+rm -rf "$LIB/node_modules/@types"
 find "$LIB/node_modules" -type d \( -name test -o -name tests -o -name .github -o -name .husky -o -name benchmarks -o -name docs \) -prune -exec rm -rf {} +
 find "$LIB/node_modules" -type f \( -name '*.md' -o -name '*.markdown' -o -name '*.html' -o -name '*.sh' -o -name '.npmignore' -o -name '.gitattributes' \
   -o -name '.eslintrc*' -o -name '.travis.yml' -o -name '.editorconfig' -o -name '*.ts' -o -name '*.map' -o -name 'Makefile' \) ! -name 'LICENSE*' -delete

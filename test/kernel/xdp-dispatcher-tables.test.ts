@@ -59,10 +59,13 @@ kernelSuite('XDP tables through libxdp’s dispatcher', () => {
         denied('another source is still dropped', syn(OTHER, 22)),
       ];
       await h.table(before);
-      const first = h.fellBack ? 0 : h.gate.attachments()[0]?.progId;
+      // attachments() names interfaces by ifindex: read it in the namespace that holds the veth
+      const attached = () => h.via!.enter(h.via!.nsA, () => h.gate.attachments()[0]);
+      const first = h.fellBack ? 0 : attached()?.progId;
+      if (!h.fellBack) assert.ok(first, 'the gate is in the dispatcher before the adoption');
       h.reopen();
       if (!h.fellBack) {
-        const a = h.gate.attachments()[0];
+        const a = attached();
         assert.notEqual(a?.progId, first, 'the slot moved to the new program');
         assert.equal(a?.dispatcher?.chain.filter((p) => p.knockgate).length, 1, 'one program of the gate in the chain');
       }
