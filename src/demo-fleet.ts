@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { eventLine, type GateEvent } from './kernel/events.js';
+import { bold, dim, say, sh, sleep } from './demo.js';
 
 export const FLEET_DEMO = {
   a: 'kg-demo-fa',
@@ -29,19 +30,6 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = `${ROOT}dist/src/cli/main.js`;
 const ETCD = process.env['KG_ETCD'] ?? 'etcd';
 const ETCDCTL = process.env['KG_ETCDCTL'] ?? 'etcdctl';
-
-const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
-const dim = (s: string): string => (process.stdout.isTTY ? `\x1b[2m${s}\x1b[0m` : s);
-const say = (s: string): void => {
-  process.stdout.write(`${s}\n`);
-};
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function sh(cmd: string, args: readonly string[], check = true): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 20_000 });
-  if (check && r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${(r.stderr || r.error?.message || '').trim()}`);
-  return r.stdout;
-}
 
 export function cleanupFleetDemo(): void {
   for (const ns of [FLEET_DEMO.a, FLEET_DEMO.b, FLEET_DEMO.cl]) spawnSync('ip', ['netns', 'del', ns], { timeout: 10_000 });

@@ -27,14 +27,14 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const DEMO_CONFIG = `${ROOT}config/demo.yaml`;
 const CLI = `${ROOT}dist/src/cli/main.js`;
 
-const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
-const dim = (s: string): string => (process.stdout.isTTY ? `\x1b[2m${s}\x1b[0m` : s);
-const say = (s: string): void => {
+export const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
+export const dim = (s: string): string => (process.stdout.isTTY ? `\x1b[2m${s}\x1b[0m` : s);
+export const say = (s: string): void => {
   process.stdout.write(`${s}\n`);
 };
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function sh(cmd: string, args: readonly string[], check = true): string {
+export function sh(cmd: string, args: readonly string[], check = true): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 20_000 });
   if (check && r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${(r.stderr || r.error?.message || '').trim()}`);
   return r.stdout;
