@@ -23,7 +23,7 @@ export function gfilterEntries(sources: number): number {
   return KG.GF_HDR_WORDS + 2 * 2 ** gfilterShift(sources);
 }
 
-/** kg_gf_hash of knock.bpf.c: the address as four little-endian u32 words (as XDP loads it). */
+/** kg_gf_hash of bpf/lib/grants.h: the address as four little-endian u32 words (as XDP loads it). */
 export function gfilterHash(addr: Buffer, seed0: bigint, seed1: bigint): bigint {
   const a = (BigInt(addr.readUInt32LE(0)) << 32n) | BigInt(addr.readUInt32LE(4));
   const b = (BigInt(addr.readUInt32LE(8)) << 32n) | BigInt(addr.readUInt32LE(12));
