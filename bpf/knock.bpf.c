@@ -6,7 +6,8 @@
  * One compilation unit. This file holds the knock state machine of sequence and rotating doors,
  * the judge (kg_judge: a parsed packet to a verdict) and the two entry points; the parts they
  * use are headers in lib/, one per concern, each using only knock.h, parse.h and those above it:
- *   lib/maps.h      every map, with what it holds and who writes it; kg_globals; kg_zero
+ *   lib/maps.h      every map, with what it holds and who writes it; kg_globals; kg_zero;
+ *                   kg_lookup_or_init
  *   lib/context.h   struct kg_knock (what every part knows about the packet); allow lists
  *   lib/events.h    events into the ring, the token budgets of those a stranger can cause
  *   lib/firsts.h    the first-knock filter (kg_firsts)
@@ -208,12 +209,9 @@ static __always_inline void kg_second(struct kg_stats *st, const struct kg_knock
 		return;
 	}
 	if (!p) {
-		bpf_map_update_elem(&kg_progress, src, &kg_zero.progress, BPF_NOEXIST);
-		p = bpf_map_lookup_elem(&kg_progress, src); /* -EEXIST above: another CPU's entry */
-		if (!p) {
-			st->c[KG_C_MAP_FULL]++;
+		p = kg_init_elem(st, &kg_progress, src, &kg_zero.progress);
+		if (!p)
 			return;
-		}
 	}
 	dp = &p->d[d & (KG_MAX_DOORS - 1)];
 	dp->start_ns = start_ns;
@@ -231,11 +229,7 @@ static __always_inline struct kg_probation *kg_probation_of(struct kg_stats *st,
 {
 	if (pr)
 		return pr;
-	bpf_map_update_elem(&kg_probation, src, &kg_zero.probation, BPF_NOEXIST);
-	pr = bpf_map_lookup_elem(&kg_probation, src); /* -EEXIST above: another CPU's entry */
-	if (!pr)
-		st->c[KG_C_MAP_FULL]++;
-	return pr;
+	return kg_init_elem(st, &kg_probation, src, &kg_zero.probation);
 }
 
 /*
@@ -429,15 +423,9 @@ __noinline int kg_fail(struct kg_stats *st, const struct kg_knock *k)
 	if (!st || !k || max == 0)
 		return 0;
 	__builtin_memcpy(&src, &k->pkt.src, sizeof(src));
-	pen = bpf_map_lookup_elem(&kg_penalty, &src);
-	if (!pen) {
-		bpf_map_update_elem(&kg_penalty, &src, &kg_zero.penalty, BPF_NOEXIST);
-		pen = bpf_map_lookup_elem(&kg_penalty, &src);
-		if (!pen) {
-			st->c[KG_C_MAP_FULL]++;
-			return 0;
-		}
-	}
+	pen = kg_lookup_or_init(st, &kg_penalty, &src, &kg_zero.penalty);
+	if (!pen)
+		return 0;
 	if (pen->window_start_ns == 0 || k->now - pen->window_start_ns > kg_globals.failure_window_ns) {
 		pen->window_start_ns = k->now;
 		pen->failures = 0;

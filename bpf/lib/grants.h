@@ -100,16 +100,9 @@ static __always_inline int kg_grant_set(struct kg_stats *st, const struct kg_pkt
 	struct kg_grant *g;
 
 	kg_gf_mark(pkt);
-	g = bpf_map_lookup_elem(&kg_grants, src);
-	if (!g) {
-		/* -EEXIST: another CPU or user space inserted it meanwhile; use theirs. */
-		bpf_map_update_elem(&kg_grants, src, &kg_zero.grant, BPF_NOEXIST);
-		g = bpf_map_lookup_elem(&kg_grants, src);
-		if (!g) {
-			st->c[KG_C_MAP_FULL]++;
-			return -1;
-		}
-	}
+	g = kg_lookup_or_init(st, &kg_grants, src, &kg_zero.grant);
+	if (!g)
+		return -1;
 	g->expires_ns[slot & (KG_MAX_DOORS - 1)] = expires;
 	kg_gf_mark(pkt);
 	return 0;

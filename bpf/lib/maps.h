@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * lib/maps.h - every map of the XDP program, as definitions only (no code), each with a comment
- * saying what it holds and who writes it: the tables user space writes (kg_ports, kg_doors,
- * kg_allow, kg_spatags), the per-source state XDP keeps (kg_progress, kg_probation, kg_firsts,
- * kg_penalty, kg_grants, kg_flows, kg_nonces, kg_spent, kg_gfilter), the event ring and the
- * counters; then kg_globals (the .bss) and kg_zero (the .rodata that new entries are inserted
- * with). Uses knock.h (keys, values, sizes) and libbpf's map macros; every other part of the
- * program uses it. User space (src/kernel/) opens these maps by name.
+ * lib/maps.h - every map of the XDP program, each with a comment saying what it holds and who
+ * writes it: the tables user space writes (kg_ports, kg_doors, kg_allow, kg_spatags), the
+ * per-source state XDP keeps (kg_progress, kg_probation, kg_firsts, kg_penalty, kg_grants,
+ * kg_flows, kg_nonces, kg_spent, kg_gfilter), the event ring and the counters; then kg_globals (the
+ * .bss), kg_zero (the .rodata that new entries are inserted with) and kg_lookup_or_init, the one
+ * way XDP inserts an entry it then fills in place. Uses knock.h (keys, values, sizes) and libbpf's
+ * map macros and helpers; every other part of the program uses it. User space (src/kernel/) opens
+ * these maps by name.
  */
 #ifndef KNOCKGATE_LIB_MAPS_H
 #define KNOCKGATE_LIB_MAPS_H
@@ -161,5 +162,33 @@ static const union {
 	struct kg_penalty penalty;
 	struct kg_grant grant;
 } kg_zero;
+
+/*
+ * The entry of key in map, inserted from init (BPF_NOEXIST) for a key the caller has looked
+ * up and not found; NULL, counted as KG_C_MAP_FULL, if there is still none. -EEXIST (another CPU
+ * or user space inserted it meanwhile) is no error: the lookup after the insert finds theirs.
+ */
+static __always_inline void *kg_init_elem(struct kg_stats *st, void *map, const void *key, const void *init)
+{
+	void *v;
+
+	bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+	v = bpf_map_lookup_elem(map, key);
+	if (!v)
+		st->c[KG_C_MAP_FULL]++;
+	return v;
+}
+
+/*
+ * The entry of key in map, inserted from init if there is none (as bcc's libbpf-tools
+ * bpf_map_lookup_or_try_init): how XDP inserts into kg_progress, kg_probation, kg_penalty and
+ * kg_grants. A caller that already looked the key up calls kg_init_elem: no second lookup.
+ */
+static __always_inline void *kg_lookup_or_init(struct kg_stats *st, void *map, const void *key, const void *init)
+{
+	void *v = bpf_map_lookup_elem(map, key);
+
+	return v ? v : kg_init_elem(st, map, key, init);
+}
 
 #endif /* KNOCKGATE_LIB_MAPS_H */
