@@ -315,17 +315,22 @@ function generate() {
   emit('  set(i: number, v: T): void;');
   emit('}');
   emit();
-  emit('function member<T>(view: DataView, at: number, length: number, size: number, get: (o: number) => T, set: (o: number, v: T) => void): GlobalsArray<T> {');
+  emit('/** Where the struct is: read `view` at every access (an mmapped region refuses it once unmapped). */');
+  emit('export interface GlobalsRegion {');
+  emit('  readonly view: DataView;');
+  emit('}');
+  emit();
+  emit('function member<T>(region: GlobalsRegion, at: number, length: number, size: number, get: (v: DataView, o: number) => T, set: (v: DataView, o: number, x: T) => void): GlobalsArray<T> {');
   emit('  const off = (i: number): number => {');
   emit("    if (!Number.isInteger(i) || i < 0 || i >= length) throw new RangeError(`index ${i} out of kg_globals array of ${length}`);");
   emit('    return at + i * size;');
   emit('  };');
-  emit('  return { length, get: (i) => get(off(i)), set: (i, v) => set(off(i), v) };');
+  emit('  return { length, get: (i) => get(region.view, off(i)), set: (i, x) => set(region.view, off(i), x) };');
   emit('}');
   emit();
   emit('/**');
   emit(' * struct kg_globals (the .bss map, mmapped): one typed property per member, little-endian,');
-  emit(' * read and written in place on `view` (offset 0 = the struct). Scalars are get/set properties;');
+  emit(' * read and written in place in `region` (offset 0 = the struct). Scalars are get/set properties;');
   emit(' * arrays are GlobalsArray. Named in camelCase after the C members.');
   emit(' */');
   emit('export class Globals {');
@@ -341,10 +346,10 @@ function generate() {
     }
   }
   emit();
-  emit('  constructor(readonly view: DataView) {');
+  emit('  constructor(private readonly region: GlobalsRegion) {');
   for (const { m, s } of arrays) {
     emit(
-      `    this.${camel(m.name)} = member(view, ${m.offset}, ${s.count}, ${s.bits / 8}, (o) => view.get${s.dv}(o, true), (o, v) => view.set${s.dv}(o, v, true));`,
+      `    this.${camel(m.name)} = member(region, ${m.offset}, ${s.count}, ${s.bits / 8}, (v, o) => v.get${s.dv}(o, true), (v, o, x) => v.set${s.dv}(o, x, true));`,
     );
   }
   emit('  }');
@@ -356,10 +361,10 @@ function generate() {
     emit();
     emit(`  /** ${s.signed ? 's' : 'u'}${s.bits} ${m.name} at ${m.offset} */`);
     emit(`  get ${camel(m.name)}(): ${ty} {`);
-    emit(`    return this.view.get${s.dv}(${m.offset}, true);`);
+    emit(`    return this.region.view.get${s.dv}(${m.offset}, true);`);
     emit('  }');
     emit(`  set ${camel(m.name)}(v: ${ty}) {`);
-    emit(`    this.view.set${s.dv}(${m.offset}, v, true);`);
+    emit(`    this.region.view.set${s.dv}(${m.offset}, v, true);`);
     emit('  }');
   }
   emit('}');

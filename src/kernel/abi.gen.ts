@@ -264,17 +264,22 @@ export interface GlobalsArray<T> {
   set(i: number, v: T): void;
 }
 
-function member<T>(view: DataView, at: number, length: number, size: number, get: (o: number) => T, set: (o: number, v: T) => void): GlobalsArray<T> {
+/** Where the struct is: read `view` at every access (an mmapped region refuses it once unmapped). */
+export interface GlobalsRegion {
+  readonly view: DataView;
+}
+
+function member<T>(region: GlobalsRegion, at: number, length: number, size: number, get: (v: DataView, o: number) => T, set: (v: DataView, o: number, x: T) => void): GlobalsArray<T> {
   const off = (i: number): number => {
     if (!Number.isInteger(i) || i < 0 || i >= length) throw new RangeError(`index ${i} out of kg_globals array of ${length}`);
     return at + i * size;
   };
-  return { length, get: (i) => get(off(i)), set: (i, v) => set(off(i), v) };
+  return { length, get: (i) => get(region.view, off(i)), set: (i, x) => set(region.view, off(i), x) };
 }
 
 /**
  * struct kg_globals (the .bss map, mmapped): one typed property per member, little-endian,
- * read and written in place on `view` (offset 0 = the struct). Scalars are get/set properties;
+ * read and written in place in `region` (offset 0 = the struct). Scalars are get/set properties;
  * arrays are GlobalsArray. Named in camelCase after the C members.
  */
 export class Globals {
@@ -285,89 +290,89 @@ export class Globals {
   /** hint[16384] at 88 */
   readonly hint: GlobalsArray<bigint>;
 
-  constructor(readonly view: DataView) {
-    this.fkSeed = member(view, 48, 2, 8, (o) => view.getBigUint64(o, true), (o, v) => view.setBigUint64(o, v, true));
-    this.icmpDoors = member(view, 68, 2, 2, (o) => view.getUint16(o, true), (o, v) => view.setUint16(o, v, true));
-    this.hint = member(view, 88, 16384, 8, (o) => view.getBigUint64(o, true), (o, v) => view.setBigUint64(o, v, true));
+  constructor(private readonly region: GlobalsRegion) {
+    this.fkSeed = member(region, 48, 2, 8, (v, o) => v.getBigUint64(o, true), (v, o, x) => v.setBigUint64(o, x, true));
+    this.icmpDoors = member(region, 68, 2, 2, (v, o) => v.getUint16(o, true), (v, o, x) => v.setUint16(o, x, true));
+    this.hint = member(region, 88, 16384, 8, (v, o) => v.getBigUint64(o, true), (v, o, x) => v.setBigUint64(o, x, true));
   }
 
   /** u32 active_gen at 0 */
   get activeGen(): number {
-    return this.view.getUint32(0, true);
+    return this.region.view.getUint32(0, true);
   }
   set activeGen(v: number) {
-    this.view.setUint32(0, v, true);
+    this.region.view.setUint32(0, v, true);
   }
 
   /** u32 max_failures at 4 */
   get maxFailures(): number {
-    return this.view.getUint32(4, true);
+    return this.region.view.getUint32(4, true);
   }
   set maxFailures(v: number) {
-    this.view.setUint32(4, v, true);
+    this.region.view.setUint32(4, v, true);
   }
 
   /** s64 deny_tokens at 8 */
   get denyTokens(): bigint {
-    return this.view.getBigInt64(8, true);
+    return this.region.view.getBigInt64(8, true);
   }
   set denyTokens(v: bigint) {
-    this.view.setBigInt64(8, v, true);
+    this.region.view.setBigInt64(8, v, true);
   }
 
   /** s64 knock_tokens at 16 */
   get knockTokens(): bigint {
-    return this.view.getBigInt64(16, true);
+    return this.region.view.getBigInt64(16, true);
   }
   set knockTokens(v: bigint) {
-    this.view.setBigInt64(16, v, true);
+    this.region.view.setBigInt64(16, v, true);
   }
 
   /** u64 failure_window_ns at 24 */
   get failureWindowNs(): bigint {
-    return this.view.getBigUint64(24, true);
+    return this.region.view.getBigUint64(24, true);
   }
   set failureWindowNs(v: bigint) {
-    this.view.setBigUint64(24, v, true);
+    this.region.view.setBigUint64(24, v, true);
   }
 
   /** u64 cooldown_ns at 32 */
   get cooldownNs(): bigint {
-    return this.view.getBigUint64(32, true);
+    return this.region.view.getBigUint64(32, true);
   }
   set cooldownNs(v: bigint) {
-    this.view.setBigUint64(32, v, true);
+    this.region.view.setBigUint64(32, v, true);
   }
 
   /** u64 fk_window_ns at 40 */
   get fkWindowNs(): bigint {
-    return this.view.getBigUint64(40, true);
+    return this.region.view.getBigUint64(40, true);
   }
   set fkWindowNs(v: bigint) {
-    this.view.setBigUint64(40, v, true);
+    this.region.view.setBigUint64(40, v, true);
   }
 
   /** u32 fk_mask at 64 */
   get fkMask(): number {
-    return this.view.getUint32(64, true);
+    return this.region.view.getUint32(64, true);
   }
   set fkMask(v: number) {
-    this.view.setUint32(64, v, true);
+    this.region.view.setUint32(64, v, true);
   }
 
   /** s64 signed_tokens at 72 */
   get signedTokens(): bigint {
-    return this.view.getBigInt64(72, true);
+    return this.region.view.getBigInt64(72, true);
   }
   set signedTokens(v: bigint) {
-    this.view.setBigInt64(72, v, true);
+    this.region.view.setBigInt64(72, v, true);
   }
 
   /** s64 wall_offset_ns at 80 */
   get wallOffsetNs(): bigint {
-    return this.view.getBigInt64(80, true);
+    return this.region.view.getBigInt64(80, true);
   }
   set wallOffsetNs(v: bigint) {
-    this.view.setBigInt64(80, v, true);
+    this.region.view.setBigInt64(80, v, true);
   }
 }

@@ -8,7 +8,7 @@
 
 import { KG, KG_STRINGS, MAP, kg_deny_reason, kg_door_type, kg_event_type, kg_proto, kg_reject_reason, kg_reset_reason, kg_stat, OFFSETS, SIZEOF } from './abi.gen.js';
 
-export { KG, MAP, MAP_SPECS, OFFSETS, SIZEOF, Globals, type GlobalsArray } from './abi.gen.js';
+export { KG, MAP, MAP_SPECS, OFFSETS, SIZEOF, Globals, type GlobalsArray, type GlobalsRegion } from './abi.gen.js';
 export type MapName = (typeof MAP)[keyof typeof MAP];
 
 export const PROG_NAME = KG_STRINGS.PROG_NAME;
@@ -347,6 +347,16 @@ export function decodeProbation(b: Buffer): KProbation {
     });
   }
   return { live, spent: b.readUInt16LE(OFFSETS.probation.spent) };
+}
+
+/** The newest first knock of a kg_probation value, over every slot (live or not); 0: none. */
+export function newestFirstKnockNs(b: Buffer): bigint {
+  let newest = 0n;
+  for (let slot = 0; slot < KG.MAX_DOORS; slot++) {
+    const at = b.readBigUInt64LE(OFFSETS.probation.d + slot * SIZEOF.first_knock + OFFSETS.first_knock.at_ns);
+    if (at > newest) newest = at;
+  }
+  return newest;
 }
 
 // ---- kg_firsts ------------------------------------------------------------------------

@@ -361,7 +361,7 @@ test('the generated map specs: every map of knock.h, keyed and valued by its str
 
 test('the generated globals accessor reads and writes knock.h\'s offsets', () => {
   const buf = new ArrayBuffer(SIZEOF.globals);
-  const g = new Globals(new DataView(buf));
+  const g = new Globals({ view: new DataView(buf) });
   const b = Buffer.from(buf);
   g.activeGen = 1;
   g.maxFailures = 7;
