@@ -33,8 +33,10 @@ import { libc } from '../bpf/libbpf.js';
 import type { DoorConfig, InterfaceConfig } from '../config/index.js';
 import type { Logger } from '../log.js';
 import {
+  Globals,
   KG,
   MAP,
+  MAP_SPECS,
   OFFSETS,
   PORT_STRIDE,
   PROG_NAME,
@@ -43,9 +45,6 @@ import {
   decodeAllowKey,
   decodeDoor,
   decodeFirstsBlock,
-  decodeFlow,
-  decodeFlowKey,
-  decodeGrant,
   decodePenalty,
   decodeProbation,
   decodeProgress,
@@ -53,15 +52,14 @@ import {
   doorIndex,
   encodeAllowKey,
   encodeDoor,
-  encodeGrant,
-  flowIdleLimitNs,
   sumStats,
   type KDoor,
   type KDoorProgress,
-  type KFlow,
-  type KFlowKey,
   type Stats,
 } from './layout.js';
+import { Grants, type FlowEntry, type GrantEntry, type SweepResult } from './grants.js';
+
+export type { FlowEntry, GrantEntry, SweepResult };
 import { GrantFilter, gfilterEntries, gfilterShift } from './gfilter.js';
 import { UnsupportedLinkError, framingOf, type Framing } from '../net/link-type.js';
 import { allowKeyText, planGeneration, type GenerationPlan, type PlanContext, type SlotState } from './tables.js';
@@ -103,51 +101,92 @@ export class NoGateError extends GateError {
 }
 
 const PINNED_NAME: Record<string, string> = { [MAP.GLOBALS]: 'kg_globals' };
-const ALL_MAPS = [
-  MAP.PORTS,
-  MAP.DOORS,
-  MAP.ALLOW,
-  MAP.PROGRESS,
-  MAP.PROBATION,
-  MAP.FIRSTS,
-  MAP.PENALTY,
-  MAP.GRANTS,
-  MAP.FLOWS,
-  MAP.EVENTS,
-  MAP.NONCES,
-  MAP.SPENT,
-  MAP.STATS,
-  MAP.GLOBALS,
-  MAP.GFILTER,
-  MAP.SPATAGS,
-] as const;
-type GateMap = (typeof ALL_MAPS)[number];
+
+type GateMap = (typeof MAP)[keyof typeof MAP];
+
+/** A map as the loader treats it: its layout as compiled (abi.gen.ts, from the object's BTF), and more. */
+interface GateMapSpec {
+  readonly name: GateMap;
+  /** 0: none (a ring buffer) */
+  readonly keySize: number;
+  readonly valueSize: number;
+  /** declared BPF_F_MMAPABLE (user space mmaps it): a pinned map must be too */
+  readonly mmapped: boolean;
+  /** max_entries set from the options, and the config key that sets it (a live gate keeps its size) */
+  readonly limit?: { readonly key: string; readonly entries: (opts: GateOptions) => number; readonly unitBytes?: number };
+  /** a gate pinned by an earlier knockgate may lack it: adopting creates it (the grant filter starts untrusted and is rebuilt) */
+  readonly later?: true;
+}
+
+function spec(name: GateMap, more: Pick<GateMapSpec, 'limit' | 'later'> = {}): GateMapSpec {
+  const gen = MAP_SPECS[name];
+  return { name, keySize: gen.keySize, valueSize: gen.valueSize, mmapped: (gen.flags & BPF_F_MMAPABLE) !== 0, ...more };
+}
+
+const SOURCES = { key: 'limits.sources', entries: (o: GateOptions) => o.sources };
+
+/** Every map of the gate, once. */
+const MAP_LIST: readonly GateMapSpec[] = [
+  spec(MAP.PORTS),
+  spec(MAP.DOORS),
+  spec(MAP.ALLOW),
+  spec(MAP.PROGRESS, { limit: SOURCES }),
+  spec(MAP.PROBATION, { limit: SOURCES }),
+  spec(MAP.FIRSTS, {
+    limit: {
+      key: 'limits.first_knock_filter',
+      entries: (o) => Math.max(1, Math.floor((o.firstKnockFilterBytes ?? KG.DEFAULT_FK_BLOCKS * KG.FK_BLOCK_BYTES) / KG.FK_BLOCK_BYTES)),
+      unitBytes: KG.FK_BLOCK_BYTES,
+    },
+  }),
+  spec(MAP.PENALTY, { limit: SOURCES }),
+  spec(MAP.GRANTS, { limit: SOURCES }),
+  spec(MAP.FLOWS, { limit: { key: 'limits.flows', entries: (o) => o.flows ?? KG.DEFAULT_FLOWS } }),
+  spec(MAP.EVENTS, { limit: { key: 'limits.event_ring', entries: (o) => o.eventRingBytes } }),
+  spec(MAP.NONCES),
+  spec(MAP.SPENT),
+  spec(MAP.STATS),
+  spec(MAP.GLOBALS),
+  spec(MAP.GFILTER, { limit: { key: 'limits.sources', entries: (o) => gfilterEntries(o.sources) }, later: true }),
+  spec(MAP.SPATAGS, { later: true }),
+];
+const ALL_MAPS = MAP_LIST.map((m) => m.name);
 
 /**
- * Maps a gate pinned by an earlier knockgate may lack: adopting it creates them (the grant
- * filter starts untrusted and is rebuilt from the maps once the old program is gone).
+ * The one compatibility check of a map against this build. Opening a map (after load, or from
+ * pins): key and value sizes (BpfMap.expectSizes: a MapLayoutError). Adopting a pinned gate
+ * (`adopt` given): sizes and mmapability, then max_entries against the options, each a
+ * GateError saying what to do.
  */
-const LATER_MAPS: readonly GateMap[] = [MAP.GFILTER, MAP.SPATAGS];
+function checkMap(s: GateMapSpec, m: BpfMap, adopt?: GateOptions): void {
+  if (adopt === undefined) {
+    if (s.keySize !== 0) m.expectSizes(s.keySize, s.valueSize);
+    return;
+  }
+  const fix = `run \`knockgate detach --pin-path ${adopt.pinPath}\` (this drops live grants and flows) and start again`;
+  const flagsOff = s.mmapped && (m.flags & BPF_F_MMAPABLE) === 0;
+  if (flagsOff || (s.keySize !== 0 && (m.keySize !== s.keySize || m.valueSize !== s.valueSize))) {
+    throw new GateError(
+      `the gate pinned at ${adopt.pinPath} has another layout (map ${s.name}: key ${m.keySize} B, value ${m.valueSize} B; ` +
+        `this build expects key ${s.keySize} B, value ${s.valueSize} B): it was loaded by another knockgate version; ${fix}`,
+    );
+  }
+  if (s.limit !== undefined && m.maxEntries !== s.limit.entries(adopt)) {
+    const want = s.limit.entries(adopt);
+    const { key, unitBytes } = s.limit;
+    const scale = unitBytes ?? 1;
+    const unit = unitBytes !== undefined ? ' bytes' : '';
+    throw new GateError(
+      `the gate pinned at ${adopt.pinPath} was loaded with ${key} = ${m.maxEntries * scale}${unit}, the config asks for ${want * scale}${unit}: ` +
+        `a live gate cannot be resized; set ${key} back to ${m.maxEntries * scale}${unit}, or ${fix}`,
+    );
+  }
+}
 
-/** Key and value sizes every map must have (0 = not applicable, e.g. ring buffers). */
-const EXPECTED_SIZES: Record<GateMap, [number, number]> = {
-  [MAP.PORTS]: [4, SIZEOF.port_info],
-  [MAP.DOORS]: [4, SIZEOF.door],
-  [MAP.ALLOW]: [SIZEOF.allow_key, 4],
-  [MAP.PROGRESS]: [SIZEOF.addr, SIZEOF.progress],
-  [MAP.PROBATION]: [SIZEOF.addr, SIZEOF.probation],
-  [MAP.FIRSTS]: [4, SIZEOF.fk_block],
-  [MAP.PENALTY]: [SIZEOF.addr, SIZEOF.penalty],
-  [MAP.GRANTS]: [SIZEOF.addr, SIZEOF.grant],
-  [MAP.FLOWS]: [SIZEOF.flow_key, SIZEOF.flow],
-  [MAP.EVENTS]: [0, 0],
-  [MAP.NONCES]: [SIZEOF.nonce, 8],
-  [MAP.SPENT]: [SIZEOF.spent_key, 8],
-  [MAP.STATS]: [4, SIZEOF.stats],
-  [MAP.GLOBALS]: [4, SIZEOF.globals],
-  [MAP.GFILTER]: [4, 8],
-  [MAP.SPATAGS]: [4, 8],
-};
+/** The maps a gate pinned at `paths` lacks (maps added later excepted). */
+function missingMaps(paths: ReturnType<typeof pinPaths>): GateMap[] {
+  return MAP_LIST.filter((s) => !s.later && !existsSync(paths.map(s.name))).map((s) => s.name);
+}
 
 export interface GateOptions {
   pinPath: string;
@@ -180,25 +219,10 @@ export interface Attachment {
   dispatcher?: DispatchedState | null;
 }
 
-export interface GrantEntry {
-  addr: Buffer;
-  slot: number;
-  door: string;
-  expiresNs: bigint;
-}
-
 export interface ProgressEntry extends KDoorProgress {
   addr: Buffer;
   door: string;
   stale: boolean;
-}
-
-export interface FlowEntry extends KFlowKey, KFlow {
-  door: string;
-  /** ns since the flow's last packet */
-  idleForNs: bigint;
-  /** the flow has been idle past its limit: the next packet finds it gone */
-  expired: boolean;
 }
 
 export interface CooldownEntry {
@@ -216,13 +240,6 @@ export interface FilterState {
   fill: number;
   /** estimated chance that a source that never knocked passes for one that did */
   falsePositive: number;
-}
-
-export interface SweepResult {
-  flows: number;
-  grants: number;
-  penalties: number;
-  probation: number;
 }
 
 function pinPaths(pinPath: string) {
@@ -275,18 +292,25 @@ export class Gate {
     private readonly log: Logger,
   ) {
     this.paths = pinPaths(pinPath);
+    this.g = new Globals(globals);
     const gf = maps.get(MAP.GFILTER);
     this.gfRegion = gf ? mmapMap(gf) : null;
     this.gfilter = this.gfRegion ? new GrantFilter(this.gfRegion, () => this.filterSeed()) : null;
+    const grantMaps = { grants: this.map(MAP.GRANTS), flows: this.map(MAP.FLOWS), penalty: this.map(MAP.PENALTY), probation: this.map(MAP.PROBATION) };
+    this.grantTable = new Grants(grantMaps, this.gfilter, this.g, () => this.slotNames());
   }
+
+  /** struct kg_globals, in place (the generated accessor). */
+  private readonly g: Globals;
+  /** kg_grants and kg_flows (grants.ts) */
+  private readonly grantTable: Grants;
 
   /** The grant filter (null: a gate pinned by an earlier knockgate, opened without loading). */
   readonly gfilter: GrantFilter | null;
   private readonly gfRegion: MmapRegion | null;
 
   private filterSeed(): [bigint, bigint] {
-    const v = this.globals.view;
-    return [v.getBigUint64(OFFSETS.globals.fk_seed, true), v.getBigUint64(OFFSETS.globals.fk_seed + 8, true)];
+    return [this.g.fkSeed.get(0), this.g.fkSeed.get(1)];
   }
 
   /**
@@ -306,22 +330,22 @@ export class Gate {
     const reused: BpfMap[] = [];
     const created = new Set<GateMap>(ALL_MAPS);
     try {
-      for (const [name, n] of Gate.sizes(opts)) obj.setMaxEntries(name, n);
+      for (const s of MAP_LIST) if (s.limit) obj.setMaxEntries(s.name, s.limit.entries(opts));
       if (adopting) {
-        const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)) && !LATER_MAPS.includes(name));
+        const missing = missingMaps(paths);
         if (missing.length > 0) {
           throw new GateError(
             `the gate pinned at ${opts.pinPath} has another layout (no map ${missing.join(', ')}): it was loaded by another ` +
               `knockgate version; run \`knockgate detach --pin-path ${opts.pinPath}\` (this drops live grants and flows) and start again`,
           );
         }
-        for (const name of ALL_MAPS) {
-          if (!existsSync(paths.map(name))) continue; // one of LATER_MAPS: created below
-          const pinned = BpfMap.openPinned(paths.map(name));
+        for (const s of MAP_LIST) {
+          if (!existsSync(paths.map(s.name))) continue; // a map added later: created below
+          const pinned = BpfMap.openPinned(paths.map(s.name));
           reused.push(pinned);
-          Gate.checkAdoptable(opts, name, pinned);
-          obj.reuseMap(name, pinned.fd);
-          created.delete(name);
+          checkMap(s, pinned, opts);
+          obj.reuseMap(s.name, pinned.fd);
+          created.delete(s.name);
         }
       }
       obj.load();
@@ -332,11 +356,10 @@ export class Gate {
     }
     for (const m of reused) m.close();
     const maps = new Map<GateMap, BpfMap>();
-    for (const name of ALL_MAPS) {
-      const m = obj.map(name);
-      const [k, v] = EXPECTED_SIZES[name];
-      if (k !== 0) m.expectSizes(k, v);
-      maps.set(name, m);
+    for (const s of MAP_LIST) {
+      const m = obj.map(s.name);
+      checkMap(s, m);
+      maps.set(s.name, m);
     }
     const progFd = obj.programFd(PROG_NAME);
     const progFdL3 = obj.programFd(PROG_NAME_L3);
@@ -399,7 +422,7 @@ export class Gate {
   static openPinned(pinPath: string, logger: Logger): Gate {
     const paths = pinPaths(pinPath);
     if (!existsSync(paths.map(MAP.PORTS))) throw new NoGateError(pinPath);
-    const missing = ALL_MAPS.filter((name) => !existsSync(paths.map(name)) && !LATER_MAPS.includes(name));
+    const missing = missingMaps(paths);
     if (missing.length > 0) {
       throw new GateError(
         `the gate pinned at ${pinPath} has another layout (no map ${missing.join(', ')}): it was loaded by another knockgate version; ` +
@@ -408,12 +431,11 @@ export class Gate {
     }
     const maps = new Map<GateMap, BpfMap>();
     try {
-      for (const name of ALL_MAPS) {
-        if (LATER_MAPS.includes(name) && !existsSync(paths.map(name))) continue;
-        const m = BpfMap.openPinned(paths.map(name));
-        maps.set(name, m);
-        const [k, v] = EXPECTED_SIZES[name];
-        if (k !== 0) m.expectSizes(k, v);
+      for (const s of MAP_LIST) {
+        if (s.later && !existsSync(paths.map(s.name))) continue;
+        const m = BpfMap.openPinned(paths.map(s.name));
+        maps.set(s.name, m);
+        checkMap(s, m);
       }
     } catch (err) {
       for (const m of maps.values()) m.close();
@@ -422,54 +444,6 @@ export class Gate {
     const globals = mmapMap(maps.get(MAP.GLOBALS)!);
     const ports = mmapMap(maps.get(MAP.PORTS)!);
     return new Gate(pinPath, maps, globals, ports, -1, -1, null, true, logger.child({ module: 'gate' }));
-  }
-
-  /** max_entries of every map whose size comes from the options. */
-  private static sizes(opts: GateOptions): [GateMap, number][] {
-    const fkBytes = opts.firstKnockFilterBytes ?? KG.DEFAULT_FK_BLOCKS * KG.FK_BLOCK_BYTES;
-    return [
-      [MAP.PROGRESS, opts.sources],
-      [MAP.PROBATION, opts.sources],
-      [MAP.PENALTY, opts.sources],
-      [MAP.GRANTS, opts.sources],
-      [MAP.FLOWS, opts.flows ?? KG.DEFAULT_FLOWS],
-      [MAP.FIRSTS, Math.max(1, Math.floor(fkBytes / KG.FK_BLOCK_BYTES))],
-      [MAP.EVENTS, opts.eventRingBytes],
-      [MAP.GFILTER, gfilterEntries(opts.sources)],
-    ];
-  }
-
-  private static readonly SIZE_KEYS: Partial<Record<GateMap, string>> = {
-    [MAP.PROGRESS]: 'limits.sources',
-    [MAP.PROBATION]: 'limits.sources',
-    [MAP.PENALTY]: 'limits.sources',
-    [MAP.GRANTS]: 'limits.sources',
-    [MAP.FLOWS]: 'limits.flows',
-    [MAP.FIRSTS]: 'limits.first_knock_filter',
-    [MAP.EVENTS]: 'limits.event_ring',
-    [MAP.GFILTER]: 'limits.sources',
-  };
-
-  private static checkAdoptable(opts: GateOptions, name: GateMap, m: BpfMap): void {
-    const [k, v] = EXPECTED_SIZES[name];
-    const fix = `run \`knockgate detach --pin-path ${opts.pinPath}\` (this drops live grants and flows) and start again`;
-    const flagsOff = name === MAP.PORTS && (m.flags & BPF_F_MMAPABLE) === 0;
-    if (flagsOff || (k !== 0 && (m.keySize !== k || m.valueSize !== v))) {
-      throw new GateError(
-        `the gate pinned at ${opts.pinPath} has another layout (map ${name}: key ${m.keySize} B, value ${m.valueSize} B; ` +
-          `this build expects key ${k} B, value ${v} B): it was loaded by another knockgate version; ${fix}`,
-      );
-    }
-    const want = Gate.sizes(opts).find(([n]) => n === name)?.[1] ?? null;
-    if (want !== null && m.maxEntries !== want) {
-      const key = Gate.SIZE_KEYS[name] ?? name;
-      const scale = name === MAP.FIRSTS ? KG.FK_BLOCK_BYTES : 1;
-      const unit = name === MAP.FIRSTS ? ' bytes' : '';
-      throw new GateError(
-        `the gate pinned at ${opts.pinPath} was loaded with ${key} = ${m.maxEntries * scale}${unit}, the config asks for ${want * scale}${unit}: ` +
-          `a live gate cannot be resized; set ${key} back to ${m.maxEntries * scale}${unit}, or ${fix}`,
-      );
-    }
   }
 
   map(name: GateMap): BpfMap {
@@ -481,7 +455,7 @@ export class Gate {
   // ---- generations --------------------------------------------------------------------
 
   activeGen(): number {
-    return this.globals.view.getUint32(OFFSETS.globals.active_gen, true) & 1;
+    return this.g.activeGen & 1;
   }
 
   /** The 16 slots of a generation as the kernel holds them, with their allow lists. */
@@ -526,7 +500,7 @@ export class Gate {
 
     // Grants of doors that go away are cut before their slot can be reused (and again after
     // the switch, below).
-    if (plan.removedSlots.length > 0) this.clearGrantSlots(plan.removedSlots);
+    if (plan.removedSlots.length > 0) this.grantTable.clearSlots(plan.removedSlots);
 
     const doorMap = this.map(MAP.DOORS);
     plan.slots.forEach((d, slot) => {
@@ -552,14 +526,14 @@ export class Gate {
     const window = longest > 0n ? longest : 1_000_000_000n;
     if (window > this.filterWindowNs()) this.setFilterWindow(window);
 
-    this.globals.view.setUint16(OFFSETS.globals.icmp_doors + 2 * next, plan.icmpDoors, true);
+    this.g.icmpDoors.set(next, plan.icmpDoors);
 
     // The flip: one aligned 32-bit store, after every write above.
     Atomics.store(new Uint32Array(this.globals.view.buffer, OFFSETS.globals.active_gen, 1), 0, next);
     waitForPrograms();
     // Again now that no packet can see the removed doors: a knock that completed on one of them
     // between the first cut and the switch must not leave a grant for its slot behind.
-    if (plan.removedSlots.length > 0) this.clearGrantSlots(plan.removedSlots);
+    if (plan.removedSlots.length > 0) this.grantTable.clearSlots(plan.removedSlots);
     // A shorter window only after the switch: no door of the old generation needs more then.
     if (window < this.filterWindowNs()) this.setFilterWindow(window);
     this.pruneSpent(plan.liveWindows);
@@ -777,14 +751,7 @@ export class Gate {
   }
 
   grants(nowNs = monoNowNs()): GrantEntry[] {
-    const names = this.slotNames();
-    const out: GrantEntry[] = [];
-    for (const [key, value] of this.map(MAP.GRANTS).entries()) {
-      decodeGrant(value).forEach((exp, slot) => {
-        if (exp > nowNs) out.push({ addr: Buffer.from(key), slot, door: names.get(slot)?.name ?? `slot${slot}`, expiresNs: exp });
-      });
-    }
-    return out;
+    return this.grantTable.list(nowNs);
   }
 
   /** Sources midway through a sequence: step 1 (kg_probation) and beyond (kg_progress). */
@@ -816,11 +783,11 @@ export class Gate {
 
   /** Tell the kernel how boot time maps to wall time (SPA timestamps). The daemon repeats it. */
   syncWallClock(): void {
-    this.globals.view.setBigInt64(OFFSETS.globals.wall_offset_ns, wallOffsetNs(), true);
+    this.g.wallOffsetNs = wallOffsetNs();
   }
 
   setSignedTokens(n: number): void {
-    this.globals.view.setBigInt64(OFFSETS.globals.signed_tokens, BigInt(n), true);
+    this.g.signedTokens = BigInt(n);
   }
 
   /** Forget spent rotating windows that no door holds any more. */
@@ -843,28 +810,26 @@ export class Gate {
   }
 
   setDenyTokens(n: number): void {
-    this.globals.view.setBigInt64(OFFSETS.globals.deny_tokens, BigInt(n), true);
+    this.g.denyTokens = BigInt(n);
   }
 
   /** The budget of first-knock, reset-after-step-1 and cooldown events (refilled every second). */
   setKnockTokens(n: number): void {
-    this.globals.view.setBigInt64(OFFSETS.globals.knock_tokens, BigInt(n), true);
+    this.g.knockTokens = BigInt(n);
   }
 
   /** The brute-force limit; applies at once (maxFailures 0: off). */
   setBruteForce(b: BruteForce): void {
-    const v = this.globals.view;
-    v.setBigUint64(OFFSETS.globals.failure_window_ns, BigInt(b.failureWindowMs) * 1_000_000n, true);
-    v.setBigUint64(OFFSETS.globals.cooldown_ns, BigInt(b.cooldownMs) * 1_000_000n, true);
-    v.setUint32(OFFSETS.globals.max_failures, b.maxFailures >>> 0, true);
+    this.g.failureWindowNs = BigInt(b.failureWindowMs) * 1_000_000n;
+    this.g.cooldownNs = BigInt(b.cooldownMs) * 1_000_000n;
+    this.g.maxFailures = b.maxFailures >>> 0;
   }
 
   bruteForce(): BruteForce {
-    const v = this.globals.view;
     return {
-      maxFailures: v.getUint32(OFFSETS.globals.max_failures, true),
-      failureWindowMs: Number(v.getBigUint64(OFFSETS.globals.failure_window_ns, true) / 1_000_000n),
-      cooldownMs: Number(v.getBigUint64(OFFSETS.globals.cooldown_ns, true) / 1_000_000n),
+      maxFailures: this.g.maxFailures,
+      failureWindowMs: Number(this.g.failureWindowNs / 1_000_000n),
+      cooldownMs: Number(this.g.cooldownNs / 1_000_000n),
     };
   }
 
@@ -872,29 +837,23 @@ export class Gate {
   private seedFilter(blocks: number): void {
     if (blocks <= 0 || (blocks & (blocks - 1)) !== 0) throw new GateError(`the first-knock filter has ${blocks} blocks: a power of two is needed`);
     const seed = randomBytes(16);
-    const v = this.globals.view;
-    v.setBigUint64(OFFSETS.globals.fk_seed, seed.readBigUInt64LE(0), true);
-    v.setBigUint64(OFFSETS.globals.fk_seed + 8, seed.readBigUInt64LE(8), true);
-    v.setUint32(OFFSETS.globals.fk_mask, blocks - 1, true);
+    this.g.fkSeed.set(0, seed.readBigUInt64LE(0));
+    this.g.fkSeed.set(1, seed.readBigUInt64LE(8));
+    this.g.fkMask = blocks - 1;
   }
 
   /** The first-knock filter's window: the longest step_timeout of the live doors. */
   filterWindowNs(): bigint {
-    return this.globals.view.getBigUint64(OFFSETS.globals.fk_window_ns, true);
+    return this.g.fkWindowNs;
   }
 
   private setFilterWindow(ns: bigint): void {
-    this.globals.view.setBigUint64(OFFSETS.globals.fk_window_ns, ns, true);
+    this.g.fkWindowNs = ns;
   }
 
   /** Set (or extend) a grant by hand. */
   grant(addr: Buffer, slot: number, forNs: bigint, nowNs = monoNowNs()): bigint {
-    const m = this.map(MAP.GRANTS);
-    const cur = m.lookup(addr);
-    const exp = cur ? decodeGrant(cur) : new Array<bigint>(KG.MAX_DOORS).fill(0n);
-    exp[slot] = nowNs + forNs;
-    this.writeGrant(addr, encodeGrant(exp));
-    return nowNs + forNs;
+    return this.grantTable.grant(addr, slot, forNs, nowNs);
   }
 
   /**
@@ -903,60 +862,12 @@ export class Gate {
    * already idle past their limit are deleted too, uncounted).
    */
   revoke(addr: Buffer, slots?: readonly number[], nowNs = monoNowNs()): { slots: number[]; flows: number } {
-    const cut = this.cutGrants(addr, slots, nowNs);
-    let flows = 0;
-    for (const [key, value] of [...this.map(MAP.FLOWS).entries()]) {
-      const k = decodeFlowKey(key);
-      if (!k.src.equals(addr)) continue;
-      const f = decodeFlow(value);
-      if (slots !== undefined && !slots.includes(f.slot)) continue;
-      const live = !(nowNs > f.lastNs && nowNs - f.lastNs > flowIdleLimitNs(f));
-      if (this.map(MAP.FLOWS).delete(key) && live) flows++;
-    }
-    return { slots: cut, flows };
+    return this.grantTable.revoke(addr, slots, nowNs);
   }
 
-  private cutGrants(addr: Buffer, slots: readonly number[] | undefined, nowNs: bigint): number[] {
-    const m = this.map(MAP.GRANTS);
-    const cur = m.lookup(addr);
-    if (!cur) return [];
-    const exp = decodeGrant(cur);
-    const cut: number[] = [];
-    exp.forEach((v, s) => {
-      if ((slots === undefined || slots.includes(s)) && v !== 0n) {
-        if (v > nowNs) cut.push(s);
-        exp[s] = 0n;
-      }
-    });
-    if (exp.every((v) => v === 0n)) m.delete(addr);
-    else this.writeGrant(addr, encodeGrant(exp));
-    return cut;
-  }
-
-  /**
-   * Every grant user space writes goes through here: the grant filter is marked before the
-   * write (XDP never finds the entry without its bits) and after it (a rebuild that cleared
-   * the bits meanwhile lists the entry). DESIGN.md "Grant filter".
-   */
-  private writeGrant(addr: Buffer, value: Buffer): void {
-    this.gfilter?.mark(addr);
-    this.map(MAP.GRANTS).update(addr, value, BPF_ANY);
-    this.gfilter?.mark(addr);
-  }
-
-  /**
-   * Drop the grant filter's bits of sources that hold nothing any more: rebuilt from the
-   * sources of kg_grants and kg_flows (the sweep runs it). Returns how many were listed.
-   */
+  /** Drop the grant filter's bits of sources that hold nothing any more (grants.ts). Returns how many were listed. */
   rebuildGrantFilter(): number {
-    const gf = this.gfilter;
-    if (!gf) return 0;
-    const grants = this.map(MAP.GRANTS);
-    const flows = this.map(MAP.FLOWS);
-    return gf.rebuild(function* () {
-      for (const k of grants.keys()) yield Buffer.from(k);
-      for (const k of flows.keys()) yield Buffer.from(decodeFlowKey(k).src);
-    }, waitForPrograms);
+    return this.grantTable.rebuildFilter();
   }
 
   /** Forget the cached spa tags of generation `gen` (its slots are being rewritten). */
@@ -971,26 +882,9 @@ export class Gate {
     }
   }
 
-  /** Grants and flows of door slots that went away. */
-  private clearGrantSlots(slots: readonly number[]): void {
-    const m = this.map(MAP.GRANTS);
-    for (const [key] of [...m.entries()]) this.cutGrants(Buffer.from(key), slots, 0n);
-    const flows = this.map(MAP.FLOWS);
-    for (const [key, value] of [...flows.entries()]) if (slots.includes(decodeFlow(value).slot)) flows.delete(key);
-  }
-
   /** Live flows (and, with `all`, those idle past their limit that nobody has removed yet). */
   flows(nowNs = monoNowNs(), all = false): FlowEntry[] {
-    const names = this.slotNames();
-    const out: FlowEntry[] = [];
-    for (const [key, value] of this.map(MAP.FLOWS).entries()) {
-      const f = decodeFlow(value);
-      const idleForNs = nowNs > f.lastNs ? nowNs - f.lastNs : 0n;
-      const expired = idleForNs > flowIdleLimitNs(f);
-      if (expired && !all) continue;
-      out.push({ ...decodeFlowKey(key), ...f, door: names.get(f.slot)?.name ?? `slot${f.slot}`, idleForNs, expired });
-    }
-    return out;
+    return this.grantTable.flows(nowNs, all);
   }
 
   /** Sources whose knocks are ignored now (brute-force limit). */
@@ -1003,67 +897,14 @@ export class Gate {
     return out;
   }
 
-  /**
-   * Delete grant entries whose every door expired at least `graceNs` ago, unless the source
-   * still has a live flow (its datagrams and retransmitted SYNs are judged through the grant
-   * entry). Returns how many were removed.
-   */
+  /** Delete grant entries whose every door expired `graceNs` ago and whose source has no live flow (grants.ts). */
   sweepExpiredGrants(nowNs = monoNowNs(), graceNs = 0n, liveFlowSources?: ReadonlySet<string>): number {
-    const withFlows = liveFlowSources ?? new Set(this.flows(nowNs).map((f) => f.src.toString('hex')));
-    const m = this.map(MAP.GRANTS);
-    let removed = 0;
-    for (const [key, value] of [...m.entries()]) {
-      if (withFlows.has(key.toString('hex'))) continue;
-      if (decodeGrant(value).every((v) => v + graceNs <= nowNs)) {
-        if (m.delete(key)) removed++;
-      }
-    }
-    return removed;
+    return this.grantTable.sweepExpired(nowNs, graceNs, liveFlowSources);
   }
 
-  /**
-   * The daemon's housekeeping: flows idle past their limit, grant entries (see
-   * sweepExpiredGrants), penalties whose window and cooldown are over, and first-knock records
-   * too old to matter (older than two filter windows). Every map is LRU as well; this keeps them
-   * from filling with the dead.
-   */
+  /** The daemon's housekeeping of flows, grants, penalties and first knocks (grants.ts). */
   sweep(nowNs = monoNowNs(), grantGraceNs = 0n): SweepResult {
-    const res: SweepResult = { flows: 0, grants: 0, penalties: 0, probation: 0 };
-    const flows = this.map(MAP.FLOWS);
-    const live = new Set<string>();
-    for (const [key, value] of [...flows.entries()]) {
-      const f = decodeFlow(value);
-      if (nowNs > f.lastNs && nowNs - f.lastNs > flowIdleLimitNs(f)) {
-        if (flows.delete(key)) res.flows++;
-      } else {
-        live.add(decodeFlowKey(key).src.toString('hex'));
-      }
-    }
-    res.grants = this.sweepExpiredGrants(nowNs, grantGraceNs, live);
-    const bf = this.bruteForce();
-    const windowNs = BigInt(bf.failureWindowMs) * 1_000_000n;
-    const pen = this.map(MAP.PENALTY);
-    for (const [key, value] of [...pen.entries()]) {
-      const p = decodePenalty(value);
-      if (p.cooldownUntilNs <= nowNs && p.windowStartNs + windowNs < nowNs) {
-        if (pen.delete(key)) res.penalties++;
-      }
-    }
-    const old = 2n * this.filterWindowNs();
-    const prob = this.map(MAP.PROBATION);
-    for (const [key, value] of [...prob.entries()]) {
-      let newest = 0n;
-      for (let slot = 0; slot < KG.MAX_DOORS; slot++) {
-        const at = value.readBigUInt64LE(OFFSETS.probation.d + slot * SIZEOF.first_knock + OFFSETS.first_knock.at_ns);
-        if (at > newest) newest = at;
-      }
-      if (newest + old < nowNs) {
-        if (prob.delete(key)) res.probation++;
-      }
-    }
-    // Last: the bits of the grants and flows removed above go with the rebuild.
-    this.rebuildGrantFilter();
-    return res;
+    return this.grantTable.sweep(nowNs, grantGraceNs);
   }
 
   /**

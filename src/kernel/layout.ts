@@ -1,75 +1,21 @@
 /**
- * The TypeScript mirror of bpf/knock.h: constants, sizes, field offsets, and the codecs of
- * every struct that crosses the kernel/user boundary. test/unit/layout.test.ts compiles a
- * C oracle against knock.h and checks every number here, so a drift fails the tests; the
- * loader also checks each map's key and value size against SIZEOF at load time.
+ * The codecs of every struct that crosses the kernel/user boundary, on the constants, sizes and
+ * offsets that `make -C bpf` generates from bpf/knock.h into abi.gen.ts (re-exported here, so
+ * that the rest of the code imports the kernel contract from one module). The loader checks
+ * each map's key and value size against the generated map specs at load time.
  * All multi-byte fields are little-endian (the only byte order BPF targets we build for).
  */
 
-export const KG = {
-  MAX_DOORS: 16,
-  MAX_STEPS: 16,
-  MAX_PROTECTS: 16,
-  NAME_LEN: 32,
-  GENS: 2,
-  PROTOS: 2,
-  PORTS: 65536,
-  PORT_SLOTS: 2 * 2 * 65536,
-  DOOR_SLOTS: 2 * 16,
-  HINT_SLOTS: 16384,
-  MAX_VLAN_TAGS: 2,
-  MAX_EXT_HDRS: 8,
-  DEFAULT_SOURCES: 65536,
-  DEFAULT_FLOWS: 65536,
-  DEFAULT_RING_BYTES: 256 * 1024,
-  FK_WORDS: 13,
-  FK_BITS: 13 * 32,
-  FK_HASHES: 4,
-  FK_BLOCK_BYTES: 128,
-  DEFAULT_FK_BLOCKS: 65536,
-  FLOW_LINGER_NS: 10_000_000_000n,
-  ROT_STEPS: 8,
-  PAYLOAD_LEN: 32,
-  SPA_LEN: 40,
-  SPA_MSG_LEN: 48,
-  SIGNED_LEN: 112,
-  SPA_MAGIC: 0x4b475332,
-  SIGNED_MAGIC: 0x4b474531,
-  DEFAULT_NONCES: 65536,
-  SPENT_ENTRIES: 1024,
-  GF_HDR_WORDS: 8,
-  GF_BITS_PER_SOURCE: 16,
-  GF_ON: 2n,
-  GF_CUR: 1n,
-  SPA_TAG_WINDOW_S: 64,
-  SPA_TAG_SLOTS: 32,
-} as const;
+import { KG, KG_STRINGS, MAP, kg_deny_reason, kg_door_type, kg_event_type, kg_proto, kg_reject_reason, kg_reset_reason, kg_stat, OFFSETS, SIZEOF } from './abi.gen.js';
 
-export const MAP = {
-  PORTS: 'kg_ports',
-  DOORS: 'kg_doors',
-  ALLOW: 'kg_allow',
-  PROGRESS: 'kg_progress',
-  PROBATION: 'kg_probation',
-  FIRSTS: 'kg_firsts',
-  PENALTY: 'kg_penalty',
-  GRANTS: 'kg_grants',
-  FLOWS: 'kg_flows',
-  EVENTS: 'kg_events',
-  NONCES: 'kg_nonces',
-  SPENT: 'kg_spent',
-  STATS: 'kg_stats',
-  GFILTER: 'kg_gfilter',
-  SPATAGS: 'kg_spatags',
-  GLOBALS: '.bss',
-} as const;
+export { KG, MAP, MAP_SPECS, OFFSETS, SIZEOF, Globals, type GlobalsArray, type GlobalsRegion } from './abi.gen.js';
 export type MapName = (typeof MAP)[keyof typeof MAP];
 
-export const PROG_NAME = 'knockgate_xdp';
+export const PROG_NAME = KG_STRINGS.PROG_NAME;
 /** The same gate for devices without a link-layer header: frames start at the IP header. */
-export const PROG_NAME_L3 = 'knockgate_xdp_l3';
+export const PROG_NAME_L3 = KG_STRINGS.PROG_NAME_L3;
 
-export const PROTO = { TCP: 0, UDP: 1, ICMP: 2 } as const;
+export const PROTO = kg_proto;
 export type ProtoName = 'tcp' | 'udp';
 export function protoNumber(p: ProtoName): number {
   return p === 'tcp' ? PROTO.TCP : PROTO.UDP;
@@ -84,165 +30,36 @@ export function eventProtoName(n: number): ProtoName | 'icmp' {
   return n === PROTO.ICMP ? 'icmp' : protoName(n);
 }
 
-/** enum kg_door_type */
-export const DOOR_TYPE = { SEQUENCE: 0, ROTATING: 1, SPA: 2, SIGNED: 3, PAYLOAD: 4 } as const;
+export const DOOR_TYPE = kg_door_type;
+/** The config's name of each door type, in enum kg_door_type order (checked by the layout test). */
 export const DOOR_TYPE_NAMES = ['sequence', 'rotating', 'spa', 'signed', 'payload'] as const;
 export type DoorTypeName = (typeof DOOR_TYPE_NAMES)[number];
 
-export const DOOR_FLAG = { ACTIVE: 1, ALLOW_LIST: 2, FLOW_ONLY: 4, CLAIM: 8 } as const;
-export const FLOW_FLAG = { ESTABLISHED: 1, CLOSING: 2 } as const;
+export const DOOR_FLAG = { ACTIVE: KG.DOOR_ACTIVE, ALLOW_LIST: KG.DOOR_ALLOW_LIST, FLOW_ONLY: KG.DOOR_FLOW_ONLY, CLAIM: KG.DOOR_CLAIM } as const;
+export const FLOW_FLAG = { ESTABLISHED: KG.FLOW_ESTABLISHED, CLOSING: KG.FLOW_CLOSING } as const;
 
-export const EVENT = { STEP: 1, RESET: 2, GRANT: 3, DENY: 4, COOLDOWN: 5, CONSUMED: 6, REJECT: 7, SIGNED: 8, CLAIM: 9 } as const;
-export const REJECT_REASON = { MALFORMED: 1, BAD_MAC: 2, STALE: 3, REPLAY: 4, SPENT: 5, PAYLOAD: 6, NOT_ALLOWED: 7 } as const;
-export const RESET_REASON = { NONE: 0, WRONG_PORT: 1, STEP_TIMEOUT: 2, SEQ_TIMEOUT: 3 } as const;
-export const DENY_REASON = { NO_GRANT: 1, EXPIRED: 2, NO_FLOW: 3 } as const;
+export const EVENT = kg_event_type;
+export const REJECT_REASON = kg_reject_reason;
+export const RESET_REASON = kg_reset_reason;
+export const DENY_REASON = kg_deny_reason;
 /** kg_event.door of a COOLDOWN: it stops knocks on every door. */
 export const COOLDOWN_DOOR = 0xff;
 
+/**
+ * A counter's name: its enum kg_stat enumerator without KG_V_ / KG_C_, in lower case
+ * (KG_C_STEP is knock_step, beside the verdicts' names).
+ */
+type StatKey = Extract<keyof typeof kg_stat, `${'V' | 'C'}_${string}`>;
+type StatNameOf<K> = K extends 'C_STEP' ? 'knock_step' : K extends `${'V' | 'C'}_${infer R extends string}` ? Lowercase<R> : never;
+export type StatName = StatNameOf<StatKey>;
+
 /** enum kg_stat, in order. The first VERDICTS entries are verdicts: every packet counts once. */
-export const STAT_NAMES = [
-  'pass_non_ip',
-  'pass_other_l4',
-  'pass_unrelated',
-  'pass_fragment',
-  'pass_granted',
-  'pass_flow',
-  'drop_no_grant',
-  'drop_expired',
-  'drop_knock',
-  'drop_malformed',
-  'drop_no_flow',
-  'knock_step',
-  'grant',
-  'reset_wrong_port',
-  'reset_step_timeout',
-  'reset_seq_timeout',
-  'not_allowed',
-  'retransmit',
-  'deny_event',
-  'deny_suppressed',
-  'event_lost',
-  'map_full',
-  'step_from_filter',
-  'failure',
-  'cooldown',
-  'cooldown_knock',
-  'flow_new',
-  'flow_close',
-  'flow_idle',
-  'grant_consumed',
-  'knock_suppressed',
-  'reject_malformed',
-  'reject_bad_mac',
-  'reject_stale',
-  'reject_replay',
-  'reject_spent',
-  'reject_payload',
-  'signed_queued',
-  'signed_suppressed',
-] as const;
-export type StatName = (typeof STAT_NAMES)[number];
-export const VERDICTS = 11;
-export const STAT_MAX = STAT_NAMES.length;
-
-export const SIZEOF = {
-  port_info: 8,
-  step: 4,
-  port_range: 8,
-  door: 160 + 4 * KG.MAX_STEPS + 8 * KG.MAX_PROTECTS + KG.NAME_LEN,
-  allow_key: 24,
-  addr: 16,
-  door_progress: 24,
-  progress: 8 + 24 * KG.MAX_DOORS,
-  first_knock: 16,
-  probation: 8 + 16 * KG.MAX_DOORS,
-  fk_block: KG.FK_BLOCK_BYTES,
-  penalty: 24,
-  grant: 8 * KG.MAX_DOORS,
-  flow_key: 40,
-  flow: 32,
-  event: 48,
-  signed_event: 48 + 112,
-  nonce_event: 48 + 16,
-  nonce: 16,
-  spent_key: 16,
-  stats: 8 * STAT_MAX,
-  globals: 88 + 8 * KG.HINT_SLOTS,
-} as const;
-
-/** Field offsets, checked against offsetof() in the C oracle. */
-export const OFFSETS = {
-  port_info: { knock_doors: 0, protect_doors: 2, flow_only_doors: 4, single_doors: 6 },
-  step: { port: 0, proto: 2 },
-  port_range: { first: 0, last: 2, proto: 4 },
-  door: {
-    flags: 0,
-    epoch: 4,
-    step_timeout_ns: 8,
-    seq_timeout_ns: 16,
-    open_for_ns: 24,
-    flow_idle_ns: 32,
-    nsteps: 40,
-    nprotects: 41,
-    type: 42,
-    payload_len: 43,
-    port: 44,
-    proto: 46,
-    door_id: 48,
-    max_skew_ns: 56,
-    window_ns: 64,
-    win: 72,
-    valid_until_ns: 88,
-    range_first: 104,
-    range_last: 106,
-    range_proto: 108,
-    key: 112,
-    payload: 128,
-    steps: 160,
-    protects: 160 + 4 * KG.MAX_STEPS,
-    name: 160 + 4 * KG.MAX_STEPS + 8 * KG.MAX_PROTECTS,
-  },
-  allow_key: { prefixlen: 0, gen: 4, slot: 5, addr: 6 },
-  door_progress: { start_ns: 0, last_ns: 8, epoch: 16, step: 20 },
-  progress: { doors: 0, d: 8 },
-  first_knock: { at_ns: 0, epoch: 8 },
-  probation: { live: 0, spent: 2, d: 8 },
-  fk_block: { lock: 0, start: 8, bits: 24 },
-  penalty: { window_start_ns: 0, cooldown_until_ns: 8, failures: 16 },
-  flow_key: { src: 0, dst: 16, sport: 32, dport: 34, proto: 36 },
-  flow: { created_ns: 0, last_ns: 8, idle_ns: 16, slot: 24, flags: 25 },
-  event: {
-    ts_ns: 0,
-    expires_ns: 8,
-    addr: 16,
-    port: 32,
-    doors: 34,
-    proto: 36,
-    type: 37,
-    door: 38,
-    step: 39,
-    reason: 40,
-    ifindex: 44,
-  },
-  signed_event: { ev: 0, payload: 48 },
-  nonce_event: { ev: 0, nonce: 48 },
-  spent_key: { door_id: 0, window: 8 },
-  globals: {
-    active_gen: 0,
-    max_failures: 4,
-    deny_tokens: 8,
-    knock_tokens: 16,
-    failure_window_ns: 24,
-    cooldown_ns: 32,
-    fk_window_ns: 40,
-    fk_seed: 48,
-    fk_mask: 64,
-    icmp_doors: 68,
-    signed_tokens: 72,
-    wall_offset_ns: 80,
-    hint: 88,
-  },
-} as const;
+export const STAT_NAMES: readonly StatName[] = (Object.entries(kg_stat) as [string, number][])
+  .filter(([k]) => /^[VC]_/.test(k))
+  .sort(([, a], [, b]) => a - b)
+  .map(([k]) => (k === 'C_STEP' ? 'knock_step' : k.slice(2).toLowerCase()) as StatName);
+export const VERDICTS = kg_stat.VERDICTS;
+export const STAT_MAX = kg_stat.STAT_MAX;
 
 // ---- kg_ports -------------------------------------------------------------------------
 
@@ -530,6 +347,16 @@ export function decodeProbation(b: Buffer): KProbation {
     });
   }
   return { live, spent: b.readUInt16LE(OFFSETS.probation.spent) };
+}
+
+/** The newest first knock of a kg_probation value, over every slot (live or not); 0: none. */
+export function newestFirstKnockNs(b: Buffer): bigint {
+  let newest = 0n;
+  for (let slot = 0; slot < KG.MAX_DOORS; slot++) {
+    const at = b.readBigUInt64LE(OFFSETS.probation.d + slot * SIZEOF.first_knock + OFFSETS.first_knock.at_ns);
+    if (at > newest) newest = at;
+  }
+  return newest;
 }
 
 // ---- kg_firsts ------------------------------------------------------------------------
