@@ -84,15 +84,11 @@ export interface PortRange {
   proto: Proto;
 }
 
-export interface DoorConfig {
+/** What every door has, whatever its type. */
+export interface DoorBase {
   name: string;
-  type: DoorType;
   /** type sequence: the steps; empty for every other type */
   sequence: Step[];
-  rotating?: RotatingSpec;
-  spa?: SpaSpec;
-  signed?: SignedSpec;
-  payload?: PayloadSpec;
   protects: PortRange[];
   /** null: any source may knock. Canonical and without duplicates, in file order. */
   allowFrom: Cidr[] | null;
@@ -108,6 +104,30 @@ export interface DoorConfig {
    * `closed` refuses until a fleet-wide claim can be made again.
    */
   onPartition?: OnPartition;
+}
+
+/**
+ * The type-specific settings of each door type, by type: a door of type T is a DoorBase with
+ * `type: T` and these fields. A new door type adds one line here and its module in src/doors/.
+ */
+export interface DoorSpecs {
+  sequence: Record<never, never>;
+  rotating: { rotating: RotatingSpec };
+  spa: { spa: SpaSpec };
+  signed: { signed: SignedSpec };
+  payload: { payload: PayloadSpec };
+}
+
+/** A door of type T. */
+export type DoorConfigOf<T extends DoorType> = DoorBase & { type: T } & DoorSpecs[T];
+
+/** A door of the config. (Interim: becomes the union of DoorConfigOf<T> when the door modules land.) */
+export interface DoorConfig extends DoorBase {
+  type: DoorType;
+  rotating?: RotatingSpec;
+  spa?: SpaSpec;
+  signed?: SignedSpec;
+  payload?: PayloadSpec;
 }
 
 export type OnPartition = 'local' | 'closed';
