@@ -4,6 +4,7 @@
 import { isAlias, isMap, isScalar, isSeq, type Document, type LineCounter, type Node, type Scalar, type YAMLMap, type YAMLSeq } from 'yaml';
 import { checkTimeout, formatDuration, parseDuration } from './duration.js';
 import { suggest, type ConfigIssue } from './errors.js';
+import { DEFAULTS, LIMITS } from './model.js';
 import { formatStep, parseStep } from './ports.js';
 
 export type PathSeg = string | number;
@@ -138,7 +139,7 @@ export class Checker {
 
   /** Reports a key whose value is empty (`key:`); returns true when a value is present. */
   present(e: Entry, hint: string): boolean {
-    if (e.value === null || (isScalar(e.value) && (e.value.value === null || e.value.value === undefined))) {
+    if (isEmpty(e)) {
       this.error(e.keyNode, e.path, `has no value: ${hint}`);
       return false;
     }
@@ -274,4 +275,20 @@ export function scalarItem<T>(c: Checker, node: Node | null, path: PathSeg[], li
     c.error(node, path, errorMessage(err));
     return undefined;
   }
+}
+
+/** A single-datagram door's required port key (spa, signed): "62201/udp". */
+export function udpPort(c: Checker, entry: Entry, e: ReadonlyMap<string, Entry>): number | undefined {
+  const pe = required(c, entry, e, 'port', 'the UDP port the knock datagram goes to, e.g. port: 62201/udp');
+  return pe === undefined ? undefined : scalarItem(c, c.valueNode(pe), pe.path, pe, 'a UDP port, e.g. 62201/udp', parseUdpPort);
+}
+
+/** A signed or spa door's max_skew key: the largest accepted distance from the gate's clock. */
+export function maxSkew(c: Checker, e: ReadonlyMap<string, Entry>): number | undefined {
+  return boundedDuration(c, e, 'max_skew', LIMITS.maxSkewMinMs, LIMITS.maxSkewMaxMs, DEFAULTS.maxSkewMs);
+}
+
+/** Whether a key has no value (`key:`). */
+export function isEmpty(e: Entry): boolean {
+  return e.value === null || (isScalar(e.value) && (e.value.value === null || e.value.value === undefined));
 }

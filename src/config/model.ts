@@ -31,6 +31,8 @@ export const SCOPES: readonly Scope[] = ['source', 'flow-only'];
  */
 export type DoorType = 'sequence' | 'rotating' | 'spa' | 'signed' | 'payload';
 export const DOOR_TYPES: readonly DoorType[] = ['sequence', 'rotating', 'spa', 'signed', 'payload'];
+/** A door without a `type` key. */
+export const DEFAULT_DOOR_TYPE: DoorType = 'sequence';
 
 /** type rotating: the sequence of window w is derived from the secret (src/knock/rotating.ts). */
 export interface RotatingSpec {
@@ -121,14 +123,8 @@ export interface DoorSpecs {
 /** A door of type T. */
 export type DoorConfigOf<T extends DoorType> = DoorBase & { type: T } & DoorSpecs[T];
 
-/** A door of the config. (Interim: becomes the union of DoorConfigOf<T> when the door modules land.) */
-export interface DoorConfig extends DoorBase {
-  type: DoorType;
-  rotating?: RotatingSpec;
-  spa?: SpaSpec;
-  signed?: SignedSpec;
-  payload?: PayloadSpec;
-}
+/** A door of the config: a union discriminated by `type` (narrow on it to reach the type's settings). */
+export type DoorConfig = { [T in DoorType]: DoorConfigOf<T> }[DoorType];
 
 export type OnPartition = 'local' | 'closed';
 export const ON_PARTITION: readonly OnPartition[] = ['local', 'closed'];

@@ -77,6 +77,11 @@ export interface KernelSide<T extends DoorType> {
    */
   decode(k: KDoor): DoorSpecOf<T>;
   /**
+   * The steps of DoorBase.sequence from the slot, for a type whose config has them (kg_door.steps
+   * holds other things for other types: a rotating door's two window sequences).
+   */
+  decodeSteps?(k: KDoor): Step[];
+  /**
    * Whether the type-specific knock rules of a slot stayed the same (else the door's epoch moves
    * on and sources midway start over). The common fields (type, doorId, port, proto, skew, key,
    * payload) are compared before this is asked.
@@ -87,6 +92,8 @@ export interface KernelSide<T extends DoorType> {
   claims: boolean;
   /** (door id, window) pairs the slot holds, worth remembering as spent (rotating doors). */
   liveWindows?(k: KDoor): { doorId: number; window: bigint }[];
+  /** The windows the slot holds and their sequences, for `door list --json` (rotating doors). */
+  windows?(k: KDoor): { window: string; sequence: string[] }[];
 }
 
 // ---- daemon (doors verified in user space) --------------------------------------------------
@@ -159,8 +166,8 @@ export interface CommandLineContext {
   name: string | undefined;
   /** "--type spa" (or "--sequence") */
   typeText: string;
-  /** the DOOR name, or a usage error saying the knock is bound to it */
-  named(): string;
+  /** the DOOR name, or a usage error saying the knock is bound to it (example: a name to show) */
+  named(example: string): string;
   /** a usage error: `${typeText} needs ${what}: add ${example}` */
   need(what: string, example: string): never;
   usageError(message: string): never;
@@ -198,4 +205,18 @@ export interface DoorKind<T extends DoorType = DoorType, K extends KnockDoorBase
   client: ClientSide<T, K>;
   /** only for doors verified in user space */
   daemon?: DaemonSide<T>;
+}
+
+/**
+ * Stands for a key file in doors read back from the kernel: the kernel holds a spa door's key
+ * (the gate keeps it when the CLI edits other doors), a rotating door's current sequences and a
+ * signed door's port; the files themselves are only known to the daemon's config.
+ */
+export const LIVE_KEY = '(held by the live gate)';
+
+export const NS_PER_MS = 1_000_000n;
+
+/** Milliseconds of a kernel duration (ns). */
+export function msOf(ns: bigint): number {
+  return Number(ns / NS_PER_MS);
 }
