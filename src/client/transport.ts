@@ -71,7 +71,7 @@ export function sourceBytes(local: string): Buffer {
  * the local address of the route to target (a connect()ed UDP socket's address, without
  * sending anything first).
  */
-export async function sendBound(target: Target, port: number, what: string, source: Buffer | undefined, build: (source: Buffer) => Buffer): Promise<void> {
+async function sendBound(target: Target, port: number, what: string, source: Buffer | undefined, build: (source: Buffer) => Buffer): Promise<void> {
   const sock = createSocket(target.family === 6 ? 'udp6' : 'udp4');
   try {
     await new Promise<void>((resolve, reject) => {
@@ -91,6 +91,14 @@ export async function sendBound(target: Target, port: number, what: string, sour
   } finally {
     sock.close();
   }
+}
+
+/**
+ * Sends one authenticated knock datagram (spa, signed): built for the source address the gate
+ * sees (opts.source, or the route's local address) and the clock in UNIX seconds.
+ */
+export function sendSignedDatagram(target: Target, port: number, what: string, opts: SendOptions, build: (source: Buffer, time: number) => Buffer): Promise<void> {
+  return sendBound(target, port, what, opts.source, (source) => build(source, Math.floor((opts.now ?? Date.now)() / 1000)));
 }
 
 export function sendStep(target: Target, step: Step): Promise<void> {

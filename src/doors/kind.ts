@@ -118,7 +118,8 @@ export interface UserVerifier {
 
 /**
  * A door whose knocks the kernel only prefilters (KernelSide.ports().single, encode's prefilter
- * fields) and hands up as events; the daemon verifies them and grants.
+ * fields) and hands up as events; the daemon verifies them and grants. (For the fwknop door;
+ * signed doors still go through the daemon's own path, src/daemon.ts onSigned.)
  */
 export interface DaemonSide<T extends DoorType> {
   /** EVENT.X: the kernel event that carries this door's datagrams up */

@@ -7,7 +7,7 @@ import { filePath, maxSkew, required, udpPort } from '../config/checker.js';
 import { formatDuration } from '../config/duration.js';
 import { LIMITS } from '../config/model.js';
 import type { KeyObject } from 'node:crypto';
-import { readKey, sendBound } from '../client/transport.js';
+import { readKey, sendSignedDatagram } from '../client/transport.js';
 import { KnockError } from '../client/transport.js';
 import { encodeSigned, keyIdOf, readPrivateKey } from '../knock/index.js';
 import { doorId } from '../knock/wire.js';
@@ -81,10 +81,7 @@ export const signed: DoorKind<'signed', SignedDoor> = {
       return { type: 'signed', name, port: opts.port, privateKey };
     },
     options: ['keyFile', 'source', 'port'],
-    send: (target, door, opts) =>
-      sendBound(target, door.port, 'the signed datagram', opts.source, (source) =>
-        encodeSigned({ privateKey: door.privateKey, door: door.name, source, time: Math.floor((opts.now ?? Date.now)() / 1000) }),
-      ),
+    send: (target, door, opts) => sendSignedDatagram(target, door.port, 'the signed datagram', opts, (source, time) => encodeSigned({ privateKey: door.privateKey, door: door.name, source, time })),
     describe: (door) => `signed datagram to ${door.port}/udp (key id ${keyIdOf(door.privateKey).toString('hex')})`,
     hint: 'that your public key is among the door\'s clients, the clocks of both hosts (max_skew), --source behind a NAT',
   },

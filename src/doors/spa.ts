@@ -5,7 +5,7 @@
 // grants. In fleet mode its grant events carry the nonce, published fleet-wide.
 import { filePath, maxSkew, required, udpPort } from '../config/checker.js';
 import { formatDuration } from '../config/duration.js';
-import { readKey, sendBound } from '../client/transport.js';
+import { readKey, sendSignedDatagram } from '../client/transport.js';
 import { encodeSpa, readSecretFile } from '../knock/index.js';
 import { doorId } from '../knock/wire.js';
 import { DOOR_TYPE, PROTO } from '../kernel/layout.js';
@@ -68,10 +68,7 @@ export const spa: DoorKind<'spa', SpaDoor> = {
       return { type: 'spa', name, port: opts.port, key };
     },
     options: ['keyFile', 'source', 'port'],
-    send: (target, door, opts) =>
-      sendBound(target, door.port, 'the SPA datagram', opts.source, (source) =>
-        encodeSpa({ key: door.key, door: door.name, source, time: Math.floor((opts.now ?? Date.now)() / 1000) }),
-      ),
+    send: (target, door, opts) => sendSignedDatagram(target, door.port, 'the SPA datagram', opts, (source, time) => encodeSpa({ key: door.key, door: door.name, source, time })),
     describe: (door) => `SPA datagram to ${door.port}/udp`,
     hint: 'the key (the gate\'s key_file), the clocks of both hosts (max_skew), --source behind a NAT',
     resolveFiles: (d, resolve) => ({ ...d, spa: { ...d.spa, keyFile: resolve(d.spa.keyFile) } }),
