@@ -262,7 +262,7 @@ export class Daemon {
     const verifiers = new Map<string, SignedVerifier>();
     for (const d of config.doors) {
       if (d.type !== 'signed') continue;
-      verifiers.set(d.name, new SignedVerifier(d.name, secrets.clients.get(d.name) ?? [], d.signed!.maxSkewMs, this.signedNonces));
+      verifiers.set(d.name, new SignedVerifier(d.name, secrets.clients.get(d.name) ?? [], d.signed.maxSkewMs, this.signedNonces));
     }
     this.secrets = secrets;
     this.verifiers = verifiers;
@@ -330,7 +330,8 @@ export class Daemon {
       return;
     }
     if (this.fleet) {
-      const skewMs = this.config.doors.find((d) => d.name === door)?.signed?.maxSkewMs ?? LIMITS.maxSkewMaxMs;
+      const d = this.config.doors.find((x) => x.name === door);
+      const skewMs = d?.type === 'signed' ? d.signed.maxSkewMs : LIMITS.maxSkewMaxMs;
       const claim = await this.fleet.claimNonce(door!, k.payload.subarray(16, 32), skewMs);
       if (claim === 'lost' || claim === 'refused') {
         this.publish({ ...base, event: 'reject', reason: claim === 'lost' ? 'replay' : 'fleet_unreachable', client: r.client });
@@ -468,7 +469,10 @@ export class Daemon {
     if (this.fleet) {
       this.fleet.onKernelEvent(e, k.addr, k.tsNs);
       const nonce = k.type === EVENT.GRANT ? nonceOfGrantEvent(rec) : null;
-      if (nonce !== null) this.fleet.publishSpaNonce(nonce, this.config.doors.find((d) => d.name === e.door)?.spa?.maxSkewMs ?? LIMITS.maxSkewMaxMs);
+      if (nonce !== null) {
+        const d = this.config.doors.find((x) => x.name === e.door);
+        this.fleet.publishSpaNonce(nonce, d?.type === 'spa' ? d.spa.maxSkewMs : LIMITS.maxSkewMaxMs);
+      }
     }
     this.publish(e);
     if (k.type === EVENT.GRANT) this.watchExpiry(k.addr, k.door, e, Number(e.expires_in_ms ?? 0));

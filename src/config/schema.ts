@@ -1,101 +1,146 @@
 // Validation: walks a parsed YAML document (yaml's Document API, so every node keeps its
 // position) and turns it into a GateConfig, collecting every problem instead of stopping at
 // the first. Pure: no file system access (load.ts reads files).
+//
+// The plain settings are tables of scalar keys (default, reader) read by one function; the
+// door types' own keys are read by their modules (src/doors/); what holds across doors is a
+// named check each, run once every door has been read on its own.
 import { posix } from 'node:path';
-import { isAlias, isMap, isScalar, isSeq, visit, type Document, type LineCounter, type Node, type Scalar, type YAMLMap, type YAMLSeq } from 'yaml';
+import { isMap, isScalar, visit, type Document, type LineCounter, type Node, type YAMLMap } from 'yaml';
 import { parseCidr, type Cidr } from '../net/addr.js';
-import { checkTimeout, formatDuration, parseDuration } from './duration.js';
+import { DOORS, kindOf } from '../doors/index.js';
+import { Checker, errorMessage, isEmpty, listOf, scalarItem, scalarText, type Entry, type PathSeg } from './checker.js';
+import { formatDuration } from './duration.js';
 import { isPattern, patternProblem } from './ifpattern.js';
-import { suggest, type ConfigIssue } from './errors.js';
+import type { ConfigIssue } from './errors.js';
 import {
   DEFAULTS,
+  DEFAULT_DOOR_TYPE,
   DOOR_NAME,
   LIMITS,
   LOG_LEVELS,
   SCOPES,
   XDP_MODES,
   ATTACH_METHODS,
-  type AttachMethod,
   type DoorConfig,
   type DoorType,
   DOOR_TYPES,
   type GateConfig,
   type InterfaceConfig,
-  type LogLevel,
   type PortRange,
-  type Scope,
   type Step,
-  type OnPartition,
   ON_PARTITION,
-  type XdpMode,
 } from './model.js';
 import { formatRange, formatStep, parsePortRange, parseStep, rangeHolds } from './ports.js';
 import { formatSize, parseSize } from './size.js';
 import { checkFleet } from './fleet.js';
 
-export type PathSeg = string | number;
-
-/** "doors.ssh.sequence[1]"; keys that are not plain words are quoted: doors["my door"]. */
-export function formatPath(path: readonly PathSeg[]): string {
-  let out = '';
-  for (const seg of path) {
-    if (typeof seg === 'number') out += `[${seg}]`;
-    else if (/^[A-Za-z0-9_-]+$/.test(seg)) out += out === '' ? seg : `.${seg}`;
-    else out += `[${JSON.stringify(seg)}]`;
-  }
-  return out;
-}
+export { Checker, formatPath, type Entry, type PathSeg } from './checker.js';
+export { parsePayload } from '../doors/payload.js';
 
 export const ROOT_KEYS = ['interfaces', 'xdp_mode', 'attach', 'xdp_priority', 'pin_path', 'keep', 'log', 'limits', 'brute_force', 'defaults', 'doors', 'fleet'] as const;
 export const LOG_KEYS = ['level', 'denials_per_second', 'knock_events_per_second'] as const;
-export const LIMITS_KEYS = ['sources', 'flows', 'event_ring', 'first_knock_filter'] as const;
-export const BRUTE_FORCE_KEYS = ['max_failures', 'failure_window', 'cooldown'] as const;
 export const TIMEOUT_KEYS = ['step_timeout', 'sequence_timeout', 'open_for', 'flow_idle'] as const;
-export const DOOR_KEYS = [
-  'type', 'sequence', 'protects', 'allow_from', 'scope', ...TIMEOUT_KEYS,
-  'secret_file', 'knock_ports', 'length', 'window', 'port', 'key_file', 'max_skew', 'clients', 'knock', 'payload',
-  'on_partition',
-] as const;
-
-/** The keys only some door types take (every other door key applies to all types). */
-const TYPE_KEYS: Record<DoorType, readonly string[]> = {
-  sequence: ['sequence', 'step_timeout', 'sequence_timeout'],
-  rotating: ['secret_file', 'knock_ports', 'length', 'window', 'step_timeout', 'sequence_timeout'],
-  spa: ['port', 'key_file', 'max_skew'],
-  signed: ['port', 'clients', 'max_skew'],
-  payload: ['knock', 'payload'],
-};
-const TYPED_KEYS = new Set(Object.values(TYPE_KEYS).flat());
-
-/** A payload door's bytes: "hex:6b6e6f636b" or text (UTF-8), 1..32 bytes. */
-export function parsePayload(text: string): Buffer {
-  let bytes: Buffer;
-  if (text.startsWith('hex:')) {
-    const hex = text.slice(4).replace(/\s+/g, '');
-    if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex)) throw new Error(`${JSON.stringify(text)} is not hex: write hex: and an even number of hex digits, e.g. hex:6b6e6f636b`);
-    bytes = Buffer.from(hex, 'hex');
-  } else {
-    bytes = Buffer.from(text, 'utf8');
-  }
-  if (bytes.length === 0) throw new Error('an empty payload matches every packet: give 1..32 bytes');
-  if (bytes.length > LIMITS.payloadMaxBytes) throw new Error(`${bytes.length} bytes: a payload prefix has at most ${LIMITS.payloadMaxBytes}`);
-  return bytes;
-}
-
-/** A single-packet door's port: "62201/udp" (or just 62201). */
-function parseUdpPort(text: string | number): number {
-  const step = parseStep(typeof text === 'number' ? `${text}/udp` : text);
-  if (step.proto !== 'udp') throw new Error(`${formatStep(step)}: single-packet knocks are UDP datagrams; write ${step.port}/udp`);
-  return step.port;
-}
+/** The keys every door takes, then each type's own keys (src/doors/), then on_partition. */
+export const DOOR_KEYS: readonly string[] = [
+  ...new Set(['type', 'sequence', 'protects', 'allow_from', 'scope', ...TIMEOUT_KEYS, ...DOOR_TYPES.flatMap((t) => DOORS[t].config.keys), 'on_partition']),
+];
 export const INTERFACE_KEYS = ['name', 'xdp_mode', 'attach', 'xdp_priority'] as const;
 
-/** A key of a mapping with its nodes. `value` is null for `key:` with nothing after it. */
-export interface Entry {
-  key: string;
-  keyNode: Node;
-  value: Node | null;
-  path: PathSeg[];
+/** The door keys only some types take (every other door key applies to all types). */
+const TYPED_KEYS = new Set(DOOR_TYPES.flatMap((t) => DOORS[t].config.keys));
+
+// ---- scalar keys ---------------------------------------------------------------------------
+
+/** A scalar key: its value when absent, how to read it (reporting at the entry), how to show the default. */
+interface ScalarKey<T> {
+  fallback: T;
+  read(c: Checker, e: Entry): T | undefined;
+  shown?(v: T): string;
+}
+type ScalarTable = Record<string, ScalarKey<never> | ScalarKey<string> | ScalarKey<number> | ScalarKey<boolean>>;
+type Values<S> = { [K in keyof S]: S[K] extends ScalarKey<infer T> ? T : never };
+
+const oneOf = <T extends string>(choices: readonly T[], what: string) => (c: Checker, e: Entry): T | undefined => c.oneOf(e, choices, what);
+const integer = (min: number, max: number) => (c: Checker, e: Entry): number | undefined => c.integer(e, min, max);
+const timeout = (c: Checker, e: Entry): number | undefined => c.timeout(e);
+const powerOfTwo = (min: number, max: number, example: string) => (c: Checker, e: Entry): number | undefined => powerOfTwoSize(c, e, min, max, example);
+const key = <T>(fallback: T, read: (c: Checker, e: Entry) => T | undefined, shown?: (v: T) => string): ScalarKey<T> =>
+  shown === undefined ? { fallback, read } : { fallback, read, shown };
+
+/** Root keys that interfaces inherit (and may set for themselves). */
+const XDP_SCALARS = {
+  xdp_mode: key(DEFAULTS.xdpMode, oneOf(XDP_MODES, 'an XDP mode')),
+  attach: key(DEFAULTS.attach, oneOf(ATTACH_METHODS, 'an attach method')),
+  xdp_priority: key<number>(DEFAULTS.xdpPriority, integer(0, LIMITS.xdpPriorityMax)),
+};
+const ROOT_SCALARS = {
+  pin_path: key<string>(DEFAULTS.pinPath, readPinPath),
+  keep: key<boolean>(DEFAULTS.keep, (c, e) => c.boolean(e)),
+};
+/** (read in this order; listed in LOG_KEYS' order) */
+const LOG_SCALARS = {
+  knock_events_per_second: key<number>(DEFAULTS.log.knockEventsPerSecond, integer(0, LIMITS.knockEventsPerSecondMax)),
+  level: key(DEFAULTS.log.level, oneOf(LOG_LEVELS, 'a log level')),
+  denials_per_second: key<number>(DEFAULTS.log.denialsPerSecond, integer(0, LIMITS.denialsPerSecondMax)),
+};
+const LIMITS_SCALARS = {
+  sources: key<number>(DEFAULTS.limits.sources, integer(LIMITS.sourcesMin, LIMITS.sourcesMax)),
+  flows: key<number>(DEFAULTS.limits.flows, integer(LIMITS.flowsMin, LIMITS.flowsMax)),
+  event_ring: key<number>(DEFAULTS.limits.eventRingBytes, powerOfTwo(LIMITS.ringMin, LIMITS.ringMax, '256KiB'), formatSize),
+  first_knock_filter: key<number>(DEFAULTS.limits.firstKnockFilterBytes, powerOfTwo(LIMITS.filterMin, LIMITS.filterMax, '8MiB'), formatSize),
+};
+const BRUTE_FORCE_SCALARS = {
+  max_failures: key<number>(DEFAULTS.bruteForce.maxFailures, integer(0, LIMITS.maxFailuresMax)),
+  failure_window: key<number>(DEFAULTS.bruteForce.failureWindowMs, timeout, formatDuration),
+  cooldown: key<number>(DEFAULTS.bruteForce.cooldownMs, timeout, formatDuration),
+};
+const DOOR_SCALARS = {
+  scope: key(DEFAULTS.scope, oneOf(SCOPES, 'a grant scope')),
+  on_partition: key(DEFAULTS.onPartition, oneOf(ON_PARTITION, 'a partition policy')),
+};
+
+/**
+ * Reads the keys of a table from a mapping's entries, in the table's order: each present key's
+ * value, or (absent, empty or wrong) its fallback. `fallbacks` overrides the table's (a key that
+ * inherits from another); `hint` says what removing the key means.
+ */
+function scalars<S extends ScalarTable>(
+  c: Checker,
+  e: ReadonlyMap<string, Entry> | null | undefined,
+  table: S,
+  fallbacks: Partial<Values<S>> = {},
+  hint = (_key: string, shown: string): string => `remove the key to use the default (${shown})`,
+): Values<S> {
+  const out: Record<string, unknown> = {};
+  for (const [k, spec] of Object.entries(table) as [string, ScalarKey<unknown>][]) {
+    const fallback = k in fallbacks ? (fallbacks as Record<string, unknown>)[k] : spec.fallback;
+    out[k] = fallback;
+    const ke = e?.get(k);
+    if (ke !== undefined && c.present(ke, hint(k, spec.shown?.(fallback) ?? String(fallback)))) out[k] = spec.read(c, ke) ?? fallback;
+  }
+  return out as Values<S>;
+}
+
+/** A section of scalar keys (log, limits, brute_force): the section's mapping, then its keys. */
+function section<S extends ScalarTable>(c: Checker, root: ReadonlyMap<string, Entry>, name: string, table: S, expected: string, allowed: readonly string[] = Object.keys(table)): Values<S> {
+  const se = root.get(name);
+  const e = se !== undefined && c.present(se, 'remove the key to use the defaults') ? c.entries(se.value, se.path, allowed, expected) : null;
+  return scalars(c, e, table);
+}
+
+/** pin_path: an absolute directory (on a bpffs), normalized. */
+function readPinPath(c: Checker, e: Entry): string | undefined {
+  const p = c.string(e, DEFAULTS.pinPath);
+  if (p === undefined) return undefined;
+  if (!p.startsWith('/')) c.error(c.valueNode(e), e.path, `${JSON.stringify(p)} is not an absolute path: write e.g. ${DEFAULTS.pinPath}`);
+  else if (p.includes('\0')) c.error(c.valueNode(e), e.path, 'the path contains a NUL character');
+  else {
+    const normal = posix.normalize(p).replace(/\/+$/, '');
+    if (normal === '') c.error(c.valueNode(e), e.path, `"/" cannot hold pins: write a directory on a bpffs, e.g. ${DEFAULTS.pinPath}`);
+    else return normal;
+  }
+  return undefined;
 }
 
 type Origin = 'door' | 'defaults' | 'builtin';
@@ -104,203 +149,13 @@ interface Timeout {
   origin: Origin;
   entry: Entry | null;
 }
+type Timeouts = Record<(typeof TIMEOUT_KEYS)[number], Timeout>;
 
 export interface ValidationResult {
   /** null when there are errors. */
   config: Omit<GateConfig, 'file' | 'warnings'> | null;
   errors: ConfigIssue[];
   warnings: ConfigIssue[];
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-export class Checker {
-  readonly errors: ConfigIssue[] = [];
-  readonly warnings: ConfigIssue[] = [];
-  /** "path|key" for every unknown key reported with a suggestion, so that the suggested key
-   * is not also reported as missing. */
-  private readonly suggested = new Set<string>();
-
-  constructor(
-    private readonly doc: Document,
-    private readonly lineCounter: LineCounter,
-    private readonly file: string,
-  ) {}
-
-  private issue(at: Node | number | null, path: readonly PathSeg[], message: string): ConfigIssue {
-    const offset = typeof at === 'number' ? at : (at?.range?.[0] ?? 0);
-    const { line, col } = this.lineCounter.linePos(offset);
-    return { file: this.file, line, col, path: formatPath(path), message };
-  }
-
-  error(at: Node | number | null, path: readonly PathSeg[], message: string): void {
-    this.errors.push(this.issue(at, path, message));
-  }
-
-  warn(at: Node | number | null, path: readonly PathSeg[], message: string): void {
-    this.warnings.push(this.issue(at, path, message));
-  }
-
-  resolve(node: unknown): Node | null {
-    if (isAlias(node)) return node.resolve(this.doc) ?? null;
-    return isMap(node) || isSeq(node) || isScalar(node) ? node : null;
-  }
-
-  /** Where to point for an entry's value: the value, or the key when the value is empty. */
-  valueNode(e: Entry): Node {
-    return e.value !== null && !(isScalar(e.value) && e.value.value === null) ? e.value : e.keyNode;
-  }
-
-  describe(node: Node | null): string {
-    if (node === null) return 'nothing';
-    if (isMap(node)) return 'a mapping';
-    if (isSeq(node)) return 'a list';
-    if (isScalar(node)) {
-      const v = node.value;
-      if (v === null || v === undefined) return 'nothing';
-      if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
-      if (typeof v === 'number') return `the number ${scalarText(node)}`;
-      if (typeof v === 'boolean') return String(v);
-    }
-    return 'something else';
-  }
-
-  /**
-   * The entries of a mapping. Reports a non-mapping, duplicate keys, and keys not in
-   * `allowed` (with a did-you-mean); returns only the known keys.
-   */
-  entries(node: Node | null, path: PathSeg[], allowed: readonly string[] | null, expected: string, at: Node | null = node): Map<string, Entry> | null {
-    if (!isMap(node)) {
-      this.error(at ?? node, path, `expected ${expected}, found ${this.describe(node)}`);
-      return null;
-    }
-    const out = new Map<string, Entry>();
-    for (const pair of (node as YAMLMap<unknown, unknown>).items) {
-      const keyNode = this.resolve(pair.key);
-      if (!isScalar(keyNode) || keyNode.value === null) {
-        this.error(keyNode ?? node, path, 'keys must be plain names');
-        continue;
-      }
-      const key = scalarText(keyNode);
-      const keyPath = [...path, key];
-      const previous = out.get(key);
-      if (previous !== undefined) {
-        this.error(keyNode, keyPath, `${JSON.stringify(key)} is set twice (first on line ${this.lineOf(previous.keyNode)})`);
-        continue;
-      }
-      if (allowed !== null && !allowed.includes(key)) {
-        const near = suggest(key, allowed);
-        if (near !== null) this.suggested.add(`${formatPath(path)}|${near}`);
-        this.error(keyNode, keyPath, near !== null
-          ? `unknown key ${JSON.stringify(key)}: did you mean ${JSON.stringify(near)}?`
-          : `unknown key ${JSON.stringify(key)}: expected ${listOf(allowed)}`);
-        continue;
-      }
-      const value = pair.value === null || pair.value === undefined ? null : this.resolve(pair.value);
-      out.set(key, { key, keyNode, value, path: keyPath });
-    }
-    return out;
-  }
-
-  /** Reports a missing required key, unless an unknown key near it was reported already. */
-  missing(at: Node, path: PathSeg[], key: string, hint: string): void {
-    if (this.suggested.has(`${formatPath(path)}|${key}`)) return;
-    this.error(at, [...path, key], `required key is missing: ${hint}`);
-  }
-
-  lineOf(node: Node): number {
-    return this.lineCounter.linePos(node.range?.[0] ?? 0).line;
-  }
-
-  /** Reports a key whose value is empty (`key:`); returns true when a value is present. */
-  present(e: Entry, hint: string): boolean {
-    if (e.value === null || (isScalar(e.value) && (e.value.value === null || e.value.value === undefined))) {
-      this.error(e.keyNode, e.path, `has no value: ${hint}`);
-      return false;
-    }
-    return true;
-  }
-
-  /** The items of a list value; reports a non-list. */
-  list(e: Entry, example: string): { node: Node | null; index: number }[] | null {
-    if (!isSeq(e.value)) {
-      this.error(this.valueNode(e), e.path, `expected a list, e.g. ${example}, found ${this.describe(e.value)}`);
-      return null;
-    }
-    return (e.value as YAMLSeq<unknown>).items.map((item, index) => ({ node: this.resolve(item), index }));
-  }
-
-  string(e: Entry, example: string): string | undefined {
-    if (isScalar(e.value) && typeof e.value.value === 'string') return e.value.value;
-    this.error(this.valueNode(e), e.path, `expected a string, e.g. ${example}, found ${this.describe(e.value)}`);
-    return undefined;
-  }
-
-  integer(e: Entry, min: number, max: number): number | undefined {
-    const v = isScalar(e.value) ? e.value.value : undefined;
-    if (typeof v !== 'number' || !Number.isInteger(v)) {
-      this.error(this.valueNode(e), e.path, `expected a whole number ${min}..${max}, found ${this.describe(e.value)}`);
-      return undefined;
-    }
-    if (v < min || v > max) {
-      this.error(this.valueNode(e), e.path, `${isScalar(e.value) ? scalarText(e.value) : v} is out of range: ${min}..${max}`);
-      return undefined;
-    }
-    return v;
-  }
-
-  boolean(e: Entry): boolean | undefined {
-    const v = isScalar(e.value) ? e.value.value : undefined;
-    if (typeof v === 'boolean') return v;
-    this.error(this.valueNode(e), e.path, `expected true or false, found ${this.describe(e.value)}`);
-    return undefined;
-  }
-
-  oneOf<T extends string>(e: Entry, choices: readonly T[], what: string): T | undefined {
-    const v = isScalar(e.value) ? e.value.value : undefined;
-    if (typeof v === 'string' && (choices as readonly string[]).includes(v)) return v as T;
-    const text = isScalar(e.value) && v !== null && v !== undefined ? scalarText(e.value) : null;
-    if (text === null || typeof v !== 'string') {
-      this.error(this.valueNode(e), e.path, `expected ${what}: ${choices.join(', ')}; found ${this.describe(e.value)}`);
-      return undefined;
-    }
-    const lower = text.toLowerCase();
-    const near = choices.find((c) => c === lower) ?? suggest(text, choices)
-      ?? choices.find((c) => lower.length >= 3 && (lower.startsWith(c) || c.startsWith(lower))) ?? null;
-    this.error(this.valueNode(e), e.path, near !== null
-      ? `${JSON.stringify(text)} is not ${what}: did you mean ${JSON.stringify(near)}?`
-      : `${JSON.stringify(text)} is not ${what}: expected one of ${choices.join(', ')}`);
-    return undefined;
-  }
-
-  timeout(e: Entry): number | undefined {
-    const v = isScalar(e.value) ? e.value.value : undefined;
-    if (typeof v !== 'string' && typeof v !== 'number') {
-      this.error(this.valueNode(e), e.path, `expected a duration, e.g. 5s, found ${this.describe(e.value)}`);
-      return undefined;
-    }
-    try {
-      const ms = parseDuration(v);
-      checkTimeout(ms, String(v));
-      return ms;
-    } catch (err) {
-      this.error(this.valueNode(e), e.path, errorMessage(err));
-      return undefined;
-    }
-  }
-}
-
-/** The text of a scalar as written, for names that YAML may have read as numbers. */
-function scalarText(node: Scalar): string {
-  const v = node.value;
-  if (typeof v === 'string') return v;
-  return node.source ?? String(v);
-}
-
-function listOf(words: readonly string[], conjunction = 'or'): string {
-  return words.length <= 1 ? (words[0] ?? '') : `${words.slice(0, -1).join(', ')} ${conjunction} ${words.at(-1)}`;
 }
 
 function interfaceNameProblem(name: string): string | null {
@@ -341,24 +196,8 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
   const root = c.entries(rootNode, [], ROOT_KEYS, 'a mapping with interfaces, doors and other settings');
   if (root === null) return { config: null, errors: c.errors, warnings: c.warnings };
 
-  // xdp_mode first: interfaces inherit it.
-  let xdpMode: XdpMode = DEFAULTS.xdpMode;
-  const xdpEntry = root.get('xdp_mode');
-  if (xdpEntry !== undefined && c.present(xdpEntry, `remove the key to use the default (${DEFAULTS.xdpMode})`)) {
-    xdpMode = c.oneOf(xdpEntry, XDP_MODES, 'an XDP mode') ?? xdpMode;
-  }
-  // attach and xdp_priority: defaults for the interfaces, like xdp_mode
-  let attach: AttachMethod = DEFAULTS.attach;
-  const attachEntry = root.get('attach');
-  if (attachEntry !== undefined && c.present(attachEntry, `remove the key to use the default (${DEFAULTS.attach})`)) {
-    attach = c.oneOf(attachEntry, ATTACH_METHODS, 'an attach method') ?? attach;
-  }
-  let priority: number = DEFAULTS.xdpPriority;
-  const prioEntry = root.get('xdp_priority');
-  if (prioEntry !== undefined && c.present(prioEntry, `remove the key to use the default (${DEFAULTS.xdpPriority})`)) {
-    priority = c.integer(prioEntry, 0, LIMITS.xdpPriorityMax) ?? priority;
-  }
-
+  // xdp_mode, attach and xdp_priority first: interfaces inherit them.
+  const xdp = scalars(c, root, XDP_SCALARS);
   // interfaces
   const interfaces: InterfaceConfig[] = [];
   const ifEntry = root.get('interfaces');
@@ -375,9 +214,9 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
       const path = [...ifEntry.path, index];
       let name: string | undefined;
       let nameNode: Node | null = node;
-      let mode = xdpMode;
-      let ifAttach = attach;
-      let ifPriority = priority;
+      let mode = xdp.xdp_mode;
+      let ifAttach = xdp.attach;
+      let ifPriority = xdp.xdp_priority;
       if (isMap(node)) {
         const e = c.entries(node, path, INTERFACE_KEYS, 'an interface');
         const nameEntry = e?.get('name');
@@ -387,18 +226,8 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
           if (isScalar(nameEntry.value) && nameEntry.value.value !== null) name = scalarText(nameEntry.value);
           else c.error(nameNode, nameEntry.path, `expected an interface name, found ${c.describe(nameEntry.value)}`);
         }
-        const modeEntry = e?.get('xdp_mode');
-        if (modeEntry !== undefined && c.present(modeEntry, `remove the key to use xdp_mode (${xdpMode})`)) {
-          mode = c.oneOf(modeEntry, XDP_MODES, 'an XDP mode') ?? mode;
-        }
-        const ifAttachEntry = e?.get('attach');
-        if (ifAttachEntry !== undefined && c.present(ifAttachEntry, `remove the key to use attach (${attach})`)) {
-          ifAttach = c.oneOf(ifAttachEntry, ATTACH_METHODS, 'an attach method') ?? ifAttach;
-        }
-        const ifPrioEntry = e?.get('xdp_priority');
-        if (ifPrioEntry !== undefined && c.present(ifPrioEntry, `remove the key to use xdp_priority (${priority})`)) {
-          ifPriority = c.integer(ifPrioEntry, 0, LIMITS.xdpPriorityMax) ?? ifPriority;
-        }
+        // each key falls back to the root key of the same name
+        ({ xdp_mode: mode, attach: ifAttach, xdp_priority: ifPriority } = scalars(c, e, XDP_SCALARS, xdp, (key, shown) => `remove the key to use ${key} (${shown})`));
       } else if (isScalar(node) && node.value !== null && node.value !== undefined && typeof node.value !== 'boolean') {
         name = scalarText(node);
       } else {
@@ -421,126 +250,17 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
     }
   }
 
-  // pin_path
-  let pinPath: string = DEFAULTS.pinPath;
-  const pinEntry = root.get('pin_path');
-  if (pinEntry !== undefined && c.present(pinEntry, `remove the key to use the default (${DEFAULTS.pinPath})`)) {
-    const p = c.string(pinEntry, DEFAULTS.pinPath);
-    if (p !== undefined) {
-      if (!p.startsWith('/')) c.error(c.valueNode(pinEntry), pinEntry.path, `${JSON.stringify(p)} is not an absolute path: write e.g. ${DEFAULTS.pinPath}`);
-      else if (p.includes('\0')) c.error(c.valueNode(pinEntry), pinEntry.path, 'the path contains a NUL character');
-      else {
-        const normal = posix.normalize(p).replace(/\/+$/, '');
-        if (normal === '') c.error(c.valueNode(pinEntry), pinEntry.path, `"/" cannot hold pins: write a directory on a bpffs, e.g. ${DEFAULTS.pinPath}`);
-        else pinPath = normal;
-      }
-    }
-  }
-
-  // keep
-  let keep: boolean = DEFAULTS.keep;
-  const keepEntry = root.get('keep');
-  if (keepEntry !== undefined && c.present(keepEntry, `remove the key to use the default (${DEFAULTS.keep})`)) {
-    keep = c.boolean(keepEntry) ?? keep;
-  }
-
-  // log
-  let level: LogLevel = DEFAULTS.log.level;
-  let denialsPerSecond: number = DEFAULTS.log.denialsPerSecond;
-  let knockEventsPerSecond: number = DEFAULTS.log.knockEventsPerSecond;
-  const logEntry = root.get('log');
-  if (logEntry !== undefined && c.present(logEntry, 'remove the key to use the defaults')) {
-    const e = c.entries(logEntry.value, logEntry.path, LOG_KEYS, 'a mapping with level, denials_per_second and knock_events_per_second');
-    const kpsEntry = e?.get('knock_events_per_second');
-    if (kpsEntry !== undefined && c.present(kpsEntry, `remove the key to use the default (${DEFAULTS.log.knockEventsPerSecond})`)) {
-      knockEventsPerSecond = c.integer(kpsEntry, 0, LIMITS.knockEventsPerSecondMax) ?? knockEventsPerSecond;
-    }
-    const levelEntry = e?.get('level');
-    if (levelEntry !== undefined && c.present(levelEntry, `remove the key to use the default (${DEFAULTS.log.level})`)) {
-      level = c.oneOf(levelEntry, LOG_LEVELS, 'a log level') ?? level;
-    }
-    const dpsEntry = e?.get('denials_per_second');
-    if (dpsEntry !== undefined && c.present(dpsEntry, `remove the key to use the default (${DEFAULTS.log.denialsPerSecond})`)) {
-      denialsPerSecond = c.integer(dpsEntry, 0, LIMITS.denialsPerSecondMax) ?? denialsPerSecond;
-    }
-  }
-
-  // limits
-  let sources: number = DEFAULTS.limits.sources;
-  let flows: number = DEFAULTS.limits.flows;
-  let eventRingBytes: number = DEFAULTS.limits.eventRingBytes;
-  let firstKnockFilterBytes: number = DEFAULTS.limits.firstKnockFilterBytes;
-  const limitsEntry = root.get('limits');
-  if (limitsEntry !== undefined && c.present(limitsEntry, 'remove the key to use the defaults')) {
-    const e = c.entries(limitsEntry.value, limitsEntry.path, LIMITS_KEYS, 'a mapping with sources, flows, event_ring and first_knock_filter');
-    const srcEntry = e?.get('sources');
-    if (srcEntry !== undefined && c.present(srcEntry, `remove the key to use the default (${DEFAULTS.limits.sources})`)) {
-      sources = c.integer(srcEntry, LIMITS.sourcesMin, LIMITS.sourcesMax) ?? sources;
-    }
-    const flowsEntry = e?.get('flows');
-    if (flowsEntry !== undefined && c.present(flowsEntry, `remove the key to use the default (${DEFAULTS.limits.flows})`)) {
-      flows = c.integer(flowsEntry, LIMITS.flowsMin, LIMITS.flowsMax) ?? flows;
-    }
-    const ringEntry = e?.get('event_ring');
-    if (ringEntry !== undefined && c.present(ringEntry, `remove the key to use the default (${formatSize(DEFAULTS.limits.eventRingBytes)})`)) {
-      eventRingBytes = powerOfTwoSize(c, ringEntry, LIMITS.ringMin, LIMITS.ringMax, '256KiB') ?? eventRingBytes;
-    }
-    const fkEntry = e?.get('first_knock_filter');
-    if (fkEntry !== undefined && c.present(fkEntry, `remove the key to use the default (${formatSize(DEFAULTS.limits.firstKnockFilterBytes)})`)) {
-      firstKnockFilterBytes = powerOfTwoSize(c, fkEntry, LIMITS.filterMin, LIMITS.filterMax, '8MiB') ?? firstKnockFilterBytes;
-    }
-  }
-
-  // brute_force
-  let maxFailures: number = DEFAULTS.bruteForce.maxFailures;
-  let failureWindowMs: number = DEFAULTS.bruteForce.failureWindowMs;
-  let cooldownMs: number = DEFAULTS.bruteForce.cooldownMs;
-  const bfEntry = root.get('brute_force');
-  if (bfEntry !== undefined && c.present(bfEntry, 'remove the key to use the defaults')) {
-    const e = c.entries(bfEntry.value, bfEntry.path, BRUTE_FORCE_KEYS, 'a mapping with max_failures, failure_window and cooldown');
-    const mfEntry = e?.get('max_failures');
-    if (mfEntry !== undefined && c.present(mfEntry, `remove the key to use the default (${DEFAULTS.bruteForce.maxFailures})`)) {
-      maxFailures = c.integer(mfEntry, 0, LIMITS.maxFailuresMax) ?? maxFailures;
-    }
-    const fwEntry = e?.get('failure_window');
-    if (fwEntry !== undefined && c.present(fwEntry, `remove the key to use the default (${formatDuration(DEFAULTS.bruteForce.failureWindowMs)})`)) {
-      failureWindowMs = c.timeout(fwEntry) ?? failureWindowMs;
-    }
-    const cdEntry = e?.get('cooldown');
-    if (cdEntry !== undefined && c.present(cdEntry, `remove the key to use the default (${formatDuration(DEFAULTS.bruteForce.cooldownMs)})`)) {
-      cooldownMs = c.timeout(cdEntry) ?? cooldownMs;
-    }
-  }
-
-  // defaults
-  const defaults: Record<(typeof TIMEOUT_KEYS)[number], Timeout> = {
-    step_timeout: { ms: DEFAULTS.stepTimeoutMs, origin: 'builtin', entry: null },
-    sequence_timeout: { ms: DEFAULTS.sequenceTimeoutMs, origin: 'builtin', entry: null },
-    open_for: { ms: DEFAULTS.openForMs, origin: 'builtin', entry: null },
-    flow_idle: { ms: DEFAULTS.flowIdleMs, origin: 'builtin', entry: null },
-  };
-  const defaultsBad = new Set<string>();
-  const defaultsEntry = root.get('defaults');
-  if (defaultsEntry !== undefined && c.present(defaultsEntry, 'remove the key to use the built-in defaults')) {
-    const e = c.entries(defaultsEntry.value, defaultsEntry.path, TIMEOUT_KEYS, 'a mapping with step_timeout, sequence_timeout, open_for and flow_idle');
-    for (const key of TIMEOUT_KEYS) {
-      const te = e?.get(key);
-      if (te === undefined) continue;
-      const builtin = formatDuration(defaults[key].ms);
-      const ms = c.present(te, `remove the key to use the default (${builtin})`) ? c.timeout(te) : undefined;
-      if (ms === undefined) defaultsBad.add(key);
-      else defaults[key] = { ms, origin: 'defaults', entry: te };
-    }
-    if (!defaultsBad.has('step_timeout') && !defaultsBad.has('sequence_timeout')) {
-      checkTimeoutOrder(c, defaults.step_timeout, defaults.sequence_timeout);
-    }
-  }
+  const { pin_path: pinPath, keep } = scalars(c, root, ROOT_SCALARS);
+  const log = section(c, root, 'log', LOG_SCALARS, 'a mapping with level, denials_per_second and knock_events_per_second', LOG_KEYS);
+  const limits = section(c, root, 'limits', LIMITS_SCALARS, 'a mapping with sources, flows, event_ring and first_knock_filter');
+  const bf = section(c, root, 'brute_force', BRUTE_FORCE_SCALARS, 'a mapping with max_failures, failure_window and cooldown');
+  const { defaults, defaultsBad } = checkDefaults(c, root.get('defaults'));
 
   // doors
   const doors: DoorConfig[] = [];
   const doorsEntry = root.get('doors');
   /** Per door, the nodes of its parsed steps (for cross-door errors). */
-  const stepNodes = new Map<DoorConfig, { node: Node; path: PathSeg[] }[]>();
+  const stepNodes = new Map<DoorConfig, StepNode[]>();
   const doorNodes = new Map<DoorConfig, Entry>();
   if (doorsEntry === undefined) {
     c.missing(rootNode, [], 'doors', 'define at least one door, see config/knockgate.example.yaml');
@@ -571,9 +291,70 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
     }
   }
 
-  // A knock step must not be a protected port: protected ports are judged first, so the knock
-  // would be dropped as a protected-port packet and never count.
   // Checked among the doors that are valid on their own.
+  checkStepsUnprotected(c, doors, stepNodes);
+  checkKnockPortsOwn(c, doors, doorNodes);
+  checkScanWalk(c, doors, stepNodes);
+
+  const fleetEntry = root.get('fleet');
+  const fleet = fleetEntry === undefined ? null : checkFleet(c, fleetEntry);
+  if (fleetEntry === undefined) warnOnPartitionWithoutFleet(c, doors, doorNodes);
+
+  if (c.errors.length > 0) return { config: null, errors: c.errors, warnings: c.warnings };
+  return {
+    config: {
+      fleet,
+      interfaces,
+      pinPath,
+      keep,
+      log: { level: log.level, denialsPerSecond: log.denials_per_second, knockEventsPerSecond: log.knock_events_per_second },
+      limits: { sources: limits.sources, flows: limits.flows, eventRingBytes: limits.event_ring, firstKnockFilterBytes: limits.first_knock_filter },
+      bruteForce: { maxFailures: bf.max_failures, failureWindowMs: bf.failure_window, cooldownMs: bf.cooldown },
+      doors,
+    },
+    errors: [],
+    warnings: c.warnings,
+  };
+}
+
+/** defaults: the timeouts doors inherit; `defaultsBad` names the ones set wrong (doors that inherit them are not checked against them). */
+function checkDefaults(c: Checker, de: Entry | undefined): { defaults: Timeouts; defaultsBad: Set<string> } {
+  const defaults: Timeouts = {
+    step_timeout: { ms: DEFAULTS.stepTimeoutMs, origin: 'builtin', entry: null },
+    sequence_timeout: { ms: DEFAULTS.sequenceTimeoutMs, origin: 'builtin', entry: null },
+    open_for: { ms: DEFAULTS.openForMs, origin: 'builtin', entry: null },
+    flow_idle: { ms: DEFAULTS.flowIdleMs, origin: 'builtin', entry: null },
+  };
+  const defaultsBad = new Set<string>();
+  if (de !== undefined && c.present(de, 'remove the key to use the built-in defaults')) {
+    const e = c.entries(de.value, de.path, TIMEOUT_KEYS, 'a mapping with step_timeout, sequence_timeout, open_for and flow_idle');
+    for (const key of TIMEOUT_KEYS) {
+      const te = e?.get(key);
+      if (te === undefined) continue;
+      const builtin = formatDuration(defaults[key].ms);
+      const ms = c.present(te, `remove the key to use the default (${builtin})`) ? c.timeout(te) : undefined;
+      if (ms === undefined) defaultsBad.add(key);
+      else defaults[key] = { ms, origin: 'defaults', entry: te };
+    }
+    if (!defaultsBad.has('step_timeout') && !defaultsBad.has('sequence_timeout')) {
+      checkTimeoutOrder(c, defaults.step_timeout, defaults.sequence_timeout);
+    }
+  }
+  return { defaults, defaultsBad };
+}
+
+// ---- cross-door checks ---------------------------------------------------------------------
+
+interface StepNode {
+  node: Node;
+  path: PathSeg[];
+}
+
+/**
+ * A knock step must not be a protected port: protected ports are judged first, so the knock
+ * would be dropped as a protected-port packet and never count.
+ */
+function checkStepsUnprotected(c: Checker, doors: readonly DoorConfig[], stepNodes: ReadonlyMap<DoorConfig, StepNode[]>): void {
   for (const door of doors) {
     door.sequence.forEach((step, i) => {
       const protectors = doors.filter((d) => d.protects.some((r) => rangeHolds(r, step))).map((d) => d.name);
@@ -583,11 +364,16 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
       c.error(where?.node ?? null, where?.path ?? [], `${formatStep(step)} is a knock step of door ${door.name}, but ${by}: knocks on a protected port are dropped before they count; pick a port no door protects`);
     });
   }
+}
 
-  // The knock ports of the other door types: never protected, never shared with another door
-  // (a sequence door may share steps with another sequence door, as before).
+/**
+ * The knock ports of the other door types: never protected, never shared with another door
+ * (a sequence door may share steps with another sequence door, as before).
+ */
+function checkKnockPortsOwn(c: Checker, doors: readonly DoorConfig[], doorNodes: ReadonlyMap<DoorConfig, Entry>): void {
+  const shares = (d: DoorConfig): boolean => d.type === DEFAULT_DOOR_TYPE;
   for (const [i, door] of doors.entries()) {
-    if (door.type === 'sequence') continue;
+    if (shares(door)) continue;
     const at = doorNodes.get(door);
     for (const r of knockRanges(door)) {
       const protectors = doors.filter((d) => d.protects.some((p) => rangesOverlap(p, r))).map((d) => d.name);
@@ -595,7 +381,7 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
         c.error(at?.keyNode ?? null, at?.path ?? [], `door ${door.name} knocks on ${formatRange(r)}, but ${protectors.length === 1 ? `door ${protectors[0]} protects` : `doors ${listOf(protectors, 'and')} protect`} ${r.first === r.last ? 'it' : 'ports of it'}: knocks on a protected port are dropped before they count; pick ports no door protects`);
       }
       for (const [j, other] of doors.entries()) {
-        if (j === i || (j < i && other.type !== 'sequence')) continue; // each pair once
+        if (j === i || (j < i && !shares(other))) continue; // each pair once
         const clash = knockRanges(other).find((o) => rangesOverlap(o, r));
         if (clash !== undefined) {
           c.error(at?.keyNode ?? null, at?.path ?? [], `door ${door.name} knocks on ${formatRange(r)}, which overlaps ${formatRange(clash)} of door ${other.name}: a ${door.type} door needs knock ports of its own`);
@@ -603,11 +389,15 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
       }
     }
   }
+}
 
-  // A port scan in ascending (or descending) order must never walk through a sequence. Every
-  // knock candidate to a port that is not the next step resets progress, except a packet to a
-  // protected port (judged before knocks, with no progress lookup). So two consecutive steps
-  // of the same protocol need at least one port between them that no door protects.
+/**
+ * A port scan in ascending (or descending) order must never walk through a sequence. Every
+ * knock candidate to a port that is not the next step resets progress, except a packet to a
+ * protected port (judged before knocks, with no progress lookup). So two consecutive steps
+ * of the same protocol need at least one port between them that no door protects.
+ */
+function checkScanWalk(c: Checker, doors: readonly DoorConfig[], stepNodes: ReadonlyMap<DoorConfig, StepNode[]>): void {
   for (const door of doors) {
     door.sequence.forEach((step, i) => {
       const prev = i > 0 ? door.sequence[i - 1] : undefined;
@@ -627,33 +417,27 @@ export function validateDocument(doc: Document, lineCounter: LineCounter, file: 
       );
     });
   }
-
-  const fleetEntry = root.get('fleet');
-  const fleet = fleetEntry === undefined ? null : checkFleet(c, fleetEntry);
-  if (fleet === null) {
-    for (const d of doors) {
-      const at = doorNodes.get(d)?.value;
-      const pe = at && isMap(at) ? (at as YAMLMap<unknown, unknown>).items.find((p) => isScalar(p.key) && p.key.value === 'on_partition') : undefined;
-      if (pe !== undefined && fleetEntry === undefined) c.warn(pe.key as Node, [...(doorNodes.get(d)?.path ?? []), 'on_partition'], 'on_partition applies in fleet mode only: this config has no fleet section');
-    }
-  }
-
-  if (c.errors.length > 0) return { config: null, errors: c.errors, warnings: c.warnings };
-  return {
-    config: {
-      fleet,
-      interfaces,
-      pinPath,
-      keep,
-      log: { level, denialsPerSecond, knockEventsPerSecond },
-      limits: { sources, flows, eventRingBytes, firstKnockFilterBytes },
-      bruteForce: { maxFailures, failureWindowMs, cooldownMs },
-      doors,
-    },
-    errors: [],
-    warnings: c.warnings,
-  };
 }
+
+/** on_partition in a config without a fleet section: harmless, but it does nothing. */
+function warnOnPartitionWithoutFleet(c: Checker, doors: readonly DoorConfig[], doorNodes: ReadonlyMap<DoorConfig, Entry>): void {
+  for (const d of doors) {
+    const at = doorNodes.get(d)?.value;
+    const pe = at && isMap(at) ? (at as YAMLMap<unknown, unknown>).items.find((p) => isScalar(p.key) && p.key.value === 'on_partition') : undefined;
+    if (pe !== undefined) c.warn(pe.key as Node, [...(doorNodes.get(d)?.path ?? []), 'on_partition'], 'on_partition applies in fleet mode only: this config has no fleet section');
+  }
+}
+
+/** The ports a door knocks on (as ranges), for the cross-door checks. */
+export function knockRanges(d: DoorConfig): PortRange[] {
+  return kindOf(d).config.knockRanges(d);
+}
+
+function rangesOverlap(a: PortRange, b: PortRange): boolean {
+  return a.proto === b.proto && a.first <= b.last && b.first <= a.last;
+}
+
+// ---- one door ------------------------------------------------------------------------------
 
 function originNote(t: Timeout, key: string): string {
   if (t.origin === 'defaults') return ` (from defaults.${key})`;
@@ -676,11 +460,11 @@ function checkTimeoutOrder(c: Checker, step: Timeout, seq: Timeout, doorOrigin: 
 
 interface CheckedDoor {
   config: DoorConfig;
-  stepNodes: { node: Node; path: PathSeg[] }[];
+  stepNodes: StepNode[];
   allowEntry: Entry | null;
 }
 
-function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KEYS)[number], Timeout>, defaultsBad: Set<string>): CheckedDoor | null {
+function checkDoor(c: Checker, entry: Entry, defaults: Timeouts, defaultsBad: Set<string>): CheckedDoor | null {
   const errorsBefore = c.errors.length;
   const name = entry.key;
   const path = entry.path;
@@ -694,24 +478,25 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
   if (e === null) return null;
 
   // type, and the keys that belong to other types
-  let type: DoorType = 'sequence';
+  let type: DoorType = DEFAULT_DOOR_TYPE;
   const typeEntry = e.get('type');
   if (typeEntry !== undefined && c.present(typeEntry, 'remove the key for a fixed sequence')) {
     const t = c.oneOf(typeEntry, DOOR_TYPES, 'a door type');
     if (t === undefined) return null;
     type = t;
   }
+  const kind = DOORS[type].config;
   for (const [key, ke] of e) {
-    if (!TYPED_KEYS.has(key) || TYPE_KEYS[type].includes(key)) continue;
-    const owners = DOOR_TYPES.filter((t) => TYPE_KEYS[t].includes(key));
-    c.error(ke.keyNode, ke.path, `${key} is not a key of a ${type} door (it belongs to type ${listOf(owners)}): remove it${type === 'sequence' ? ', or set type' : ''}`);
+    if (!TYPED_KEYS.has(key) || kind.keys.includes(key)) continue;
+    const owners = DOOR_TYPES.filter((t) => DOORS[t].config.keys.includes(key));
+    c.error(ke.keyNode, ke.path, `${key} is not a key of a ${type} door (it belongs to type ${listOf(owners)}): remove it${type === DEFAULT_DOOR_TYPE ? ', or set type' : ''}`);
   }
-  const typed = checkDoorType(c, entry, e, type);
+  const typed = kind.check(c, entry, e);
 
   // sequence
   const sequence: Step[] = [];
   const stepNodes: { node: Node; path: PathSeg[] }[] = [];
-  const seqEntry = type === 'sequence' ? e.get('sequence') : null;
+  const seqEntry = DOORS[type].config.keys.includes('sequence') ? e.get('sequence') : null;
   const seqExample = '[7000/tcp, 8000/udp, 9000/tcp]';
   if (seqEntry === null) {
     // not a sequence door
@@ -783,25 +568,15 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
     }
   }
 
-  // scope
-  let scope: Scope = DEFAULTS.scope;
-  const scopeEntry = e.get('scope');
-  if (scopeEntry !== undefined && c.present(scopeEntry, `remove the key to use the default (${DEFAULTS.scope})`)) {
-    scope = c.oneOf(scopeEntry, SCOPES, 'a grant scope') ?? scope;
-  }
-
-  // on_partition (fleet mode): which one-time doors refuse while no fleet-wide claim can be made
-  let onPartition: OnPartition = DEFAULTS.onPartition;
+  // scope, and on_partition (fleet mode): which one-time doors refuse while no fleet-wide claim can be made
+  const { scope, on_partition: onPartition } = scalars(c, e, DOOR_SCALARS);
   const opEntry = e.get('on_partition');
-  if (opEntry !== undefined && c.present(opEntry, `remove the key to use the default (${DEFAULTS.onPartition})`)) {
-    onPartition = c.oneOf(opEntry, ON_PARTITION, 'a partition policy') ?? onPartition;
-    if (type !== 'rotating' && type !== 'signed') {
-      c.error(opEntry.keyNode, opEntry.path, `on_partition applies to one-time doors that claim through etcd (rotating, signed); a ${type} door ${type === 'spa' ? 'is verified in the kernel, which never waits for the network' : 'has nothing to claim'}: remove it`);
-    }
+  if (opEntry !== undefined && !isEmpty(opEntry) && kind.onPartition !== true) {
+    c.error(opEntry.keyNode, opEntry.path, `on_partition applies to one-time doors that claim through etcd (${DOOR_TYPES.filter((t) => DOORS[t].config.onPartition === true).join(', ')}); a ${type} door ${kind.onPartition}: remove it`);
   }
 
   // timeouts
-  const t: Record<(typeof TIMEOUT_KEYS)[number], Timeout> = { ...defaults };
+  const t: Timeouts = { ...defaults };
   const bad = new Set(defaultsBad);
   for (const key of TIMEOUT_KEYS) {
     const te = e.get(key);
@@ -836,137 +611,10 @@ function checkDoor(c: Checker, entry: Entry, defaults: Record<(typeof TIMEOUT_KE
       flowIdleMs: t.flow_idle.ms,
       scope,
       onPartition,
-    },
+    } as DoorConfig,
     stepNodes,
     allowEntry,
   };
-}
-
-/** A required key of a door type; reports it missing. */
-function required(c: Checker, entry: Entry, e: Map<string, Entry>, key: string, hint: string): Entry | undefined {
-  const ke = e.get(key);
-  if (ke === undefined) {
-    c.missing(entry.keyNode, entry.path, key, hint);
-    return undefined;
-  }
-  return c.present(ke, hint) ? ke : undefined;
-}
-
-/** A duration key within [min, max] ms, or the fallback when absent. */
-function boundedDuration(c: Checker, e: Map<string, Entry>, key: string, min: number, max: number, fallback: number): number | undefined {
-  const ke = e.get(key);
-  if (ke === undefined) return fallback;
-  if (!c.present(ke, `remove the key to use the default (${formatDuration(fallback)})`)) return undefined;
-  const ms = c.timeout(ke);
-  if (ms === undefined) return undefined;
-  if (ms < min || ms > max) {
-    c.error(c.valueNode(ke), ke.path, `${formatDuration(ms)} is out of range: ${formatDuration(min)}..${formatDuration(max)}`);
-    return undefined;
-  }
-  return ms;
-}
-
-/** A file path: any non-empty string; files are read when the config is loaded (secrets.ts). */
-function filePath(c: Checker, ke: Entry | undefined, example: string): string | undefined {
-  if (ke === undefined) return undefined;
-  const text = c.string(ke, example);
-  if (text === undefined) return undefined;
-  if (text.trim() === '') {
-    c.error(c.valueNode(ke), ke.path, `the file name is empty: give the path of the file, e.g. ${example}`);
-    return undefined;
-  }
-  return text;
-}
-
-type TypedFields = Pick<DoorConfig, 'rotating' | 'spa' | 'signed' | 'payload'>;
-
-/** The type-specific keys of a door (docs/CONFIG.md "Door types"). null when one is wrong. */
-function checkDoorType(c: Checker, entry: Entry, e: Map<string, Entry>, type: DoorType): TypedFields | null {
-  const before = c.errors.length;
-  const skew = (): number | undefined => boundedDuration(c, e, 'max_skew', LIMITS.maxSkewMinMs, LIMITS.maxSkewMaxMs, DEFAULTS.maxSkewMs);
-  const port = (): number | undefined => {
-    const pe = required(c, entry, e, 'port', 'the UDP port the knock datagram goes to, e.g. port: 62201/udp');
-    return pe === undefined ? undefined : scalarItem(c, c.valueNode(pe), pe.path, pe, 'a UDP port, e.g. 62201/udp', parseUdpPort);
-  };
-  switch (type) {
-    case 'sequence':
-      return {};
-    case 'rotating': {
-      const secretFile = filePath(c, required(c, entry, e, 'secret_file', 'the file holding the shared secret (hex), e.g. secret_file: /etc/knockgate/ssh.secret; make one with `knockgate keygen --type rotating FILE`'), '/etc/knockgate/ssh.secret');
-      const re = required(c, entry, e, 'knock_ports', 'the port range the sequences are drawn from, e.g. knock_ports: 40000-40999/udp');
-      let range = re === undefined ? undefined : scalarItem(c, c.valueNode(re), re.path, re, 'a port range, e.g. 40000-40999/udp', parsePortRange);
-      if (range !== undefined && re !== undefined && range.last - range.first + 1 < LIMITS.rotatingMinRange) {
-        c.error(c.valueNode(re), re.path, `${formatRange(range)} has ${range.last - range.first + 1} ports: a rotating door draws from at least ${LIMITS.rotatingMinRange}, so that a sequence cannot be guessed`);
-        range = undefined;
-      }
-      const le = e.get('length');
-      const length = le === undefined ? DEFAULTS.rotatingLength : c.present(le, `remove the key to use the default (${DEFAULTS.rotatingLength})`) ? c.integer(le, LIMITS.rotatingMinLength, LIMITS.rotatingMaxLength) : undefined;
-      const windowMs = boundedDuration(c, e, 'window', LIMITS.windowMinMs, LIMITS.windowMaxMs, DEFAULTS.windowMs);
-      if (c.errors.length > before || secretFile === undefined || range === undefined || length === undefined || windowMs === undefined) return null;
-      return { rotating: { secretFile, range, length, windowMs } };
-    }
-    case 'spa': {
-      const p = port();
-      const keyFile = filePath(c, required(c, entry, e, 'key_file', 'the file holding the door\'s 128-bit key (hex), e.g. key_file: /etc/knockgate/ssh.key; make one with `knockgate keygen --type spa FILE`'), '/etc/knockgate/ssh.key');
-      const maxSkewMs = skew();
-      if (c.errors.length > before || p === undefined || keyFile === undefined || maxSkewMs === undefined) return null;
-      return { spa: { port: p, keyFile, maxSkewMs } };
-    }
-    case 'signed': {
-      const p = port();
-      const maxSkewMs = skew();
-      const ce = required(c, entry, e, 'clients', 'the clients\' public keys by name, e.g. clients: { alice: /etc/knockgate/clients/alice.pub }; make a pair with `knockgate keygen FILE`');
-      const clients: { name: string; publicKeyFile: string }[] = [];
-      if (ce !== undefined) {
-        const m = c.entries(ce.value, ce.path, null, 'a mapping of client names to public key files');
-        if (m !== null && m.size === 0) c.error(c.valueNode(ce), ce.path, '{} lists no client: add one, e.g. alice: /etc/knockgate/clients/alice.pub');
-        if (m !== null && m.size > LIMITS.maxClientsPerDoor) c.error(c.valueNode(ce), ce.path, `${m.size} clients: at most ${LIMITS.maxClientsPerDoor} per door`);
-        for (const [name, cl] of m ?? []) {
-          if (!DOOR_NAME.test(name)) c.error(cl.keyNode, cl.path, `${JSON.stringify(name)} is not a client name: 1..31 characters of A-Z a-z 0-9 _ -, starting with a letter or digit`);
-          const f = c.present(cl, 'give the path of the client\'s public key') ? filePath(c, cl, '/etc/knockgate/clients/alice.pub') : undefined;
-          if (f !== undefined) clients.push({ name, publicKeyFile: f });
-        }
-      }
-      if (c.errors.length > before || p === undefined || maxSkewMs === undefined) return null;
-      return { signed: { port: p, clients, maxSkewMs } };
-    }
-    case 'payload': {
-      const ke = required(c, entry, e, 'knock', 'what carries the payload: knock: icmp (an echo request) or knock: 62203/udp');
-      let knock: { proto: 'udp' | 'icmp'; port: number } | undefined;
-      if (ke !== undefined) {
-        const v = isScalar(ke.value) ? ke.value.value : undefined;
-        if (typeof v === 'string' && v.trim().toLowerCase() === 'icmp') knock = { proto: 'icmp', port: 0 };
-        else {
-          const p = scalarItem(c, c.valueNode(ke), ke.path, ke, 'icmp or a UDP port, e.g. 62203/udp', parseUdpPort);
-          if (p !== undefined) knock = { proto: 'udp', port: p };
-        }
-      }
-      const pe = required(c, entry, e, 'payload', 'the bytes the knock\'s payload starts with, e.g. payload: "hex:6b6e6f636b" or payload: open-sesame');
-      const payload = pe === undefined ? undefined : scalarItem(c, c.valueNode(pe), pe.path, pe, 'text or hex:..., 1..32 bytes', (t) => parsePayload(String(t)));
-      if (c.errors.length > before || knock === undefined || payload === undefined) return null;
-      return { payload: { ...knock, payload } };
-    }
-  }
-}
-
-/** The ports a door knocks on (as ranges), for the cross-door checks. */
-export function knockRanges(d: DoorConfig): PortRange[] {
-  switch (d.type) {
-    case 'sequence':
-      return d.sequence.map((s) => ({ first: s.port, last: s.port, proto: s.proto }));
-    case 'rotating':
-      return [d.rotating!.range];
-    case 'spa':
-      return [{ first: d.spa!.port, last: d.spa!.port, proto: 'udp' }];
-    case 'signed':
-      return [{ first: d.signed!.port, last: d.signed!.port, proto: 'udp' }];
-    case 'payload':
-      return d.payload!.proto === 'icmp' ? [] : [{ first: d.payload!.port, last: d.payload!.port, proto: 'udp' }];
-  }
-}
-
-function rangesOverlap(a: PortRange, b: PortRange): boolean {
-  return a.proto === b.proto && a.first <= b.last && b.first <= a.last;
 }
 
 /** A size that must be a power of two within [min, max]; reported at the entry. */
@@ -994,18 +642,3 @@ function powerOfTwoSize(c: Checker, entry: Entry, min: number, max: number, exam
   return undefined;
 }
 
-/** Parses one list item with a pure text parser, reporting its error at the item. */
-function scalarItem<T>(c: Checker, node: Node | null, path: PathSeg[], list: Entry, what: string, parse: (text: string) => T): T | undefined {
-  if (!isScalar(node) || node.value === null || node.value === undefined || typeof node.value === 'boolean') {
-    c.error(node ?? list.keyNode, path, `expected ${what}, found ${c.describe(node)}`);
-    return undefined;
-  }
-  try {
-    const v = node.value;
-    // Numbers reach the parsers as numbers so they can say "has no protocol".
-    return typeof v === 'number' ? (parse as (text: string | number) => T)(v) : parse(scalarText(node));
-  } catch (err) {
-    c.error(node, path, errorMessage(err));
-    return undefined;
-  }
-}

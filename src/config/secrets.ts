@@ -44,17 +44,17 @@ export async function loadDoorSecrets(config: GateConfig): Promise<DoorSecrets> 
       if (issue !== undefined && issue.path === '') issue.path = `doors.${d.name}.${key}`;
     };
     if (d.type === 'rotating') {
-      const key = await attempt(d.rotating!.secretFile, () => readSecretFile(resolve(base, d.rotating!.secretFile), { minBytes: 16, maxBytes: 64 }));
+      const key = await attempt(d.rotating.secretFile, () => readSecretFile(resolve(base, d.rotating.secretFile), { minBytes: 16, maxBytes: 64 }));
       tag('secret_file')(issues.at(-1));
       if (key !== null) out.keys.set(d.name, key);
     } else if (d.type === 'spa') {
-      const key = await attempt(d.spa!.keyFile, () => readSecretFile(resolve(base, d.spa!.keyFile), { bytes: 16 }));
+      const key = await attempt(d.spa.keyFile, () => readSecretFile(resolve(base, d.spa.keyFile), { bytes: 16 }));
       tag('key_file')(issues.at(-1));
       if (key !== null) out.keys.set(d.name, key);
     } else if (d.type === 'signed') {
       const clients: SignedClientKey[] = [];
       const seen = new Map<string, string>();
-      for (const c of d.signed!.clients) {
+      for (const c of d.signed.clients) {
         const key: KeyObject | null = await attempt(c.publicKeyFile, () => readPublicKey(resolve(base, c.publicKeyFile)));
         tag(`clients.${c.name}`)(issues.at(-1));
         if (key === null) continue;

@@ -5,9 +5,9 @@
  * flips; see docs/DESIGN.md "Generations".
  */
 import type { DoorConfig } from '../config/index.js';
-import { doorId } from '../knock/wire.js';
-import { rotatingSequence, windowOf } from '../knock/rotating.js';
-import { DOOR_FLAG, DOOR_TYPE, KG, PORT_STRIDE, PROTO, encodePortInfo, plainDoorFields, protoNumber, type KDoor, type KStep } from './layout.js';
+import { DOOR_TYPES } from '../config/model.js';
+import { DOORS, kindOf, type DoorKind } from '../doors/index.js';
+import { DOOR_FLAG, KG, PORT_STRIDE, PROTO, encodePortInfo, plainDoorFields, protoNumber, type KDoor } from './layout.js';
 
 const NS_PER_MS = 1_000_000n;
 
@@ -67,95 +67,16 @@ function emptyDoor(epoch: number): KDoor {
   return { flags: 0, epoch, stepTimeoutNs: 0n, seqTimeoutNs: 0n, openForNs: 0n, flowIdleNs: 0n, steps: [], protects: [], name: '', nsteps: 0, ...plainDoorFields() };
 }
 
-const TYPE_NUMBER: Record<DoorConfig['type'], number> = {
-  sequence: DOOR_TYPE.SEQUENCE,
-  rotating: DOOR_TYPE.ROTATING,
-  spa: DOOR_TYPE.SPA,
-  signed: DOOR_TYPE.SIGNED,
-  payload: DOOR_TYPE.PAYLOAD,
-};
-
-/** The type-specific fields of a door's kernel slot (all but the rotating sequences). */
-function typeFields(d: DoorConfig, prev: KDoor | null, secrets: ReadonlyMap<string, Buffer> | undefined): Partial<KDoor> {
-  const same = prev !== null && prev.name === d.name && prev.type === TYPE_NUMBER[d.type];
-  switch (d.type) {
-    case 'sequence':
-      return {};
-    case 'rotating': {
-      const r = d.rotating!;
-      return {
-        doorId: doorId(d.name),
-        nsteps: r.length,
-        windowNs: BigInt(r.windowMs) * NS_PER_MS,
-        range: { first: r.range.first, last: r.range.last, proto: protoNumber(r.range.proto) },
-      };
-    }
-    case 'spa': {
-      const key = secrets?.get(d.name) ?? (same ? prev.key : null);
-      if (key === null || key.length !== 16) throw new Error(`door ${d.name}: no 16-byte key loaded for this spa door`);
-      return { doorId: doorId(d.name), port: d.spa!.port, proto: PROTO.UDP, key: Buffer.from(key), maxSkewNs: BigInt(d.spa!.maxSkewMs) * NS_PER_MS };
-    }
-    case 'signed':
-      return { doorId: doorId(d.name), port: d.signed!.port, proto: PROTO.UDP, maxSkewNs: BigInt(d.signed!.maxSkewMs) * NS_PER_MS };
-    case 'payload': {
-      const p = d.payload!;
-      return { port: p.port, proto: p.proto === 'icmp' ? PROTO.ICMP : PROTO.UDP, payload: Buffer.from(p.payload) };
-    }
-  }
-}
-
-/**
- * A rotating door's two sequences: computed from the secret for the current and the previous
- * window (window x in sequence x & 1, live until the end of window x + 1), or kept from the
- * previous slot when there is no secret here (the CLI) or no clock.
- */
-function rotatingFields(d: DoorConfig, k: KDoor, prev: KDoor | null, ctx: PlanContext): Pick<KDoor, 'steps' | 'win' | 'validUntilNs'> {
-  const r = d.rotating!;
-  const secret = ctx.secrets?.get(d.name);
-  if (secret !== undefined && ctx.clock !== undefined) {
-    const { wallMs, monoNs } = ctx.clock;
-    const w = windowOf(wallMs, r.windowMs);
-    const steps: KStep[] = Array.from({ length: KG.MAX_STEPS }, () => ({ port: 0, proto: 0 }));
-    const win: [bigint, bigint] = [0n, 0n];
-    const validUntilNs: [bigint, bigint] = [0n, 0n];
-    for (const x of [w - 1n, w]) {
-      if (x < 0n) continue;
-      const s = Number(x & 1n);
-      rotatingSequence(secret, d.name, x, r.range, r.length).forEach((port, i) => {
-        steps[KG.ROT_STEPS * s + i] = { port, proto: protoNumber(r.range.proto) };
-      });
-      win[s] = x;
-      const endMs = Number(x + 2n) * r.windowMs; // the end of window x + 1
-      validUntilNs[s] = monoNs + BigInt(Math.max(0, endMs - wallMs)) * NS_PER_MS;
-    }
-    return { steps, win, validUntilNs };
-  }
-  if (prev !== null && prev.name === d.name && prev.type === DOOR_TYPE.ROTATING && prev.nsteps === k.nsteps &&
-      prev.windowNs === k.windowNs && prev.range.first === k.range.first && prev.range.last === k.range.last && prev.range.proto === k.range.proto) {
-    return { steps: prev.steps.map((x) => ({ ...x })), win: [prev.win[0], prev.win[1]], validUntilNs: [prev.validUntilNs[0], prev.validUntilNs[1]] };
-  }
-  return { steps: [], win: [0n, 0n], validUntilNs: [0n, 0n] };
-}
-
 /** Whether a door's type-specific knock rules stayed the same (else its epoch moves on). */
 function sameTypeRules(prev: KDoor, k: KDoor): boolean {
   if (prev.type !== k.type || prev.doorId !== k.doorId || prev.port !== k.port || prev.proto !== k.proto) return false;
   if (prev.maxSkewNs !== k.maxSkewNs || !prev.key.equals(k.key) || !prev.payload.equals(k.payload)) return false;
-  if (k.type !== DOOR_TYPE.ROTATING) return true;
-  if (prev.nsteps !== k.nsteps || prev.windowNs !== k.windowNs || prev.range.first !== k.range.first || prev.range.last !== k.range.last) return false;
-  // A window held before and after must have kept its sequence (a new secret changes them all).
-  for (let a = 0; a < 2; a++) {
-    for (let b = 0; b < 2; b++) {
-      if (prev.validUntilNs[a] === 0n || k.validUntilNs[b] === 0n || prev.win[a] !== k.win[b]) continue;
-      for (let i = 0; i < k.nsteps; i++) {
-        const x = prev.steps[KG.ROT_STEPS * a + i];
-        const y = k.steps[KG.ROT_STEPS * b + i];
-        if (x?.port !== y?.port || x?.proto !== y?.proto) return false;
-      }
-    }
-  }
-  return true;
+  const kind = DOOR_KINDS[k.type];
+  return kind?.kernel.sameRules?.(prev, k) ?? true;
 }
+
+/** The door kinds by their kernel type number. */
+const DOOR_KINDS = Object.fromEntries(DOOR_TYPES.map((t) => [DOORS[t].kernel.number, DOORS[t]])) as Record<number, DoorKind | undefined>;
 
 export function allowKeyText(addr: Buffer, mappedPrefix: number): string {
   return `${addr.toString('hex')}/${mappedPrefix}`;
@@ -166,15 +87,8 @@ function allowOf(d: DoorConfig): string[] | null {
   return [...new Set(d.allowFrom.map((c) => allowKeyText(c.addr, c.mappedPrefix)))].sort();
 }
 
+/** Whether the rules every door type shares stayed the same: allow list and timeouts. */
 function sameKnockRules(k: KDoor, prevAllow: string[] | null, d: DoorConfig): boolean {
-  if (d.type !== 'sequence') return JSON.stringify(prevAllow) === JSON.stringify(allowOf(d)) && k.stepTimeoutNs === BigInt(d.stepTimeoutMs) * NS_PER_MS && k.seqTimeoutNs === BigInt(d.sequenceTimeoutMs) * NS_PER_MS;
-  if (k.type !== DOOR_TYPE.SEQUENCE) return false;
-  if (k.steps.length !== d.sequence.length) return false;
-  for (let i = 0; i < k.steps.length; i++) {
-    const a = k.steps[i];
-    const b = d.sequence[i];
-    if (!a || !b || a.port !== b.port || a.proto !== protoNumber(b.proto)) return false;
-  }
   if (k.stepTimeoutNs !== BigInt(d.stepTimeoutMs) * NS_PER_MS) return false;
   if (k.seqTimeoutNs !== BigInt(d.sequenceTimeoutMs) * NS_PER_MS) return false;
   return JSON.stringify(prevAllow) === JSON.stringify(allowOf(d));
@@ -220,6 +134,7 @@ export function planGeneration(previous: readonly SlotState[], doors: readonly D
     const prev = live(slot);
     const prevEpoch = prevBySlot[slot]?.door.epoch ?? 0;
     const isNew = prev === null || prev.name !== d.name;
+    const kind = kindOf(d);
     const kdoor: KDoor = {
       flags: DOOR_FLAG.ACTIVE | (d.allowFrom !== null ? DOOR_FLAG.ALLOW_LIST : 0) | (d.scope === 'flow-only' ? DOOR_FLAG.FLOW_ONLY : 0),
       epoch: prevEpoch,
@@ -232,11 +147,10 @@ export function planGeneration(previous: readonly SlotState[], doors: readonly D
       name: d.name,
       nsteps: d.sequence.length,
       ...plainDoorFields(),
-      type: TYPE_NUMBER[d.type],
+      type: kind.kernel.number,
     };
-    Object.assign(kdoor, typeFields(d, prev, ctx.secrets));
-    if (d.type === 'rotating') Object.assign(kdoor, rotatingFields(d, kdoor, prev, ctx));
-    if (d.type === 'rotating' || d.type === 'spa') {
+    Object.assign(kdoor, kind.kernel.encode(d, kdoor, prev, ctx));
+    if (kind.kernel.claims) {
       const claim = ctx.fleet ?? (prev !== null && prev.name === d.name && (prev.flags & DOOR_FLAG.CLAIM) !== 0);
       if (claim) kdoor.flags |= DOOR_FLAG.CLAIM;
     }
@@ -261,18 +175,16 @@ export function planGeneration(previous: readonly SlotState[], doors: readonly D
   const liveWindows: GenerationPlan['liveWindows'] = [];
   for (const p of planned) {
     const bit = 1 << p.slot;
-    for (const s of p.config.sequence) knock[protoNumber(s.proto) * KG.PORTS + s.port]! |= bit;
     const c = p.config;
-    if (c.type === 'rotating') {
-      // Every port of the range is a knock port: a knock on any other one resets progress.
-      const base = protoNumber(c.rotating!.range.proto) * KG.PORTS;
-      for (let port = c.rotating!.range.first; port <= c.rotating!.range.last; port++) knock[base + port]! |= bit;
-      for (let s = 0; s < 2; s++) if (p.kdoor.validUntilNs[s] !== 0n) liveWindows.push({ doorId: p.kdoor.doorId, window: p.kdoor.win[s]! });
-    } else if (c.type === 'payload' && c.payload!.proto === 'icmp') {
-      icmpDoors |= bit;
-    } else if (c.type !== 'sequence') {
-      single[PROTO.UDP * KG.PORTS + p.kdoor.port]! |= bit;
+    const kind = kindOf(c);
+    const knocks = kind.kernel.ports(c, p.kdoor);
+    for (const r of knocks.steps) {
+      const base = protoNumber(r.proto) * KG.PORTS;
+      for (let port = r.first; port <= r.last; port++) knock[base + port]! |= bit;
     }
+    if (knocks.single !== null) single[PROTO.UDP * KG.PORTS + knocks.single]! |= bit;
+    if (knocks.icmp) icmpDoors |= bit;
+    liveWindows.push(...(kind.kernel.liveWindows?.(p.kdoor) ?? []));
     for (const r of p.config.protects) {
       const base = protoNumber(r.proto) * KG.PORTS;
       for (let port = r.first; port <= r.last; port++) protect[base + port]! |= bit;

@@ -628,7 +628,7 @@ doors:
     };
     assert.deepEqual(await knockDoorOf(base), { type: 'payload', name: 'ping6', proto: 'udp', port: 9, payload: Buffer.from([1, 2, 3]) });
     const { payload: _, ...noSpec } = base;
-    await assert.rejects(knockDoorOf(noSpec), /door ping6 is of type payload but has no payload settings/);
+    await assert.rejects(knockDoorOf(noSpec as DoorConfig), /door ping6 is of type payload but has no payload settings/);
   });
 });
 

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { ConfigError, formatDuration, formatIssue, formatRange, loadConfigFile } from '../../config/index.js';
 import { loadDoorSecrets } from '../../config/secrets.js';
+import { kindOf } from '../../doors/index.js';
 import { describeKnockRule } from '../../kernel/doors.js';
 import { interfaceWarnings } from '../../interfaces.js';
 import { listLinks } from '../../net/netlink.js';
@@ -47,7 +48,7 @@ export function checkCommand(): Command {
           for (const d of cfg.doors) {
             process.stdout.write(
               `  door ${d.name}: ${describeKnockRule(d)} -> ${d.protects.map(formatRange).join(' ')}` +
-                ` (${d.type === 'sequence' || d.type === 'rotating' ? `step ${formatDuration(d.stepTimeoutMs)}, sequence ${formatDuration(d.sequenceTimeoutMs)}, ` : ''}open ${formatDuration(d.openForMs)}` +
+                ` (${kindOf(d).config.sequenced ? `step ${formatDuration(d.stepTimeoutMs)}, sequence ${formatDuration(d.sequenceTimeoutMs)}, ` : ''}open ${formatDuration(d.openForMs)}` +
                 `${d.allowFrom ? `, from ${d.allowFrom.map((c) => c.text).join(' ')}` : ''})\n`,
             );
           }

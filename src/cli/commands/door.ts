@@ -28,6 +28,7 @@ import {
 } from '../../config/index.js';
 import { notifyDaemon } from '../../control.js';
 import { describeKnockRule, doorConfigOf, doorJson, doorsAsConfigText } from '../../kernel/doors.js';
+import { kindOf } from '../../doors/index.js';
 import type { Gate } from '../../kernel/gate.js';
 import { withGateLock } from '../../kernel/lock.js';
 import { CliError, EXIT } from '../exit.js';
@@ -80,7 +81,7 @@ function liveEditError(err: unknown, door: string): never {
 function describe(d: DoorConfig): string {
   return (
     `${d.name}${d.type !== 'sequence' ? ` (${d.type})` : ''}: ${describeKnockRule(d)} -> ${d.protects.map(formatRange).join(' ')}` +
-    ` (${d.type === 'sequence' || d.type === 'rotating' ? `step ${formatDuration(d.stepTimeoutMs)}, sequence ${formatDuration(d.sequenceTimeoutMs)}, ` : ''}open ${formatDuration(d.openForMs)}` +
+    ` (${kindOf(d).config.sequenced ? `step ${formatDuration(d.stepTimeoutMs)}, sequence ${formatDuration(d.sequenceTimeoutMs)}, ` : ''}open ${formatDuration(d.openForMs)}` +
     `${d.scope === 'flow-only' ? ' for one flow' : ''}, flow idle ${formatDuration(d.flowIdleMs)}` +
     `${d.allowFrom ? `, from ${d.allowFrom.map((c) => c.text).join(' ')}` : ''})`
   );

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { formatDuration } from '../../config/duration.js';
-import { DEFAULTS, DOOR_TYPES, LIMITS, type DoorType, type PortRange, type Step } from '../../config/model.js';
+import { DEFAULTS, DOOR_TYPES, LIMITS, type DoorType } from '../../config/model.js';
 import {
   KNOCK_DEFAULTS,
   KnockError,
@@ -10,14 +10,12 @@ import {
   formatFailure,
   knock,
   knockDoorOf,
-  loadPrivateKey,
-  loadRotatingSecret,
-  loadSpaKey,
   resolveHost,
   runThen,
   type KnockDoor,
   type KnockResult,
 } from '../../client/knock.js';
+import { DOORS, kindOfType, type DoorOptions } from '../../doors/index.js';
 import { CliError, EXIT } from '../exit.js';
 import { DEFAULT_CONFIG } from '../paths.js';
 import {
@@ -34,18 +32,8 @@ import {
   parseWindowArg,
 } from '../parsers.js';
 
-interface KnockOpts {
-  sequence?: Step[];
+interface KnockOpts extends DoorOptions {
   type?: DoorType;
-  keyFile?: string;
-  secretFile?: string;
-  port?: number;
-  range?: PortRange;
-  length?: number;
-  window?: number;
-  payload?: Buffer;
-  icmp?: boolean;
-  source?: Buffer;
   config: string;
   delay: number;
   retries: number;
@@ -94,18 +82,23 @@ Exit codes: 0 open (or sent, if it cannot be verified; with --then: the command'
 key file), 4 bad config file.
 `;
 
-/** The options that describe a door, and the door types each one is for. */
-const DOOR_OPTIONS: { key: keyof KnockOpts; flag: string; types: readonly DoorType[]; commandLineOnly: boolean }[] = [
-  { key: 'keyFile', flag: '--key-file', types: ['spa', 'signed'], commandLineOnly: false },
-  { key: 'secretFile', flag: '--secret-file', types: ['rotating'], commandLineOnly: false },
-  { key: 'source', flag: '--source', types: ['spa', 'signed'], commandLineOnly: false },
-  { key: 'port', flag: '--port', types: ['spa', 'signed', 'payload'], commandLineOnly: true },
-  { key: 'range', flag: '--range', types: ['rotating'], commandLineOnly: true },
-  { key: 'length', flag: '--length', types: ['rotating'], commandLineOnly: true },
-  { key: 'window', flag: '--window', types: ['rotating'], commandLineOnly: true },
-  { key: 'payload', flag: '--payload', types: ['payload'], commandLineOnly: true },
-  { key: 'icmp', flag: '--icmp', types: ['payload'], commandLineOnly: true },
-];
+/**
+ * The options that describe a door (in the order usage errors look for them), and the door types
+ * each one is for (the door modules' client.options). commandLineOnly: only for a door given here.
+ */
+const DOOR_OPTIONS: { key: keyof DoorOptions; flag: string; types: readonly DoorType[]; commandLineOnly: boolean }[] = (
+  [
+    ['keyFile', '--key-file', false],
+    ['secretFile', '--secret-file', false],
+    ['source', '--source', false],
+    ['port', '--port', true],
+    ['range', '--range', true],
+    ['length', '--length', true],
+    ['window', '--window', true],
+    ['payload', '--payload', true],
+    ['icmp', '--icmp', true],
+  ] as const
+).map(([key, flag, commandLineOnly]) => ({ key, flag, commandLineOnly, types: DOOR_TYPES.filter((t) => DOORS[t].client.options.includes(key)) }));
 
 /** "spa and signed doors", "rotating doors" */
 function typesText(types: readonly DoorType[]): string {
@@ -239,48 +232,13 @@ async function commandLineDoor(
   const wrong = given.find((o) => !o.types.includes(type));
   if (wrong !== undefined) usageError(`${wrong.flag} is for ${typesText(wrong.types)}, not with ${typeText}: drop ${wrong.flag}`);
   const need = (what: string, example: string): never => usageError(`${typeText} needs ${what}: add ${example}`);
-  const named = (): string => {
+  const named = (example: string): string => {
     if (doorName === undefined) {
-      return need('the DOOR name the gate knows the door by (the knock is bound to it)', `it after HOST, e.g. knockgate knock HOST ${type === 'rotating' ? 'rot' : type === 'spa' ? 'spa' : 'sig'} --type ${type} ...`);
+      return need('the DOOR name the gate knows the door by (the knock is bound to it)', `it after HOST, e.g. knockgate knock HOST ${example} --type ${type} ...`);
     }
     return doorName;
   };
-
-  switch (type) {
-    case 'sequence':
-      if (doorName !== undefined) usageError(`give either a DOOR (${doorName}) or --sequence, not both`);
-      if (opts.sequence === undefined) return need('the steps', '--sequence 7000/tcp,8000/udp,9000/tcp');
-      return { type: 'sequence', name: null, sequence: opts.sequence };
-    case 'rotating': {
-      const name = named();
-      if (opts.secretFile === undefined) return need('the shared secret', '--secret-file FILE (made by `knockgate keygen --type rotating FILE`)');
-      if (opts.range === undefined) return need('the ports the sequence is drawn from', "--range 40000-40999/udp (the door's knock_ports)");
-      const secret = await loadRotatingSecret(opts.secretFile).catch(userError(EXIT.USAGE));
-      return { type: 'rotating', name, secret, range: opts.range, length: opts.length ?? DEFAULTS.rotatingLength, windowMs: opts.window ?? DEFAULTS.windowMs };
-    }
-    case 'spa': {
-      const name = named();
-      if (opts.port === undefined) return need("the door's UDP port", '--port 62201');
-      if (opts.keyFile === undefined) return need("the door's key", '--key-file FILE (made by `knockgate keygen --type spa FILE`)');
-      const key = await loadSpaKey(opts.keyFile).catch(userError(EXIT.USAGE));
-      return { type: 'spa', name, port: opts.port, key };
-    }
-    case 'signed': {
-      const name = named();
-      if (opts.port === undefined) return need("the door's UDP port", '--port 62202');
-      if (opts.keyFile === undefined) return need('your private key', '--key-file FILE (made by `knockgate keygen FILE`)');
-      const privateKey = await loadPrivateKey(opts.keyFile).catch(userError(EXIT.USAGE));
-      return { type: 'signed', name, port: opts.port, privateKey };
-    }
-    case 'payload': {
-      if (opts.payload === undefined) return need('the payload', '--payload TEXT or --payload hex:6b6e6f636b');
-      if (opts.icmp === true && opts.port !== undefined) {
-        usageError(`an ICMP echo request has no port: drop --port ${opts.port}, or drop --icmp to send a UDP datagram`);
-      }
-      if (opts.icmp !== true && opts.port === undefined) return need('where to send the payload', '--port PORT for a UDP datagram, or --icmp for an ICMP echo request');
-      return { type: 'payload', name: doorName ?? null, proto: opts.icmp === true ? 'icmp' : 'udp', port: opts.port ?? 0, payload: opts.payload };
-    }
-  }
+  return kindOfType(type).client.fromCommandLine(opts, { name: doorName, typeText, named, need, usageError }).catch(userError(EXIT.USAGE));
 }
 
 function printJson(result: KnockResult, then: string | undefined, exitCode: number | null): void {
