@@ -130,23 +130,19 @@ export function evaluateTargets(r: BenchResults): Target[] {
       });
     }
   }
-  const k = r.parts.knocks?.knockgate;
   const want = r.parts.knocks?.params.cycles ?? 0;
-  t.push({
-    id: 'knocks-under-flood',
-    text: `Knocks under flood: ${want} out of ${want}`,
-    value: k ? `${k.ok} / ${want}` : 'not measured',
-    limit: `${want} / ${want}`,
-    met: k ? k.ok === want && want > 0 : null,
-  });
-  const sp = r.parts.knocks?.spa;
-  t.push({
-    id: 'spa-knocks-under-junk',
-    text: `Real spa knocks under a junk spa flood: ${want} out of ${want}`,
-    value: sp ? `${sp.ok} / ${want}` : 'not measured',
-    limit: `${want} / ${want}`,
-    met: sp ? sp.ok === want && want > 0 : null,
-  });
+  for (const [id, what, k] of [
+    ['knocks-under-flood', 'Knocks under flood', r.parts.knocks?.knockgate],
+    ['spa-knocks-under-junk', 'Real spa knocks under a junk spa flood', r.parts.knocks?.spa],
+  ] as const) {
+    t.push({
+      id,
+      text: `${what}: ${want} out of ${want}`,
+      value: k ? `${k.ok} / ${want}` : 'not measured',
+      limit: `${want} / ${want}`,
+      met: k ? k.ok === want && want > 0 : null,
+    });
+  }
   const e = r.parts.eviction?.run;
   t.push({
     id: 'eviction',

@@ -178,24 +178,32 @@ export function udpBind(addr: string, port: number): number {
   return ipSocket(addr, port, SOCK_DGRAM);
 }
 
-/** One datagram from a UDP socket (source address and port, payload), or null if none is queued. */
-export function recvDatagram(fd: number): { from: string; port: number; data: Buffer } | null {
+/** One recvfrom() that never blocks: the bytes and the sender's address, or null if nothing is queued. */
+function recvNow(fd: number, addrBytes: number, what: string): { data: Buffer; sa: Buffer } | null {
   const buf = Buffer.alloc(65536);
-  const sa = Buffer.alloc(128);
+  const sa = Buffer.alloc(addrBytes);
   const len = Buffer.alloc(4);
   len.writeUInt32LE(sa.length);
   const n = Number(c().recvfrom(fd, buf, buf.length, MSG_DONTWAIT, sa, len));
   if (n < 0) {
     if (koffi.errno() === os.errno.EAGAIN) return null;
-    fail('recvfrom(udp)');
+    fail(`recvfrom(${what})`);
   }
+  return { data: Buffer.from(buf.subarray(0, n)), sa };
+}
+
+/** One datagram from a UDP socket (source address and port, payload), or null if none is queued. */
+export function recvDatagram(fd: number): { from: string; port: number; data: Buffer } | null {
+  const got = recvNow(fd, 128, 'udp');
+  if (got === null) return null;
+  const { sa, data } = got;
   const family = sa.readUInt16LE(0);
   const port = sa.readUInt16BE(2);
   const from =
     family === AF_INET
       ? [...sa.subarray(4, 8)].join('.')
       : Array.from({ length: 8 }, (_, i) => sa.readUInt16BE(8 + 2 * i).toString(16)).join(':');
-  return { from, port, data: Buffer.from(buf.subarray(0, n)) };
+  return { from, port, data };
 }
 
 // ---- AF_PACKET --------------------------------------------------------------------------------
@@ -240,14 +248,6 @@ export function sendFrame(fd: number, ifindex: number, frame: Buffer): void {
 
 /** One frame the interface received or sent (pkttype: 4 = sent by this host), or null. */
 export function recvFrame(fd: number): { frame: Buffer; outgoing: boolean } | null {
-  const buf = Buffer.alloc(65536);
-  const sa = Buffer.alloc(20);
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(sa.length);
-  const n = Number(c().recvfrom(fd, buf, buf.length, MSG_DONTWAIT, sa, len));
-  if (n < 0) {
-    if (koffi.errno() === os.errno.EAGAIN) return null;
-    fail('recvfrom(AF_PACKET)');
-  }
-  return { frame: Buffer.from(buf.subarray(0, n)), outgoing: sa[10] === 4 };
+  const got = recvNow(fd, 20, 'AF_PACKET');
+  return got === null ? null : { frame: got.data, outgoing: got.sa[10] === 4 };
 }
