@@ -777,7 +777,39 @@ export class FlowBook {
   }
 }
 
-// ---- frames and expectations used by many rows ---------------------------------------------
+// ---- rows, frames and expectations used by many tables -------------------------------------
+
+/** A packet that passes with no map update and no event: only its verdict counter moves. */
+export const untouched = (description: string, frame: Buffer, counter: VerdictName): Row => ({
+  description,
+  frame,
+  verdict: XDP_PASS,
+  counter,
+  map: NO_MAP_UPDATE,
+  events: NO_EVENT,
+});
+
+/** A packet to a knock port that changes nothing and says nothing (counters: what else moves). */
+export const knockNoop = (description: string, frame: Buffer, counters: Row['counters'] = {}): Row => ({
+  description,
+  frame,
+  verdict: XDP_DROP,
+  counter: 'drop_knock',
+  map: NO_MAP_UPDATE,
+  events: NO_EVENT,
+  counters,
+});
+
+/** A packet to a protected port from a source without a grant there, deny tokens at 0: counted, no event. */
+export const deniedQuietly = (description: string, frame: Buffer, counter: 'drop_no_grant' | 'drop_expired' = 'drop_no_grant'): Row => ({
+  description,
+  frame,
+  verdict: XDP_DROP,
+  counter,
+  map: NO_MAP_UPDATE,
+  events: NO_EVENT,
+  counters: { deny_suppressed: 1 },
+});
 
 export const DST4 = '198.19.0.1';
 export const DST6 = '2001:db8:ffff::1';

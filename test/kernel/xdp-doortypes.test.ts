@@ -44,13 +44,16 @@ import {
   XDP_DROP,
   XDP_PASS,
   config,
+  deniedQuietly,
   doorsOf,
   framingSuites,
   ev,
   frameSource,
+  knockNoop,
   silentLogger,
   statDelta,
   to,
+  untouched,
   type EventExpect,
   type HarnessOptions,
   type Row,
@@ -211,27 +214,6 @@ function refused(description: string, frame: Buffer, door: string, port: number,
   };
 }
 
-/** A packet to a knock port that changes nothing and says nothing. */
-const quietDrop = (description: string, frame: Buffer, counters: Row['counters'] = {}): Row => ({
-  description,
-  frame,
-  verdict: XDP_DROP,
-  counter: 'drop_knock',
-  map: NO_MAP_UPDATE,
-  events: NO_EVENT,
-  counters,
-});
-
-/** A packet that passes with no map update, no event and no counter but its verdict. */
-const untouched = (description: string, frame: Buffer, counter: Row['counter']): Row => ({
-  description,
-  frame,
-  verdict: XDP_PASS,
-  counter,
-  map: NO_MAP_UPDATE,
-  events: NO_EVENT,
-});
-
 /** A single-packet knock that grants `door` to src (the source then holds `grantsAfter`). */
 function opens(description: string, frame: Buffer, door: string, port: number, protocol: Proto, grantsAfter: string[], more: Partial<Row> = {}): Row {
   const src = frameSource(frame);
@@ -247,17 +229,6 @@ function opens(description: string, frame: Buffer, door: string, port: number, p
     ...more,
   };
 }
-
-/** A SYN to a protected port from a source without a grant there (deny tokens 0: counted only). */
-const noGrant = (description: string, frame: Buffer, counter: 'drop_no_grant' | 'drop_expired' = 'drop_no_grant'): Row => ({
-  description,
-  frame,
-  verdict: XDP_DROP,
-  counter,
-  map: NO_MAP_UPDATE,
-  events: NO_EVENT,
-  counters: { deny_suppressed: 1 },
-});
 
 const passes = (b: FlowBook, description: string, src: string, port: number): Row =>
   b.opens(description, src, port, (sport) => tcpFrom(to(src), sport, port));
@@ -395,14 +366,14 @@ framingSuites('XDP doors: spa', (framing) => {
       const k4 = spaDatagram(A4);
       const k6 = spaDatagram(A6);
       await h.table([
-        noGrant(`${A4}: SYN to 2201/tcp before the knock: dropped`, syn(A4, 2201)),
+        deniedQuietly(`${A4}: SYN to 2201/tcp before the knock: dropped`, syn(A4, 2201)),
         opens(`${A4}: spa knock: GRANT (step 1), nonce recorded`, udp(A4, SPA_PORT, k4.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k4.nonce] }),
         passes(b, `${A4}: SYN to 2201/tcp passes`, A4, 2201),
-        noGrant(`${B4}: SYN to 2201/tcp from another source: dropped`, syn(B4, 2201)),
-        noGrant(`${A4}: SYN to 2202/tcp (door sig): drop_expired`, syn(A4, 2202), 'drop_expired'),
+        deniedQuietly(`${B4}: SYN to 2201/tcp from another source: dropped`, syn(B4, 2201)),
+        deniedQuietly(`${A4}: SYN to 2202/tcp (door sig): drop_expired`, syn(A4, 2202), 'drop_expired'),
         opens(`${A6}: spa knock over IPv6: GRANT`, udp(A6, SPA_PORT, k6.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k6.nonce] }),
         passes(b, `${A6}: SYN to 2201/tcp passes`, A6, 2201),
-        noGrant(`${B6}: SYN to 2201/tcp from another IPv6 source: dropped`, syn(B6, 2201)),
+        deniedQuietly(`${B6}: SYN to 2201/tcp from another IPv6 source: dropped`, syn(B6, 2201)),
         untouched(`${B4}: TCP SYN to ${SPA_PORT}/tcp: the door is UDP, the port is nobody's`, syn(B4, SPA_PORT), 'pass_unrelated'),
       ]);
       const s = spaDatagram(C4);
@@ -440,8 +411,8 @@ framingSuites('XDP doors: spa', (framing) => {
         refused(`${B4}: MAC under another key: bad MAC`, udp(B4, SPA_PORT, spaDatagram(B4, { key: WRONG_KEY }).payload), 'spa', SPA_PORT, 'bad_mac'),
         refused(`${B4}: a knock for another door (id of "sig"): malformed`, udp(B4, SPA_PORT, spaDatagram(B4, { door: 'sig' }).payload), 'spa', SPA_PORT, 'malformed'),
         refused(`${B4}: a signed datagram (112 bytes) to the spa port: malformed`, udp(B4, SPA_PORT, signedDatagram(B4, { door: 'spa' })), 'spa', SPA_PORT, 'malformed'),
-        noGrant(`${B4}: after all that, SYN to 2201/tcp still drops`, syn(B4, 2201)),
-        noGrant(`${B6}: and for the IPv6 source`, syn(B6, 2201)),
+        deniedQuietly(`${B4}: after all that, SYN to 2201/tcp still drops`, syn(B4, 2201)),
+        deniedQuietly(`${B6}: and for the IPv6 source`, syn(B6, 2201)),
       ]);
       assert.deepEqual(h.gate.grants().map((g) => [formatAddress(g.addr), g.door]), [[A4, 'spa']]);
     });
@@ -475,7 +446,7 @@ framingSuites('XDP doors: spa', (framing) => {
           'malformed',
         ),
         refused(`${A4}: 39 bytes in the IP packet, the 40th in the Ethernet trailer`, Buffer.concat([udp(A4, SPA_PORT, cut(39)), k.payload.subarray(39)]), 'spa', SPA_PORT, 'malformed'),
-        quietDrop(`${A4}: the knock as the first fragment of a datagram (MF): dropped, not judged`, buildFrame({ ipv4: { ...to(A4), moreFragments: true }, l4: { proto: 'udp', dport: SPA_PORT, payload: k.payload } })),
+        knockNoop(`${A4}: the knock as the first fragment of a datagram (MF): dropped, not judged`, buildFrame({ ipv4: { ...to(A4), moreFragments: true }, l4: { proto: 'udp', dport: SPA_PORT, payload: k.payload } })),
         // None of the refusals above burnt the nonce: the untouched datagram still opens.
         opens(`${A4}: the untouched datagram after all its forgeries: GRANT`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
       );
@@ -509,7 +480,7 @@ framingSuites('XDP doors: spa', (framing) => {
       const q = firstFreePort([...seqOf(W), ...seqOf(W - 1n)]);
       await h.table([
         opens(`${A4}: spa knock`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
-        quietDrop(`${A4}: a port of the rotating range that is no step`, udp(A4, q)),
+        knockNoop(`${A4}: a port of the rotating range that is no step`, udp(A4, q)),
         {
           description: `${A4}: 7000/tcp, step 1 of seq`,
           frame: syn(A4, 7000),
@@ -581,8 +552,8 @@ framingSuites('XDP doors: spa', (framing) => {
           events: [evx.reset('seq', 1, 9000), ev.cooldown(1, 9000)],
           counters: { reset_wrong_port: 1, failure: 1, cooldown: 1 },
         },
-        quietDrop(`${A4}: 7000/tcp in cooldown: ignored`, syn(A4, 7000), { cooldown_knock: 1 }),
-        quietDrop(`${A4}: rot's first step ${p0} in cooldown: ignored (rotating doors are sequences)`, udp(A4, p0!), { cooldown_knock: 1 }),
+        knockNoop(`${A4}: 7000/tcp in cooldown: ignored`, syn(A4, 7000), { cooldown_knock: 1 }),
+        knockNoop(`${A4}: rot's first step ${p0} in cooldown: ignored (rotating doors are sequences)`, udp(A4, p0!), { cooldown_knock: 1 }),
         opens(`${A4}: spa knock in cooldown: GRANT`, udp(A4, SPA_PORT, k.payload), 'spa', SPA_PORT, 'udp', ['spa'], { nonces: [k.nonce] }),
         opens(`${A4}: payload knock in cooldown: GRANT`, udp(A4, PAY_PORT, Buffer.from('knock')), 'pay', PAY_PORT, 'udp', ['pay', 'spa']),
         opens(`${A4}: ICMP knock in cooldown: GRANT`, icmp(A4, 'open-sesame'), 'ping', 0, 'icmp', ['pay', 'ping', 'spa']),
@@ -611,10 +582,10 @@ framingSuites('XDP doors: spa', (framing) => {
       await h.table([
         refused(`${B4}: 39-byte spa datagram, the one token`, udp(B4, SPA_PORT, k.payload.subarray(0, 39)), 'spa', SPA_PORT, 'malformed'),
         { action: 'the token is spent', run: () => assert.equal(knockTokens(), 0n) },
-        quietDrop(`${B4}: forged spa knock, no token`, udp(B4, SPA_PORT, spaDatagram(B4, { key: WRONG_KEY }).payload), { reject_bad_mac: 1, knock_suppressed: 1 }),
-        quietDrop(`${B4}: stale spa knock, no token`, udp(B4, SPA_PORT, spaDatagram(B4, { time: unixNow() - 600 }).payload), { reject_stale: 1, knock_suppressed: 1 }),
-        quietDrop(`${B4}: payload miss, no token`, udp(B4, PAY_PORT, Buffer.from('nope')), { reject_payload: 1, knock_suppressed: 1 }),
-        quietDrop(`${B4}: malformed signed, no token`, udp(B4, SIG_PORT, Buffer.alloc(112)), { reject_malformed: 1, knock_suppressed: 1 }),
+        knockNoop(`${B4}: forged spa knock, no token`, udp(B4, SPA_PORT, spaDatagram(B4, { key: WRONG_KEY }).payload), { reject_bad_mac: 1, knock_suppressed: 1 }),
+        knockNoop(`${B4}: stale spa knock, no token`, udp(B4, SPA_PORT, spaDatagram(B4, { time: unixNow() - 600 }).payload), { reject_stale: 1, knock_suppressed: 1 }),
+        knockNoop(`${B4}: payload miss, no token`, udp(B4, PAY_PORT, Buffer.from('nope')), { reject_payload: 1, knock_suppressed: 1 }),
+        knockNoop(`${B4}: malformed signed, no token`, udp(B4, SIG_PORT, Buffer.alloc(112)), { reject_malformed: 1, knock_suppressed: 1 }),
         {
           description: `${B4}: ICMP payload miss, no token: passes, counted`,
           frame: icmp(B4, 'open-sesamE'),
@@ -668,7 +639,7 @@ kernelSuite('XDP doors: signed', () => {
         { action: 'signed tokens: 2', run: (g) => g.gate.setSignedTokens(2) },
         queued(`${A4}: a signed knock: SIGNED record, no grant`, udp(A4, SIG_PORT, good)),
         queued(`${A6}: a signed knock over IPv6`, udp(A6, SIG_PORT, signedDatagram(A6))),
-        quietDrop(`${A4}: a third, no token left: signed_suppressed`, udp(A4, SIG_PORT, signedDatagram(A4)), { signed_suppressed: 1 }),
+        knockNoop(`${A4}: a third, no token left: signed_suppressed`, udp(A4, SIG_PORT, signedDatagram(A4)), { signed_suppressed: 1 }),
         { action: 'signed tokens: 1', run: (g) => g.gate.setSignedTokens(1) },
         refused(`${B4}: 111 bytes: malformed`, udp(B4, SIG_PORT, good.subarray(0, 111)), 'sig', SIG_PORT, 'malformed'),
         refused(`${B4}: 113 bytes: malformed`, udp(B4, SIG_PORT, Buffer.concat([good, Buffer.from([0])])), 'sig', SIG_PORT, 'malformed'),
@@ -683,7 +654,7 @@ kernelSuite('XDP doors: signed', () => {
           SIG_PORT,
           'malformed',
         ),
-        quietDrop(`${B4}: as the first fragment of a datagram: dropped, not judged`, buildFrame({ ipv4: { ...to(B4), moreFragments: true }, l4: { proto: 'udp', dport: SIG_PORT, payload: good } })),
+        knockNoop(`${B4}: as the first fragment of a datagram: dropped, not judged`, buildFrame({ ipv4: { ...to(B4), moreFragments: true }, l4: { proto: 'udp', dport: SIG_PORT, payload: good } })),
         { action: 'the refusals took no signed token', run: () => assert.equal(signedTokens(), 1n) },
         queued(`${B4}: a good one takes the token left`, udp(B4, SIG_PORT, signedDatagram(B4))),
         { action: 'signed tokens: 5', run: (g) => g.gate.setSignedTokens(5) },
@@ -695,8 +666,8 @@ kernelSuite('XDP doors: signed', () => {
         queued(`${A4}: the first knock replayed: still passed up`, udp(A4, SIG_PORT, good)),
         { action: '5 - 5 tokens', run: () => assert.equal(signedTokens(), 0n) },
         refused(`${B4}: a good signed knock to the spa port: malformed there`, udp(B4, SPA_PORT, signedDatagram(B4, { door: 'sig' })), 'spa', SPA_PORT, 'malformed'),
-        noGrant(`${A4}: SYN to 2202/tcp: the kernel granted nothing`, syn(A4, 2202)),
-        noGrant(`${B4}: SYN to 2202/tcp: nothing`, syn(B4, 2202)),
+        deniedQuietly(`${A4}: SYN to 2202/tcp: the kernel granted nothing`, syn(A4, 2202)),
+        deniedQuietly(`${B4}: SYN to 2202/tcp: nothing`, syn(B4, 2202)),
       ]);
       assert.deepEqual(h.gate.grants(), [], 'no grant at all');
     });
@@ -782,12 +753,12 @@ framingSuites('XDP doors: payload', (framing) => {
         refused(`${B6}: "xnock" over IPv6`, pay(B6, 'xnock'), 'pay', PAY_PORT, 'payload'),
         refused(`${C4}: "knock" in the frame, the UDP length says 4 bytes`, buildFrame({ ipv4: to(C4), l4: { proto: 'udp', dport: PAY_PORT, payload: Buffer.from('knock'), length: 8 + 4 } }), 'pay', PAY_PORT, 'payload'),
         refused(`${C4}: "kno" in the packet, "ck" in the Ethernet trailer`, Buffer.concat([pay(C4, 'kno'), Buffer.from('ck')]), 'pay', PAY_PORT, 'payload'),
-        quietDrop(`${C4}: "knock" as the first fragment (MF): dropped, not judged`, buildFrame({ ipv4: { ...to(C4), moreFragments: true }, l4: { proto: 'udp', dport: PAY_PORT, payload: Buffer.from('knock') } })),
+        knockNoop(`${C4}: "knock" as the first fragment (MF): dropped, not judged`, buildFrame({ ipv4: { ...to(C4), moreFragments: true }, l4: { proto: 'udp', dport: PAY_PORT, payload: Buffer.from('knock') } })),
         untouched(`${C4}: a later fragment: no port to judge`, buildFrame({ ipv4: { ...to(C4), fragmentOffset: 8, protocol: IPPROTO.UDP }, l4: { proto: 'raw', protocol: IPPROTO.UDP, payload: Buffer.from('knock') } }), 'pass_fragment'),
         untouched(`${C4}: TCP SYN to ${PAY_PORT}/tcp: the door is UDP`, syn(C4, PAY_PORT), 'pass_unrelated'),
         refused(`${C4}: "knock" to the spa port: that is spa's (malformed)`, udp(C4, SPA_PORT, Buffer.from('knock')), 'spa', SPA_PORT, 'malformed'),
         untouched(`${C4}: "knock" to ${PAY_PORT + 10}/udp: nobody's port`, udp(C4, PAY_PORT + 10, Buffer.from('knock')), 'pass_unrelated'),
-        noGrant(`${C4}: SYN to 2203/tcp: no grant`, syn(C4, 2203)),
+        deniedQuietly(`${C4}: SYN to 2203/tcp: no grant`, syn(C4, 2203)),
       ]);
     });
   });
@@ -808,7 +779,7 @@ framingSuites('XDP doors: payload', (framing) => {
       await h.table([
         opens(`${A4}: echo request "open-sesame": GRANT, dropped`, icmp(A4, 'open-sesame'), 'ping', 0, 'icmp', ['ping']),
         passes(b, `${A4}: SYN to 2204/tcp passes`, A4, 2204),
-        noGrant(`${A4}: SYN to 2203/tcp (door pay): drop_expired`, syn(A4, 2203), 'drop_expired'),
+        deniedQuietly(`${A4}: SYN to 2203/tcp (door pay): drop_expired`, syn(A4, 2203), 'drop_expired'),
         opens(`${A6}: ICMPv6 echo request "open-sesame and more": GRANT`, icmp(A6, 'open-sesame and more'), 'ping', 0, 'icmp', ['ping']),
         passes(b, `${A6}: SYN to 2204/tcp passes`, A6, 2204),
         opens(`${C4}: in an 802.1Q tag: GRANT`, icmp(C4, 'open-sesame', { frame: { vlans: [{ vid: 9 }] } }), 'ping', 0, 'icmp', ['ping']),
@@ -840,8 +811,8 @@ framingSuites('XDP doors: payload', (framing) => {
         untouched(`${B6}: ICMPv6 echo request behind a fragment header (M set): not a knock`, icmp(B6, 'open-sesame', { ipv6: { extensions: [{ type: 'fragment', more: true }] } }), 'pass_other_l4'),
         untouched(`${B6}: ICMPv6 after a later fragment header`, icmp(B6, 'open-sesame', { ipv6: { extensions: [{ type: 'fragment', offset: 8 }] } }), 'pass_fragment'),
         untouched(`${B4}: UDP "open-sesame" to an unrelated port: the ICMP door is ICMP`, udp(B4, 7, Buffer.from('open-sesame')), 'pass_unrelated'),
-        noGrant(`${B4}: SYN to 2204/tcp: none of that opened the door`, syn(B4, 2204)),
-        noGrant(`${B6}: nor for the IPv6 source`, syn(B6, 2204)),
+        deniedQuietly(`${B4}: SYN to 2204/tcp: none of that opened the door`, syn(B4, 2204)),
+        deniedQuietly(`${B6}: nor for the IPv6 source`, syn(B6, 2204)),
       ]);
     });
   });
@@ -924,7 +895,7 @@ function udpPortOf(frame: Buffer): number {
 
 /** Knocking ports that start nothing (steps `from`, `from` + 1, ... of a sequence): each a quiet drop. */
 const rotNothing = (src: string, ports: readonly number[], what: string, from = 1): Row[] =>
-  ports.map((p, i) => quietDrop(`${src}: ${what} step ${i + from} (${p}): nothing`, udp(src, p)));
+  ports.map((p, i) => knockNoop(`${src}: ${what} step ${i + from} (${p}): nothing`, udp(src, p)));
 
 kernelSuite('XDP doors: rotating', () => {
   const sW = seqOf(W);
@@ -949,11 +920,11 @@ kernelSuite('XDP doors: rotating', () => {
     await withGate({}, async (h) => {
       const b = new FlowBook();
       await h.table([
-        noGrant(`${A4}: SYN to 2205/tcp before: dropped`, syn(A4, 2205)),
+        deniedQuietly(`${A4}: SYN to 2205/tcp before: dropped`, syn(A4, 2205)),
         ...rotKnock(A4, sW, rotGrant(W), "window w's"),
         { action: 'kg_spent: (rot, w)', run: (g) => assert.deepEqual(g.gate.spentWindows(), [{ doorId: doorId('rot'), window: W }]) },
         passes(b, `${A4}: SYN to 2205/tcp passes`, A4, 2205),
-        noGrant(`${B4}: SYN to 2205/tcp from another source: dropped`, syn(B4, 2205)),
+        deniedQuietly(`${B4}: SYN to 2205/tcp from another source: dropped`, syn(B4, 2205)),
         ...rotKnock(A4, sW, rotSpent, "window w's, again,"),
         ...rotKnock(B4, sW, rotSpent, "window w's (a replay from another source)"),
         ...rotKnock(A6, sW, rotSpent, "window w's (over IPv6)"),
@@ -963,8 +934,8 @@ kernelSuite('XDP doors: rotating', () => {
         ...rotKnock(E4, sW1, rotSpent, "window w-1's, again,"),
         { action: 'kg_spent: w and w-1', run: (g) => assert.deepEqual(g.gate.spentWindows().map((s) => s.window).sort(), [W - 1n, W].sort()) },
         passes(b, `${D4}: SYN to 2205/tcp passes`, D4, 2205),
-        noGrant(`${B4}: SYN to 2205/tcp: still nothing`, syn(B4, 2205)),
-        noGrant(`${C4}: SYN to 2205/tcp: nothing`, syn(C4, 2205)),
+        deniedQuietly(`${B4}: SYN to 2205/tcp: still nothing`, syn(B4, 2205)),
+        deniedQuietly(`${C4}: SYN to 2205/tcp: nothing`, syn(C4, 2205)),
         { action: 'no knock tokens', run: (g) => g.gate.setKnockTokens(0) },
         {
           description: `${E4}: w's step 1 without a knock token: counted, no event`,
@@ -1034,7 +1005,7 @@ kernelSuite('XDP doors: rotating', () => {
           events: [evx.reset('rot', 2, q)],
           counters: { reset_wrong_port: 1 },
         },
-        quietDrop(`${B4}: w's step 3 after the reset: nothing`, udp(B4, sW[2]!)),
+        knockNoop(`${B4}: w's step 3 after the reset: nothing`, udp(B4, sW[2]!)),
         {
           description: `${B4}: step 1 again: a fresh start`,
           frame: udp(B4, sW[0]!),
@@ -1044,7 +1015,7 @@ kernelSuite('XDP doors: rotating', () => {
           events: [evx.knock('rot', 1, sW[0]!)],
           counters: { knock_step: 1 },
         },
-        quietDrop(`${B4}: the same port again: a retransmission`, udp(B4, sW[0]!), { retransmit: 1 }),
+        knockNoop(`${B4}: the same port again: a retransmission`, udp(B4, sW[0]!), { retransmit: 1 }),
         {
           description: `${B4}: a datagram to a port outside the range (${RANGE.last + 1}) passes, and resets too (an unrelated knock candidate)`,
           frame: udp(B4, RANGE.last + 1),
@@ -1054,7 +1025,7 @@ kernelSuite('XDP doors: rotating', () => {
           events: [evx.reset('rot', 1, RANGE.last + 1)],
           counters: { reset_wrong_port: 1 },
         },
-        quietDrop(`${B4}: so step 2 now starts nothing`, udp(B4, sW[1]!)),
+        knockNoop(`${B4}: so step 2 now starts nothing`, udp(B4, sW[1]!)),
       ]);
       h.drainEvents();
 
