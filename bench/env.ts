@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { progTestRun } from '../src/bpf/index.js';
-import { internetChecksum } from '../test/helpers/packets.js';
+import { ETH_HLEN, checksumsValid } from '../test/helpers/packets.js';
 import { loadBaseProgs, openBenchGate, PORTS, type BaseProgs, type BenchGate } from './gate.js';
 import { loadGen } from './gen.js';
 import { createLab, LAB_ADDR, type Lab } from './lab.js';
@@ -81,22 +81,10 @@ export function checkGenerator(): { ok: boolean; detail: string } {
       for (let i = 0; i < 3; i++) {
         const r = progTestRun(gen.gen, frame, { dataOut: true });
         const f = r.dataOut ?? Buffer.alloc(0);
-        if (family === 4) {
-          const ip = f.subarray(14, 34);
-          if (internetChecksum(ip) !== 0) problems.push('IPv4 header checksum');
-          const tcpLen = ip.readUInt16BE(2) - 20;
-          const len = Buffer.alloc(2);
-          len.writeUInt16BE(tcpLen);
-          const pseudo = Buffer.concat([ip.subarray(12, 20), Buffer.from([0, 6]), len]);
-          if (internetChecksum(pseudo, f.subarray(34, 34 + tcpLen)) !== 0) problems.push('TCP/IPv4 checksum');
-        } else {
-          const ip = f.subarray(14, 54);
-          const tcpLen = ip.readUInt16BE(4);
-          const len = Buffer.alloc(4);
-          len.writeUInt32BE(tcpLen);
-          const pseudo = Buffer.concat([ip.subarray(8, 40), len, Buffer.from([0, 0, 0, 6])]);
-          if (internetChecksum(pseudo, f.subarray(54, 54 + tcpLen)) !== 0) problems.push('TCP/IPv6 checksum');
-        }
+        const sums = checksumsValid(f, ETH_HLEN);
+        if (sums === null) problems.push(`IPv${family}: no TCP segment`);
+        if (sums?.ip === false) problems.push('IPv4 header checksum');
+        if (sums?.l4 === false) problems.push(`TCP/IPv${family} checksum`);
         if (f.equals(frame)) problems.push(`IPv${family} frame not rewritten`);
         frame = f;
       }

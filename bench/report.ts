@@ -130,23 +130,19 @@ export function evaluateTargets(r: BenchResults): Target[] {
       });
     }
   }
-  const k = r.parts.knocks?.knockgate;
   const want = r.parts.knocks?.params.cycles ?? 0;
-  t.push({
-    id: 'knocks-under-flood',
-    text: `Knocks under flood: ${want} out of ${want}`,
-    value: k ? `${k.ok} / ${want}` : 'not measured',
-    limit: `${want} / ${want}`,
-    met: k ? k.ok === want && want > 0 : null,
-  });
-  const sp = r.parts.knocks?.spa;
-  t.push({
-    id: 'spa-knocks-under-junk',
-    text: `Real spa knocks under a junk spa flood: ${want} out of ${want}`,
-    value: sp ? `${sp.ok} / ${want}` : 'not measured',
-    limit: `${want} / ${want}`,
-    met: sp ? sp.ok === want && want > 0 : null,
-  });
+  for (const [id, what, k] of [
+    ['knocks-under-flood', 'Knocks under flood', r.parts.knocks?.knockgate],
+    ['spa-knocks-under-junk', 'Real spa knocks under a junk spa flood', r.parts.knocks?.spa],
+  ] as const) {
+    t.push({
+      id,
+      text: `${what}: ${want} out of ${want}`,
+      value: k ? `${k.ok} / ${want}` : 'not measured',
+      limit: `${want} / ${want}`,
+      met: k ? k.ok === want && want > 0 : null,
+    });
+  }
   const e = r.parts.eviction?.run;
   t.push({
     id: 'eviction',
@@ -178,101 +174,208 @@ function floodVsNft(gate: number[], nfts: number[][]): number {
   return median2(gate.map((g, i) => g / Math.max(...nfts.map((n) => n[i] ?? NaN))));
 }
 
-// ---- terminal -----------------------------------------------------------------------------
+// ---- tables -------------------------------------------------------------------------------
 
-function table(head: string[], rows: string[][]): string {
+/** Where a table is rendered: the terminal (padded columns) or RESULTS.md (a markdown table). */
+type Medium = 'term' | 'md';
+
+/**
+ * One column of a table, for both media: its heading (one string for both, or one per medium;
+ * a column without a heading for a medium is not shown there) and its cell for a row.
+ */
+interface Column<T> {
+  head: string | Partial<Record<Medium, string>>;
+  cell: (row: T, medium: Medium) => string;
+}
+
+function headOf(c: Column<unknown>, medium: Medium): string | undefined {
+  return typeof c.head === 'string' ? c.head : c.head[medium];
+}
+
+/** Renders rows through their column spec: the terminal's padded table, or a markdown table. */
+function render<T>(columns: readonly Column<T>[], rows: readonly T[], medium: Medium): string {
+  const shown = columns.filter((c) => headOf(c as Column<unknown>, medium) !== undefined);
+  const head = shown.map((c) => headOf(c as Column<unknown>, medium)!);
+  const cells = rows.map((r) => shown.map((c) => c.cell(r, medium)));
+  return medium === 'md' ? mdTable(head, cells) : termTable(head, cells);
+}
+
+function termTable(head: string[], rows: string[][]): string {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ');
   return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n');
 }
 
-function costRows(classes: ClassCost[]): string[][] {
-  return classes.map((c) => [
-    c.id + (c.verdictOk ? '' : ' (!)'),
-    c.mode,
-    f1(c.ns.median),
-    `${f1(c.ns.min)}-${f1(c.ns.max)}`,
-    signed(c.vsDrop.diffNs),
-    f2(c.vsDrop.ratio),
-    signed(c.vsPass.diffNs),
-    f2(c.vsPass.ratio),
-  ]);
+function mdTable(head: string[], rows: string[][]): string {
+  return [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '--:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
-/** The steps table (terminal and markdown share it). */
-function stepsLines(steps: StepsResult, fmt: (head: string[], rows: string[][]) => string): string[] {
-  const head = ['class (ns over bare DROP or PASS)', ...steps.variants.map((v) => v.id)];
-  const rows = steps.classes.map((c) => [
-    `${c.label} [${c.action === 'drop' ? 'vs DROP' : 'vs PASS'}]`,
-    ...steps.variants.map((v) => {
-      const ok = steps.verdictOk[v.id]?.[c.id];
-      return `${signed(steps.overBase[v.id]?.[c.id] ?? NaN)}${ok === false ? ' (!)' : ''}`;
-    }),
-  ]);
+/** Two columns without headings: a label and its value. */
+const PAIRS: Column<[string, string]>[] = [
+  { head: '', cell: (r) => r[0] },
+  { head: '', cell: (r) => r[1] },
+];
+
+const TARGETS: Column<Target>[] = [
+  { head: 'target', cell: (t) => t.text },
+  { head: 'measured', cell: (t) => t.value },
+  { head: 'limit', cell: (t) => t.limit },
+  { head: '', cell: (t) => (t.met === null ? 'not measured' : t.met ? 'met' : '**missed**') },
+];
+
+/** The steps table: one column per variant of the program. */
+function stepsColumns(steps: StepsResult): Column<StepsResult['classes'][number]>[] {
   return [
-    `0. steps: variants of the program, BPF_PROG_TEST_RUN, repeat ${steps.params.repeat.toLocaleString('en')}, ${steps.params.rounds} rounds (bare XDP_DROP ${f1(steps.baselines.drop)} ns, XDP_PASS ${f1(steps.baselines.pass)} ns)`,
-    fmt(head, rows),
+    { head: 'class (ns over bare DROP or PASS)', cell: (c) => `${c.label} [${c.action === 'drop' ? 'vs DROP' : 'vs PASS'}]` },
+    ...steps.variants.map((v) => ({
+      head: v.id,
+      cell: (c: StepsResult['classes'][number]) => {
+        const ok = steps.verdictOk[v.id]?.[c.id];
+        return `${signed(steps.overBase[v.id]?.[c.id] ?? NaN)}${ok === false ? ' (!)' : ''}`;
+      },
+    })),
   ];
+}
+
+const COST: Column<ClassCost>[] = [
+  { head: 'class', cell: (c, m) => (m === 'md' ? c.label : c.id + (c.verdictOk ? '' : ' (!)')) },
+  { head: { term: 'mode', md: 'method' }, cell: (c) => c.mode },
+  { head: { term: 'ns', md: 'ns (median)' }, cell: (c) => f1(c.ns.median) },
+  { head: 'min-max', cell: (c) => `${f1(c.ns.min)}-${f1(c.ns.max)}` },
+  { head: 'vs DROP', cell: (c) => signed(c.vsDrop.diffNs) },
+  { head: { term: 'x', md: 'x DROP' }, cell: (c) => f2(c.vsDrop.ratio) },
+  { head: 'vs PASS', cell: (c) => signed(c.vsPass.diffNs) },
+  { head: { term: 'x', md: 'x PASS' }, cell: (c) => f2(c.vsPass.ratio) },
+  { head: { md: 'verdict' }, cell: (c) => `${c.observed ?? '?'}${c.verdictOk ? '' : ' (expected ' + c.expected + ')'}` },
+];
+
+/** The scale table: one row per class id, one column per level. */
+function scaleColumns(scale: ScaleResult): Column<string>[] {
+  const last = scale.levels.length - 1;
+  const top = scale.levels[last]?.entries;
+  return [
+    { head: 'class', cell: (id) => id },
+    ...scale.levels.map((l) => ({
+      head: { term: String(l.entries), md: `${l.entries.toLocaleString('en')} ${l.entries === 1 ? 'entry' : 'entries'}` },
+      cell: (id: string) => f1(l.classes.find((c) => c.id === id)?.ns.median ?? NaN),
+    })),
+    { head: { term: `x at ${top}`, md: `x at ${top?.toLocaleString('en')}` }, cell: (id) => f2(scale.relative[id]?.[last] ?? NaN) },
+    { head: { md: 'uncorrected' }, cell: (id) => f2(scale.relativeRaw?.[id]?.[last] ?? NaN) },
+  ];
+}
+
+const MEMORY: Column<ScaleResult['memory'][number]>[] = [
+  { head: 'map', cell: (x) => x.map },
+  { head: 'key + value bytes', cell: (x) => `${x.keyBytes} + ${x.valueBytes}` },
+  { head: 'max_entries', cell: (x) => x.maxEntries.toLocaleString('en') },
+  { head: 'memlock', cell: (x) => `${(x.memlockBytes / 2 ** 20).toFixed(1)} MiB` },
+  { head: 'bytes per entry', cell: (x) => f1(x.bytesPerEntry) },
+];
+
+const FLOOD: Column<FloodResult['rows'][number]>[] = [
+  { head: 'flood', cell: (x, m) => (m === 'md' ? FLOOD_LABELS[x.flood ?? 'syn'] : (x.flood ?? 'syn')) },
+  { head: 'receiver', cell: (x) => x.label },
+  { head: 'IP', cell: (x) => `v${x.family}` },
+  { head: 'Mpps', cell: (x) => mpps(x.pps) },
+  { head: { term: 'flood CPU %', md: 'flood CPU, % of a core' }, cell: (x) => f0(x.oursPct) },
+  { head: { term: 'Mpps/core', md: 'Mpps per core' }, cell: (x) => mpps(x.ppsPerCore) },
+  { head: { term: 'x DROP', md: 'x bare DROP' }, cell: (x) => f2(x.ppsPerCoreVsDrop) },
+  { head: { term: 'softirq %', md: 'softirq, % of a core' }, cell: (x) => f0(x.softirqPct) },
+  { head: { term: 'rx ns/pkt', md: 'rx ns/packet' }, cell: (x) => f1(x.softirqNsPerPacket) },
+  { head: 'rx Mpps/core', cell: (x) => mpps(x.rxPpsPerCore) },
+  { head: { term: 'x DROP', md: 'x bare DROP' }, cell: (x) => f2(x.rxVsDrop) },
+];
+
+/** A row of the knocks table: one scenario, named per medium (a medium without a name leaves it out). */
+interface KnockRow {
+  name: Partial<Record<Medium, string>>;
+  run: KnockRun | null | undefined;
+  want: number;
+  /** the flood, in words (RESULTS.md) */
+  flood: string;
+}
+
+/** A cell of a measured run ('' for a scenario that was not measured). */
+const ofRun = (f: (k: KnockRun, row: KnockRow) => string) => (row: KnockRow): string => (row.run ? f(row.run, row) : '');
+
+const KNOCKS: Column<KnockRow>[] = [
+  { head: { term: 'scenario', md: 'system' }, cell: (row, m) => row.name[m]! },
+  { head: { md: 'flood' }, cell: (row) => row.flood },
+  { head: 'opened', cell: (row, m) => (row.run ? (m === 'md' ? `${row.run.ok} / ${row.want}` : `${row.run.ok}/${row.want}`) : m === 'md' ? 'not measured' : 'n/a') },
+  { head: { md: 'closed before' }, cell: ofRun((k) => (k.closedBefore === null ? '?' : k.closedBefore ? 'yes' : '**no**')) },
+  { head: 'median ms', cell: ofRun((k) => f0(k.openMs.median)) },
+  { head: 'p90 ms', cell: ofRun((k) => f0(k.openMs.p90)) },
+  { head: 'max ms', cell: ofRun((k) => f0(k.openMs.max)) },
+  { head: { term: 'flood Mpps', md: 'flood Mpps handled' }, cell: ofRun((k) => mpps(k.floodDropPps)) },
+  { head: 'softirq %', cell: ofRun((k) => f0(k.softirqPct)) },
+  { head: 'knockd CPU %', cell: ofRun((k) => (k.knockdCpuPct !== undefined ? f1(k.knockdCpuPct) : '-')) },
+  { head: { md: 'client packets lost at the veth ring' }, cell: ofRun((k) => f0(k.vethLoss.skbsDropped)) },
+];
+
+/** The scenarios of parts 4 and 5, in order. */
+function knockRows(knocks: KnocksResult | undefined, eviction: EvictionResult | undefined): KnockRow[] {
+  const rows: KnockRow[] = [];
+  if (knocks) {
+    const want = knocks.params.cycles;
+    const ft = `SYN flood, IPv${knocks.knockgate.flood.family}, port ${knocks.knockgate.flood.dport}`;
+    rows.push({ name: { term: 'knockgate, SYN flood', md: 'knockgate' }, run: knocks.knockgate, want, flood: ft });
+    rows.push({ name: { term: 'knockd + nftables, SYN flood', md: 'knockd + nftables' }, run: knocks.knockd, want, flood: ft });
+    if (knocks.spa) {
+      rows.push({
+        name: { term: 'knockgate, spa knocks, junk spa flood', md: 'knockgate, spa knocks (one datagram, then the connect)' },
+        run: knocks.spa,
+        want,
+        flood: `junk spa flood, IPv${knocks.spa.flood.family}, port ${knocks.spa.flood.dport}`,
+      });
+    }
+  }
+  if (eviction) {
+    const want = eviction.params.cycles;
+    rows.push({
+      name: { term: `knockgate, first knocks from ${eviction.spoofedSources}`, md: 'knockgate, eviction attack' },
+      run: eviction.run,
+      want,
+      flood: `first knocks (SYN to ${eviction.run.flood.dport}) from ${eviction.spoofedSources.toLocaleString('en')} IPv6 sources, 10x limits.sources`,
+    });
+    // the terminal lists the daemon's run only when there is one; RESULTS.md always
+    rows.push({
+      name: { ...(eviction.daemon ? { term: 'the same, daemon running' } : {}), md: 'knockgate with its daemon (adopts the gate, drains events), eviction attack' },
+      run: eviction.daemon,
+      want,
+      flood: 'the same',
+    });
+  }
+  return rows;
+}
+
+/** The rows a medium shows. */
+const knockRowsFor = (rows: KnockRow[], medium: Medium): KnockRow[] => rows.filter((r) => r.name[medium] !== undefined);
+
+function stepsTitle(steps: StepsResult): string {
+  return `0. steps: variants of the program, BPF_PROG_TEST_RUN, repeat ${steps.params.repeat.toLocaleString('en')}, ${steps.params.rounds} rounds (bare XDP_DROP ${f1(steps.baselines.drop)} ns, XDP_PASS ${f1(steps.baselines.pass)} ns)`;
 }
 
 export function terminalReport(r: BenchResults): string {
   const out: string[] = [];
   const { steps, cost, scale, flood, knocks, eviction } = r.parts;
-  if (steps) out.push('', ...stepsLines(steps, table));
+  if (steps) out.push('', stepsTitle(steps), render(stepsColumns(steps), steps.classes, 'term'));
   out.push(`knockgate bench${r.quick ? ' (quick: numbers are not meaningful)' : ''}: ${r.machine.cpuModel}, ${r.machine.cores} cores, kernel ${r.machine.kernel}, ${f0(r.seconds)} s`);
   if (cost) {
     out.push('', `1. per-packet cost, BPF_PROG_TEST_RUN (repeat ${cost.params.repeat}, ${cost.params.runs} runs): bare XDP_DROP ${f1(cost.baselines.drop.median)} ns, bare XDP_PASS ${f1(cost.baselines.pass.median)} ns`);
-    out.push(table(['class', 'mode', 'ns', 'min-max', 'vs DROP', 'x', 'vs PASS', 'x'], costRows(cost.classes)));
+    out.push(render(COST, cost.classes, 'term'));
   }
   if (scale) {
     out.push('', `2. cost (ns) against entries in kg_progress and kg_grants (limits.sources ${scale.params.sources})`);
-    const ids = scale.levels[0]?.classes.map((c) => c.id) ?? [];
-    out.push(
-      table(
-        ['class', ...scale.levels.map((l) => String(l.entries)), `x at ${scale.levels[scale.levels.length - 1]?.entries}`],
-        ids.map((id) => [
-          id,
-          ...scale.levels.map((l) => f1(l.classes.find((c) => c.id === id)?.ns.median ?? NaN)),
-          f2(scale.relative[id]?.[scale.levels.length - 1] ?? NaN),
-        ]),
-      ),
-    );
+    out.push(render(scaleColumns(scale), scale.levels[0]?.classes.map((c) => c.id) ?? [], 'term'));
     out.push(scale.memory.map((m) => `${m.map}: ${f1(m.bytesPerEntry)} bytes per entry (memlock ${m.memlockBytes} / ${m.maxEntries})`).join('; '));
   }
   if (flood) {
     out.push('', `3. flood on veth (window ${flood.params.windowS} s, ${flood.params.rounds} rounds, generator on CPU ${flood.generatorCpu})`);
-    out.push(
-      table(
-        ['flood', 'receiver', 'IP', 'Mpps', 'flood CPU %', 'Mpps/core', 'x DROP', 'softirq %', 'rx ns/pkt', 'rx Mpps/core', 'x DROP'],
-        flood.rows.map((x) => [
-          x.flood ?? 'syn',
-          x.label,
-          `v${x.family}`,
-          mpps(x.pps),
-          f0(x.oursPct),
-          mpps(x.ppsPerCore),
-          f2(x.ppsPerCoreVsDrop),
-          f0(x.softirqPct),
-          f1(x.softirqNsPerPacket),
-          mpps(x.rxPpsPerCore),
-          f2(x.rxVsDrop),
-        ]),
-      ),
-    );
+    out.push(render(FLOOD, flood.rows, 'term'));
   }
-  const krow = (name: string, k: KnockRun | null | undefined, want: number): string[] =>
-    k ? [name, `${k.ok}/${want}`, f0(k.openMs.median), f0(k.openMs.p90), f0(k.openMs.max), mpps(k.floodDropPps), f0(k.softirqPct), k.knockdCpuPct !== undefined ? f1(k.knockdCpuPct) : '-'] : [name, 'n/a', '', '', '', '', '', ''];
   if (knocks || eviction) {
     out.push('', '4./5. knock-then-connect cycles under flood');
-    const rows: string[][] = [];
-    if (knocks) {
-      rows.push(krow('knockgate, SYN flood', knocks.knockgate, knocks.params.cycles));
-      rows.push(krow('knockd + nftables, SYN flood', knocks.knockd, knocks.params.cycles));
-      if (knocks.spa) rows.push(krow('knockgate, spa knocks, junk spa flood', knocks.spa, knocks.params.cycles));
-    }
-    if (eviction) rows.push(krow(`knockgate, first knocks from ${eviction.spoofedSources}`, eviction.run, eviction.params.cycles));
-    if (eviction?.daemon) rows.push(krow('the same, daemon running', eviction.daemon, eviction.params.cycles));
-    out.push(table(['scenario', 'opened', 'median ms', 'p90 ms', 'max ms', 'flood Mpps', 'softirq %', 'knockd CPU %'], rows));
+    out.push(render(KNOCKS, knockRowsFor(knockRows(knocks, eviction), 'term'), 'term'));
   }
   out.push('', 'targets:');
   for (const t of r.targets) out.push(`  [${t.met === null ? '  n/a ' : t.met ? '  met ' : 'MISSED'}] ${t.text}: ${t.value}`);
@@ -342,10 +445,6 @@ export function writeCharts(r: BenchResults, dir: string): string[] {
 }
 
 // ---- RESULTS.md ---------------------------------------------------------------------------
-
-function mdTable(head: string[], rows: string[][]): string {
-  return [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '--:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-}
 
 function slowerNotes(r: BenchResults): string[] {
   const notes: string[] = [];
@@ -424,8 +523,8 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
     '',
   );
   s.push(
-    mdTable(
-      ['', ''],
+    render(
+      PAIRS,
       [
         ['command', `\`${r.command}\``],
         ['date', r.startedAt],
@@ -438,12 +537,13 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
         ['nftables', m.nftables],
         ['knockd', m.knockd],
       ],
+      'md',
     ),
     '',
   );
   s.push('## Targets', '');
   s.push('Goals for the gate itself (from the issue). A missed target is reported here, not hidden.', '');
-  s.push(mdTable(['target', 'measured', 'limit', ''], r.targets.map((t) => [t.text, t.value, t.limit, t.met === null ? 'not measured' : t.met ? 'met' : '**missed**'])), '');
+  s.push(render(TARGETS, r.targets, 'md'), '');
   if (r.errors.length > 0) {
     s.push('Parts that failed in this run:', '');
     for (const e of r.errors) s.push(`- ${e.part}: ${e.error}`);
@@ -451,9 +551,13 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
   }
   s.push('## Fleet replication latency', '');
   s.push(
-    mdTable(
-      ['measure', 'value'],
+    render(
+      [
+        { head: 'measure', cell: (x: [string, string]) => x[0] },
+        { head: 'value', cell: (x: [string, string]) => x[1] },
+      ],
       [['a grant made on one host, written into another host\'s kernel (knockgate_fleet_replication_lag_seconds)', 'measured separately by the fleet benchmarks in bench/ (fleet mode); not part of this run']],
+      'md',
     ),
     '',
     'The fleet helpers measure this in bench/ separately; their number belongs in this row.',
@@ -475,7 +579,7 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
         `Bare XDP_DROP ${f1(steps.baselines.drop)} ns, XDP_PASS ${f1(steps.baselines.pass)} ns. (!) marks a verdict other than the class's.`,
       '',
     );
-    s.push(stepsLines(steps, mdTable)[1]!, '');
+    s.push(render(stepsColumns(steps), steps.classes, 'md'), '');
     s.push('![single-packet doors](doors.svg)', '');
   }
 
@@ -489,23 +593,7 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
         `The gate has two doors (bench: 7000/tcp, 8000/udp, 9000/tcp; spa: one datagram to 62201/udp), both protecting 2222/tcp and 2222/udp, limits.sources 65536, no denial tokens (a flood exhausts them at once).`,
       '',
     );
-    s.push(
-      mdTable(
-        ['class', 'method', 'ns (median)', 'min-max', 'vs DROP', 'x DROP', 'vs PASS', 'x PASS', 'verdict'],
-        cost.classes.map((c) => [
-          c.label,
-          c.mode,
-          f1(c.ns.median),
-          `${f1(c.ns.min)}-${f1(c.ns.max)}`,
-          signed(c.vsDrop.diffNs),
-          f2(c.vsDrop.ratio),
-          signed(c.vsPass.diffNs),
-          f2(c.vsPass.ratio),
-          `${c.observed ?? '?'}${c.verdictOk ? '' : ' (expected ' + c.expected + ')'}`,
-        ]),
-      ),
-      '',
-    );
+    s.push(render(COST, cost.classes, 'md'), '');
     s.push(
       '**Method for the knocks.** A knock that advances and a wrong knock that resets change the state they are judged against, so running the same frame again does other work ' +
         '(a retransmission, or a knock with no progress). They are measured one run at a time: before every sample the source is put back at step 1 (one map update from user space), then the ' +
@@ -529,24 +617,7 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
         '(flood: 1,048,576 sources that hold nothing; granted: a permutation of every filled source), measured against the same chain into the bare XDP_DROP program.',
       '',
     );
-    const ids = scale.levels[0]?.classes.map((c) => c.id) ?? [];
-    s.push(
-      mdTable(
-        [
-          'class',
-          ...scale.levels.map((l) => `${l.entries.toLocaleString('en')} ${l.entries === 1 ? 'entry' : 'entries'}`),
-          `x at ${scale.levels[scale.levels.length - 1]?.entries.toLocaleString('en')}`,
-          'uncorrected',
-        ],
-        ids.map((id) => [
-          id,
-          ...scale.levels.map((l) => f1(l.classes.find((c) => c.id === id)?.ns.median ?? NaN)),
-          f2(scale.relative[id]?.[scale.levels.length - 1] ?? NaN),
-          f2(scale.relativeRaw?.[id]?.[scale.levels.length - 1] ?? NaN),
-        ]),
-      ),
-      '',
-    );
+    s.push(render(scaleColumns(scale), scale.levels[0]?.classes.map((c) => c.id) ?? [], 'md'), '');
     s.push(
       `Bare XDP_DROP at each level: ${scale.levels.map((l) => f1(l.baselines.drop.median)).join(', ')} ns. The levels are measured one after the other (the maps only grow), ` +
         'and the machine does not stay the same meanwhile (other load): every number moves, baselines included. So "x" compares each level against the bare XDP_DROP measured with it, ' +
@@ -555,7 +626,7 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
       '',
     );
     s.push('Memory per entry, from the kernel (`memlock` in the map fd\'s fdinfo, divided by max_entries; LRU hashes are preallocated, so this is paid for every slot whether used or not):', '');
-    s.push(mdTable(['map', 'key + value bytes', 'max_entries', 'memlock', 'bytes per entry'], scale.memory.map((x) => [x.map, `${x.keyBytes} + ${x.valueBytes}`, x.maxEntries.toLocaleString('en'), `${(x.memlockBytes / 2 ** 20).toFixed(1)} MiB`, f1(x.bytesPerEntry)])), '');
+    s.push(render(MEMORY, scale.memory, 'md'), '');
     s.push('![cost against entries](cost-vs-entries.svg)', '');
   }
 
@@ -582,44 +653,10 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
         'Softirq time is sampled at each timer tick on this kernel, so it is the noisier of the two. The targets are checked against both.',
       '',
     );
-    s.push(
-      mdTable(
-        ['flood', 'receiver', 'IP', 'Mpps', 'flood CPU, % of a core', 'Mpps per core', 'x bare DROP', 'softirq, % of a core', 'rx ns/packet', 'rx Mpps/core', 'x bare DROP'],
-        flood.rows.map((x) => [
-          FLOOD_LABELS[x.flood ?? 'syn'],
-          x.label,
-          `v${x.family}`,
-          mpps(x.pps),
-          f0(x.oursPct),
-          mpps(x.ppsPerCore),
-          f2(x.ppsPerCoreVsDrop),
-          f0(x.softirqPct),
-          f1(x.softirqNsPerPacket),
-          mpps(x.rxPpsPerCore),
-          f2(x.rxVsDrop),
-        ]),
-      ),
-      '',
-    );
+    s.push(render(FLOOD, flood.rows, 'md'), '');
     s.push('![packets per second per receiver](flood-pps.svg)', '');
   }
 
-  const kmd = (name: string, k: KnockRun | null | undefined, want: number, floodText: string): string[] =>
-    k
-      ? [
-          name,
-          floodText,
-          `${k.ok} / ${want}`,
-          k.closedBefore === null ? '?' : k.closedBefore ? 'yes' : '**no**',
-          f0(k.openMs.median),
-          f0(k.openMs.p90),
-          f0(k.openMs.max),
-          mpps(k.floodDropPps),
-          f0(k.softirqPct),
-          k.knockdCpuPct !== undefined ? f1(k.knockdCpuPct) : '-',
-          f0(k.vethLoss.skbsDropped),
-        ]
-      : [name, floodText, 'not measured', '', '', '', '', '', '', '', ''];
   if (knocks || eviction) {
     s.push('## 4. Knocks under flood, 5. eviction attack', '');
     s.push(
@@ -635,25 +672,7 @@ export function writeResultsMd(r: BenchResults, dir: string): void {
         'filter sees them. Packets lost at that ring are counted in the last column.',
       '',
     );
-    const rows: string[][] = [];
-    if (knocks) {
-      const ft = `SYN flood, IPv${knocks.knockgate.flood.family}, port ${knocks.knockgate.flood.dport}`;
-      rows.push(kmd('knockgate', knocks.knockgate, knocks.params.cycles, ft));
-      rows.push(kmd('knockd + nftables', knocks.knockd, knocks.params.cycles, ft));
-      if (knocks.spa) rows.push(kmd('knockgate, spa knocks (one datagram, then the connect)', knocks.spa, knocks.params.cycles, `junk spa flood, IPv${knocks.spa.flood.family}, port ${knocks.spa.flood.dport}`));
-    }
-    if (eviction) {
-      rows.push(
-        kmd(
-          'knockgate, eviction attack',
-          eviction.run,
-          eviction.params.cycles,
-          `first knocks (SYN to ${eviction.run.flood.dport}) from ${eviction.spoofedSources.toLocaleString('en')} IPv6 sources, 10x limits.sources`,
-        ),
-      );
-      rows.push(kmd('knockgate with its daemon (adopts the gate, drains events), eviction attack', eviction.daemon, eviction.params.cycles, 'the same'));
-    }
-    s.push(mdTable(['system', 'flood', 'opened', 'closed before', 'median ms', 'p90 ms', 'max ms', 'flood Mpps handled', 'softirq %', 'knockd CPU %', 'client packets lost at the veth ring'], rows), '');
+    s.push(render(KNOCKS, knockRowsFor(knockRows(knocks, eviction), 'md'), 'md'), '');
     if (knocks?.knockdError) s.push(`knockd could not be measured: ${knocks.knockdError}`, '');
     if (eviction) {
       const gc = eviction.run.gateCounters ?? {};

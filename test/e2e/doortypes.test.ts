@@ -27,7 +27,7 @@ import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSuite, run, withNetns, type NetnsPair } from '../helpers/kernel.js';
-import { CLI, Proc, sleep, startClient, startDaemon, type LogLine } from '../helpers/daemon.js';
+import { CLI, Proc, runAsync, sleep, startClient, startDaemon, type LogLine, type Run } from '../helpers/daemon.js';
 import { encodeSigned, encodeSpa, readPrivateKey, rotatingSequence, windowOf } from '../../src/knock/index.js';
 import { parseAddress } from '../../src/net/addr.js';
 
@@ -69,29 +69,6 @@ interface Lab {
   icmpPayload: string;
   /** stdout and stderr of every CLI run, checked for secrets */
   outputs: string[];
-}
-
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command asynchronously (the daemon's log keeps being read meanwhile), bounded in time. */
-function runAsync(cmd: string, args: readonly string[], timeoutMs = 30_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
 }
 
 // A tiny tool run in the client namespace (`node -e TOOL ...`), one JSON line out:

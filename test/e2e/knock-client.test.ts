@@ -6,12 +6,11 @@
 // before src/cli/main.ts does.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelSuite, withNetns, type NetnsPair } from '../helpers/kernel.js';
-import { CLI, client, sleep, startClient, startDaemon, type LogLine, type Proc } from '../helpers/daemon.js';
+import { CLI, client, runAsync, sleep, startClient, startDaemon, type LogLine, type Proc, type Run } from '../helpers/daemon.js';
 
 const SERVICE_PORT = 2222;
 const SEQUENCE = '7000/tcp, 8000/udp, 9000/tcp';
@@ -88,27 +87,9 @@ async function withLab(fn: (lab: Lab) => Promise<void>): Promise<void> {
   });
 }
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** `ip netns exec NS node main.js knock ...`, asynchronously (the daemon's log keeps being read). */
 function knockCli(ns: string, args: readonly string[], timeoutMs = 30_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, KNOCK_CLI, 'knock', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
+  return runAsync('ip', ['netns', 'exec', ns, process.execPath, KNOCK_CLI, 'knock', ...args], timeoutMs);
 }
 
 function serviceOpen(lab: Lab, host: string, timeoutMs = 800): boolean {

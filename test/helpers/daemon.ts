@@ -111,10 +111,38 @@ export function startClient(ns: string, args: readonly string[]): Proc {
   return new Proc(child);
 }
 
-/** Run a test client command inside a namespace and return its JSON answer. */
-export function client(ns: string, args: readonly string[], timeoutMs = 15_000): Record<string, unknown> {
-  const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, CLIENT, ...args], { encoding: 'utf8', timeout: timeoutMs });
-  if (r.error) throw r.error;
+/** How a command that ran to its end (or was killed) ended. */
+export interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a command asynchronously (the logs of running daemons keep being read meanwhile),
+ * SIGKILLed (by its PID) after timeoutMs.
+ */
+export function runAsync(cmd: string, args: readonly string[], timeoutMs = 30_000): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+/** The command line of the test client inside a namespace. */
+const clientCommand = (ns: string, args: readonly string[]): string[] => ['ip', 'netns', 'exec', ns, process.execPath, CLIENT, ...args];
+
+/** The test client's answer: the last line of its output, JSON. */
+function clientAnswer(args: readonly string[], r: Run): Record<string, unknown> {
   const line = r.stdout.trim().split('\n').pop() ?? '';
   try {
     return JSON.parse(line) as Record<string, unknown>;
@@ -123,12 +151,36 @@ export function client(ns: string, args: readonly string[], timeoutMs = 15_000):
   }
 }
 
+/** Run a test client command inside a namespace and return its JSON answer. */
+export function client(ns: string, args: readonly string[], timeoutMs = 15_000): Record<string, unknown> {
+  const [cmd, ...rest] = clientCommand(ns, args);
+  const r = spawnSync(cmd!, rest, { encoding: 'utf8', timeout: timeoutMs });
+  if (r.error) throw r.error;
+  return clientAnswer(args, r);
+}
+
+/** client(), asynchronously. */
+export async function clientAsync(ns: string, args: readonly string[], timeoutMs = 15_000): Promise<Record<string, unknown>> {
+  const [cmd, ...rest] = clientCommand(ns, args);
+  return clientAnswer(args, await runAsync(cmd!, rest, timeoutMs));
+}
+
+/** The command line of the CLI (not the daemon) inside a namespace with the host's mounts (ns null: here). */
+const cliCommand = (ns: string | null, args: readonly string[]): string[] =>
+  ns === null ? [process.execPath, CLI, ...args] : ['nsenter', `--net=/run/netns/${ns}`, process.execPath, CLI, ...args];
+
 /** Run the CLI (not the daemon) inside a namespace with the host's mounts; returns status and output. */
-export function cli(ns: string | null, args: readonly string[], timeoutMs = 30_000): { status: number | null; stdout: string; stderr: string } {
-  const cmd = ns === null ? [process.execPath, CLI, ...args] : ['nsenter', `--net=/run/netns/${ns}`, process.execPath, CLI, ...args];
-  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: timeoutMs });
+export function cli(ns: string | null, args: readonly string[], timeoutMs = 30_000): Run {
+  const [cmd, ...rest] = cliCommand(ns, args);
+  const r = spawnSync(cmd!, rest, { encoding: 'utf8', timeout: timeoutMs });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** cli(), asynchronously. */
+export function cliAsync(ns: string | null, args: readonly string[], timeoutMs = 30_000): Promise<Run> {
+  const [cmd, ...rest] = cliCommand(ns, args);
+  return runAsync(cmd!, rest, timeoutMs);
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -12,12 +12,12 @@
  * listen on the bridge's address; the gates are attached to the client-facing interfaces only.
  * Everything (namespaces, bridge, pins, processes, etcd) is removed in a finally.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomSuffix, run } from './kernel.js';
-import { CLI, CLIENT, Proc, startClient, startDaemon, type LogLine } from './daemon.js';
+import { Proc, cliAsync, clientAsync, runAsync, startClient, startDaemon, type LogLine, type Run } from './daemon.js';
 import { EtcdCluster } from './etcd.js';
 
 export const SOURCE = '198.18.20.2';
@@ -56,24 +56,10 @@ export interface FleetLab {
   /** UDP datagrams (exact bytes) from the source to gateway i's port, 20 ms apart */
   sendUdp(i: number, port: number, ...datagrams: Buffer[]): Promise<void>;
   /** the CLI in gateway i's namespace (host mounts) */
-  cli(i: number, args: readonly string[], timeoutMs?: number): Promise<{ status: number | null; stdout: string; stderr: string }>;
+  cli(i: number, args: readonly string[], timeoutMs?: number): Promise<Run>;
 }
 
-export function runAsync(cmd: string, args: readonly string[], timeoutMs = 30_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
-}
+export { runAsync };
 
 /** node -e SEND HOST PORT HEX...: UDP datagrams, 20 ms apart */
 const SEND = String.raw`
@@ -161,14 +147,8 @@ export async function withFleetLab<T>(opts: { gateways?: number; etcdMembers?: n
         if (g.daemon) await g.daemon.stop(15_000);
         g.daemon = null;
       },
-      async client(args, timeoutMs = 20_000) {
-        const r = await runAsync('ip', ['netns', 'exec', clientNs, process.execPath, CLIENT, ...args], timeoutMs);
-        const line = r.stdout.trim().split('\n').pop() ?? '';
-        try {
-          return JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          throw new Error(`client ${args.join(' ')}: no JSON answer (status ${r.status}): ${r.stdout} ${r.stderr}`);
-        }
+      client(args, timeoutMs = 20_000) {
+        return clientAsync(clientNs, args, timeoutMs);
       },
       async connects(i, timeoutMs = 800) {
         return (await lab.client(['connect', gws[i]!.addr, String(SERVICE_PORT), String(timeoutMs)]))['ok'] === true;
@@ -194,7 +174,7 @@ export async function withFleetLab<T>(opts: { gateways?: number; etcdMembers?: n
         if (r.status !== 0) throw new Error(`sending to ${gws[i]!.addr}:${port}: ${r.stderr}`);
       },
       cli(i, args, timeoutMs = 30_000) {
-        return runAsync('nsenter', [`--net=/run/netns/${gws[i]!.ns}`, process.execPath, CLI, ...args], timeoutMs);
+        return cliAsync(gws[i]!.ns, args, timeoutMs);
       },
     };
     return await fn(lab);

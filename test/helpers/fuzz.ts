@@ -9,7 +9,7 @@
  *
  * Everything is a function of the seed: the same seed gives the same frames in the same order.
  */
-import { TPID_8021AD, TPID_8021Q, buildFrame, internetChecksum, parseIPv4, parseIPv6, type FrameSpec, type Ipv6ExtSpec, type L4Spec } from './packets.js';
+import { TPID_8021AD, TPID_8021Q, buildFrame, fixChecksums, l3Of, parseIPv4, parseIPv6, parseMac, type FrameSpec, type Ipv6ExtSpec, type L4Spec } from './packets.js';
 
 /** mulberry32: small, fast, good enough to pick frames. */
 export class Rng {
@@ -181,96 +181,14 @@ function mutate(r: Rng, frame: Buffer): Buffer {
   return b;
 }
 
-/** Where the IP header starts in an Ethernet frame (after any 802.1Q/802.1ad tags), and its EtherType. */
-function l3Of(frame: Buffer): { off: number; type: number } | null {
-  let off = 12;
-  if (frame.length < 14) return null;
-  let type = frame.readUInt16BE(off);
-  off += 2;
-  for (let i = 0; i < 8 && (type === TPID_8021Q || type === TPID_8021AD) && frame.length >= off + 4; i++) {
-    type = frame.readUInt16BE(off + 2);
-    off += 4;
-  }
-  return { off, type };
-}
-
-/** The L4 header of the IP packet at `off` (version from the first nibble), if the kernel would find one. */
-export function l4Of(b: Buffer, off: number): { v: 4 | 6; l4: number; proto: number; segLen: number; src: Buffer; dst: Buffer } | null {
-  const v = (b[off] ?? 0) >> 4;
-  if (v === 4) {
-    if (b.length < off + 20) return null;
-    const ihl = ((b[off] ?? 0) & 0x0f) * 4;
-    const tot = b.readUInt16BE(off + 2);
-    const frag = b.readUInt16BE(off + 6);
-    if (ihl < 20 || tot < ihl || b.length < off + tot || (frag & 0x3fff) !== 0) return null;
-    return { v: 4, l4: off + ihl, proto: b[off + 9] ?? 0, segLen: tot - ihl, src: b.subarray(off + 12, off + 16), dst: b.subarray(off + 16, off + 20) };
-  }
-  if (v === 6) {
-    if (b.length < off + 40) return null;
-    let nh = b[off + 6] ?? 0;
-    let rem = b.readUInt16BE(off + 4);
-    let p = off + 40;
-    if (b.length < p + rem) return null;
-    for (let i = 0; i < 16; i++) {
-      let len: number;
-      if (nh === 0 || nh === 43 || nh === 60) len = ((b[p + 1] ?? 0) + 1) * 8;
-      else if (nh === 51) len = ((b[p + 1] ?? 0) + 2) * 4;
-      else if (nh === 44) {
-        if (b.length < p + 8 || (b.readUInt16BE(p + 2) & 0xfff9) !== 0) return null; // a real fragment
-        len = 8;
-      } else break;
-      if (len > rem || b.length < p + 2) return null;
-      nh = b[p] ?? 0;
-      p += len;
-      rem -= len;
-    }
-    return { v: 6, l4: p, proto: nh, segLen: rem, src: b.subarray(off + 8, off + 24), dst: b.subarray(off + 24, off + 40) };
-  }
-  return null;
-}
-
-/** Valid IPv4 header checksum and TCP/UDP checksum wherever the kernel would check them. */
-function fixChecksums(b: Buffer, off: number): boolean {
-  let fixed = false;
-  if ((b[off] ?? 0) >> 4 === 4 && b.length >= off + 20) {
-    const ihl = ((b[off] ?? 0) & 0x0f) * 4;
-    if (ihl >= 20 && b.length >= off + ihl) {
-      b.writeUInt16BE(0, off + 10);
-      b.writeUInt16BE(internetChecksum(b.subarray(off, off + ihl)), off + 10);
-      fixed = true;
-    }
-  }
-  const t = l4Of(b, off);
-  if (t === null || (t.proto !== 6 && t.proto !== 17)) return fixed;
-  const at = t.proto === 6 ? 16 : 6;
-  if (t.segLen < at + 2 || b.length < t.l4 + t.segLen) return fixed;
-  const seg = b.subarray(t.l4, t.l4 + t.segLen);
-  seg.writeUInt16BE(0, at);
-  let pseudo: Buffer;
-  if (t.v === 4) {
-    pseudo = Buffer.alloc(12);
-    t.src.copy(pseudo, 0);
-    t.dst.copy(pseudo, 4);
-    pseudo[9] = t.proto;
-    pseudo.writeUInt16BE(t.segLen, 10);
-  } else {
-    pseudo = Buffer.alloc(40);
-    t.src.copy(pseudo, 0);
-    t.dst.copy(pseudo, 16);
-    pseudo.writeUInt32BE(t.segLen, 32);
-    pseudo[39] = t.proto;
-  }
-  let sum = internetChecksum(pseudo, seg);
-  if (sum === 0 && t.proto === 17) sum = 0xffff;
-  seg.writeUInt16BE(sum, at);
-  return true;
-}
+/** VLAN tags walked to find a fuzz frame's IP header (the generator stacks at most 4). */
+const FUZZ_MAX_TAGS = 8;
 
 /** The lab's MACs and destination address (the source stays what it was: a lab pool address). */
 function toLab(b: Buffer, lab: Lab): void {
-  Buffer.from(lab.dstMac.split(':').map((x) => parseInt(x, 16))).copy(b, 0);
-  Buffer.from(lab.srcMac.split(':').map((x) => parseInt(x, 16))).copy(b, 6);
-  const l3 = l3Of(b);
+  parseMac(lab.dstMac).copy(b, 0);
+  parseMac(lab.srcMac).copy(b, 6);
+  const l3 = l3Of(b, FUZZ_MAX_TAGS);
   if (l3 === null) return;
   const v = (b[l3.off] ?? 0) >> 4;
   if (v === 4 && b.length >= l3.off + 20) parseIPv4(lab.dst4).copy(b, l3.off + 16);
@@ -287,7 +205,7 @@ export function nextFrame(r: Rng, lab: Lab): FuzzFrame {
     how += ' mutated';
   }
   toLab(frame, lab);
-  const l3 = l3Of(frame);
+  const l3 = l3Of(frame, FUZZ_MAX_TAGS);
   if (l3 !== null && r.chance(0.9)) fixChecksums(frame, l3.off);
   if (r.chance(0.3) && l3 !== null && frame.length > l3.off) {
     return { framing: 'l3', bytes: Buffer.from(frame.subarray(l3.off)), how };
@@ -298,5 +216,5 @@ export function nextFrame(r: Rng, lab: Lab): FuzzFrame {
 /** Where the IP header of a fuzz frame starts (null: not found). */
 export function ipOffset(f: FuzzFrame): number | null {
   if (f.framing === 'l3') return 0;
-  return l3Of(f.bytes)?.off ?? null;
+  return l3Of(f.bytes, FUZZ_MAX_TAGS)?.off ?? null;
 }

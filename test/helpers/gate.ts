@@ -10,16 +10,21 @@
  * link-layer header (gate.progFdL3), each frame without its Ethernet header and VLAN tags (what a
  * TUN or WireGuard device hands XDP): one table, both framings.
  *
- * What a row checks, for one packet:
+ * What a row checks, for one packet, whatever the door types (one checker for every table):
  * - the XDP return value (XDP_PASS / XDP_DROP);
  * - exactly one verdict counter (the first VERDICTS entries of STAT_NAMES) moved, by 1, and it
  *   is the expected one; every other counter moved by exactly row.counters[name] (default 0);
  * - the map change: kg_progress, kg_probation, kg_penalty and kg_grants are byte-identical
  *   before and after, and kg_flows identical but for the clock of a flow's last packet, except
- *   for the sources the row names, whose state must then be exactly what the row says;
+ *   for the sources the row names, whose state must then be exactly what the row says (progress
+ *   records carrying the epoch of one of their door's live sequences: a rotating door mixes the
+ *   window into it); kg_nonces and kg_spent only grow, by exactly row.nonces and row.spent;
  * - the events: exactly the expected ones (any order), each from the frame's source with the
- *   ingress ifindex of the run, STEP/RESET/GRANT stamped inside the run's time window, DENY
- *   with ts 0, GRANT with expires = ts + the door's open_for and equal to the grant map's value.
+ *   ingress ifindex of the run; DENY with ts 0 and expires 0; every other event stamped inside
+ *   the run's time window (collected, and asserted when the table's gate goes: one wrong stamp
+ *   does not hide the rest of a table); GRANT with expires = ts + the door's open_for, equal to
+ *   the grant map's value, and step = the door's steps (1 for a single-packet door); REJECT and
+ *   SIGNED with expires 0, no doors mask, step 0 (a rotating door's REJECT: its steps).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -31,6 +36,7 @@ import { parseConfigText, type DoorConfig } from '../../src/config/index.js';
 import { describeEvent, type GateEvent } from '../../src/kernel/events.js';
 import { Gate, monoNowNs, type BruteForce } from '../../src/kernel/gate.js';
 import {
+  DOOR_TYPE,
   EVENT,
   KG,
   MAP,
@@ -51,10 +57,12 @@ import {
   type StatName,
   type Stats,
 } from '../../src/kernel/layout.js';
+import { doorId } from '../../src/knock/index.js';
 import { formatAddress } from '../../src/net/addr.js';
 import { closeFd } from '../../src/bpf/index.js';
 import { libbpf } from '../../src/bpf/libbpf.js';
 import { kernelSuite, randomSuffix, run, withNetns, withPinDir, type NetnsPair } from './kernel.js';
+import { ETH_P_IP, ETH_P_IPV6, addrKey, l3Of } from './packets.js';
 
 let libxdpBpffs: string | null = null;
 
@@ -79,7 +87,6 @@ function privateLibxdpBpffs(): void {
 export const VIA_DISPATCHER = process.env['KG_XDP_VIA'] === 'dispatcher';
 /** KG_EXPECT_DISPATCHER=1: a kernel that must run the dispatcher (the 6.1 matrix): no fallback */
 const EXPECT_DISPATCHER = process.env['KG_EXPECT_DISPATCHER'] === '1';
-import { ETH_P_IP, ETH_P_IPV6, TPID_8021AD, TPID_8021Q, addrKey } from './packets.js';
 
 export const XDP_DROP = 1;
 export const XDP_PASS = 2;
@@ -131,6 +138,10 @@ export interface Row {
   events: typeof NO_EVENT | EventExpect[];
   /** non-verdict counters that must move, by how much (all others: 0) */
   counters?: Partial<Record<StatName, number>>;
+  /** the nonce fields (16 bytes each) the row adds to kg_nonces, exactly (default: none) */
+  nonces?: Buffer[];
+  /** door name -> the windows of that rotating door the row marks spent in kg_spent, exactly (default: none) */
+  spent?: Record<string, bigint[]>;
 }
 
 /** A pause between rows (timeouts only; always >= 2x the timeout it exceeds). */
@@ -159,17 +170,11 @@ export function config(doorsBlock: string): string {
   return `interfaces: [lo]\ndoors:\n${doorsBlock}`;
 }
 
-/** Source address (text) of an Ethernet [+ VLAN tags] + IPv4/IPv6 frame, or null. */
+/** Source address (text) of an Ethernet [+ up to 4 VLAN tags] + IPv4/IPv6 frame, or null. */
 export function frameSource(frame: Buffer): string | null {
-  let off = 12;
-  if (frame.length < off + 2) return null;
-  let type = frame.readUInt16BE(off);
-  off += 2;
-  for (let i = 0; i < 4 && (type === TPID_8021Q || type === TPID_8021AD); i++) {
-    if (frame.length < off + 4) return null;
-    type = frame.readUInt16BE(off + 2);
-    off += 4;
-  }
+  const l3 = l3Of(frame, 4);
+  if (l3 === null) return null;
+  const { off, type } = l3;
   if (type === ETH_P_IP && frame.length >= off + 16) return formatAddress(addrKey(Array.from(frame.subarray(off + 12, off + 16)).join('.')));
   if (type === ETH_P_IPV6 && frame.length >= off + 24) return formatAddress(Buffer.from(frame.subarray(off + 8, off + 24)));
   return null;
@@ -177,7 +182,8 @@ export function frameSource(frame: Buffer): string | null {
 
 const key = (addr: string): string => addrKey(addr).toString('hex');
 
-function statDelta(before: Stats, after: Stats): Record<StatName, number> {
+/** How much every counter moved between two readings. */
+export function statDelta(before: Stats, after: Stats): Record<StatName, number> {
   return Object.fromEntries(STAT_NAMES.map((n) => [n, Number(after[n] - before[n])])) as Record<StatName, number>;
 }
 
@@ -195,15 +201,9 @@ export const FRAMINGS: readonly HarnessFraming[] = ['ethernet', 'l3'];
  * its first nibble).
  */
 export function toL3(frame: Buffer): Buffer {
-  let off = 12;
-  if (frame.length < off + 2) throw new Error(`a ${frame.length}-byte frame has no EtherType: it has no L3 form`);
-  let type = frame.readUInt16BE(off);
-  off += 2;
-  while ((type === TPID_8021Q || type === TPID_8021AD) && frame.length >= off + 4) {
-    type = frame.readUInt16BE(off + 2);
-    off += 4;
-  }
-  return Buffer.from(frame.subarray(off));
+  const l3 = l3Of(frame);
+  if (l3 === null) throw new Error(`a ${frame.length}-byte frame has no EtherType: it has no L3 form`);
+  return Buffer.from(frame.subarray(l3.off));
 }
 
 /**
@@ -242,6 +242,8 @@ export class GateHarness {
   private pending: KEvent[] = [];
   /** every row checked so far (for a summary) */
   rows = 0;
+  /** events of the rows whose ts_ns was not the clock of their run (asserted empty at the end) */
+  readonly badStamps: string[] = [];
 
   private constructor(
     public gate: Gate,
@@ -291,6 +293,7 @@ export class GateHarness {
           await fn(h);
         }
         h.assertNoLeftoverEvents('end of test');
+        assert.deepEqual(h.badStamps, [], 'every event but DENY carries the clock of its packet (ts_ns inside the run)');
       } finally {
         h.stopReader();
         h.gate.destroy();
@@ -412,18 +415,22 @@ export class GateHarness {
     const doors = this.doorsBySlot();
     return describeEvent(k, {
       doorName: (s) => doors.get(s)?.name,
-      doorSteps: (s) => doors.get(s)?.steps.length,
+      doorSteps: (s) => {
+        const d = doors.get(s);
+        return d === undefined || d.type === DOOR_TYPE.SEQUENCE || d.type === DOOR_TYPE.ROTATING ? d?.nsteps : undefined;
+      },
       ifName: () => undefined,
       nowNs: monoNowNs,
     });
   }
 
   /**
-   * Raw contents of the per-source maps (hex source -> value) and of kg_flows (hex source ->
-   * its flows' keys and values, last_ns zeroed: the clock of the last packet is not a change).
+   * Raw contents of the per-source maps (hex source -> value), of kg_flows (hex source -> its
+   * flows' keys and values, last_ns zeroed: the clock of the last packet is not a change), and
+   * of kg_nonces and kg_spent (hex key -> value).
    */
-  snapshot(): Record<'progress' | 'probation' | 'penalty' | 'grants' | 'flows', Map<string, Buffer>> {
-    type PerSource = typeof MAP.PROGRESS | typeof MAP.PROBATION | typeof MAP.PENALTY | typeof MAP.GRANTS;
+  snapshot(): Record<'progress' | 'probation' | 'penalty' | 'grants' | 'flows' | 'nonces' | 'spent', Map<string, Buffer>> {
+    type PerSource = typeof MAP.PROGRESS | typeof MAP.PROBATION | typeof MAP.PENALTY | typeof MAP.GRANTS | typeof MAP.NONCES | typeof MAP.SPENT;
     const read = (name: PerSource): Map<string, Buffer> =>
       new Map([...this.gate.map(name).entries()].map(([k, v]) => [k.toString('hex'), Buffer.from(v)]));
     const flows = new Map<string, Buffer[]>();
@@ -434,7 +441,15 @@ export class GateHarness {
       flows.set(src, [...(flows.get(src) ?? []), Buffer.concat([k, value])]);
     }
     const flat = new Map([...flows].map(([src, list]) => [src, Buffer.concat(list.sort(Buffer.compare))]));
-    return { progress: read(MAP.PROGRESS), probation: read(MAP.PROBATION), penalty: read(MAP.PENALTY), grants: read(MAP.GRANTS), flows: flat };
+    return {
+      progress: read(MAP.PROGRESS),
+      probation: read(MAP.PROBATION),
+      penalty: read(MAP.PENALTY),
+      grants: read(MAP.GRANTS),
+      flows: flat,
+      nonces: read(MAP.NONCES),
+      spent: read(MAP.SPENT),
+    };
   }
 
   /** {door name: steps} of a source's live progress: step 1 (kg_probation) and more (kg_progress). */
@@ -568,17 +583,25 @@ export class GateHarness {
       if (k.type === EVENT.DENY) {
         assert.equal(k.tsNs, 0n, `${label}: DENY events carry ts 0 (no clock on the drop path)`);
         assert.equal(k.expiresNs, 0n, `${label}: DENY expires`);
-      } else {
-        assert.ok(k.tsNs >= t0 && k.tsNs <= t1, `${label}: ${d.event} event ts ${k.tsNs} outside the run [${t0}, ${t1}]`);
+        continue;
       }
+      if (!(k.tsNs >= t0 && k.tsNs <= t1)) this.badStamps.push(`${label}: ${d.event} event (${d.reason ?? '-'}) ts ${k.tsNs} outside the run [${t0}, ${t1}]`);
+      const door = doors.get(k.door);
       if (k.type === EVENT.GRANT) {
-        const door = doors.get(k.door);
         assert.ok(door, `${label}: GRANT for a slot with no live door`);
         assert.equal(k.expiresNs - k.tsNs, door.openForNs, `${label}: GRANT expires = ts + open_for of ${door.name}`);
-        assert.equal(k.step, door.steps.length, `${label}: GRANT step = sequence length`);
+        assert.equal(k.step, grantStep(door), `${label}: GRANT step of ${door.name}`);
         const g = this.gate.map(MAP.GRANTS).lookup(Buffer.from(k.addr));
         assert.ok(g, `${label}: GRANT event but no kg_grants entry`);
         assert.equal(decodeGrant(g)[k.door], k.expiresNs, `${label}: kg_grants expiry = GRANT event expiry`);
+      }
+      if (k.type === EVENT.REJECT || k.type === EVENT.SIGNED) {
+        assert.ok(door, `${label}: ${d.event} for a slot with no live door`);
+        assert.equal(k.expiresNs, 0n, `${label}: ${d.event} expires`);
+        assert.equal(k.doors, 0, `${label}: ${d.event} doors mask`);
+        const step = k.type === EVENT.REJECT && door.type === DOOR_TYPE.ROTATING ? door.nsteps : 0;
+        assert.equal(k.step, step, `${label}: ${d.event} step`);
+        if (k.type === EVENT.SIGNED) assert.equal(k.reason, 0, `${label}: SIGNED reason`);
       }
     }
     const described = got.map((k) => this.describe(k));
@@ -626,19 +649,16 @@ export class GateHarness {
       for (const p of v ? decodeProgress(v) : []) {
         const door = doors.get(p.slot);
         assert.ok(door, `${label}: progress of ${a} on an empty slot ${p.slot}`);
-        assert.equal(p.epoch, door.epoch, `${label}: progress of ${a} on ${door.name} carries the door's epoch`);
+        assert.ok(seqEpochs(door, t1).includes(p.epoch), `${label}: progress of ${a} on ${door.name} carries the epoch of one of its live sequences`);
         assert.ok(p.startNs <= p.lastNs && p.lastNs <= t1, `${label}: progress times of ${a} on ${door.name}`);
       }
-    }
-    for (const [a, want] of Object.entries(change.progress ?? {})) {
-      const v = this.gate.map(MAP.PROBATION).lookup(addrKey(a));
-      for (const f of v ? decodeProbation(v).live : []) {
+      const pr = this.gate.map(MAP.PROBATION).lookup(addrKey(a));
+      for (const f of pr ? decodeProbation(pr).live : []) {
         const door = doors.get(f.slot);
         assert.ok(door, `${label}: first knock of ${a} on an empty slot ${f.slot}`);
-        assert.equal(f.epoch, door.epoch, `${label}: first knock of ${a} on ${door.name} carries the door's epoch`);
+        assert.ok(seqEpochs(door, t1).includes(f.epoch), `${label}: first knock of ${a} on ${door.name} carries the epoch of one of its live sequences`);
         assert.ok(f.atNs <= t1, `${label}: first knock time of ${a} on ${door.name}`);
       }
-      void want;
     }
     for (const [a, want] of Object.entries(change.grants ?? {})) {
       assert.deepEqual(this.grantsOf(a), [...want].sort(), `${label}: live grants of ${a}`);
@@ -649,7 +669,39 @@ export class GateHarness {
     for (const [a, want] of Object.entries(change.penalty ?? {})) {
       assert.deepEqual(this.penaltyOf(a), want, `${label}: kg_penalty of ${a}`);
     }
+
+    // kg_nonces and kg_spent: only additions, exactly the row's
+    for (const [k, v] of maps0.nonces) assert.ok(maps1.nonces.get(k)?.equals(v), `${label}: kg_nonces entry ${k} changed or went away`);
+    const addedNonces = [...maps1.nonces.keys()].filter((k) => !maps0.nonces.has(k)).sort();
+    assert.deepEqual(addedNonces, (row.nonces ?? []).map((n) => n.toString('hex')).sort(), `${label}: nonces added to kg_nonces`);
+    for (const k of addedNonces) {
+      const at = maps1.nonces.get(k)!.readBigUInt64LE(0);
+      assert.ok(at >= t0 && at <= t1, `${label}: a nonce's value is the clock of its knock`);
+    }
+    for (const [k, v] of maps0.spent) assert.ok(maps1.spent.get(k)?.equals(v), `${label}: kg_spent entry ${k} changed or went away`);
+    const addedSpent = [...maps1.spent.keys()].filter((k) => !maps0.spent.has(k)).map((k) => Buffer.from(k, 'hex'));
+    assert.deepEqual(
+      addedSpent.map((k) => `${k.readUInt32LE(OFFSETS.spent_key.door_id)}/${k.readBigUInt64LE(OFFSETS.spent_key.window)}`).sort(),
+      Object.entries(row.spent ?? {}).flatMap(([door, windows]) => windows.map((w) => `${doorId(door)}/${w}`)).sort(),
+      `${label}: windows added to kg_spent`,
+    );
   }
+}
+
+/** Steps a GRANT event of this door carries: 1 for a single-packet door, else the sequence's length. */
+function grantStep(d: KDoor): number {
+  return d.type === DOOR_TYPE.SPA || d.type === DOOR_TYPE.SIGNED || d.type === DOOR_TYPE.PAYLOAD ? 1 : d.nsteps;
+}
+
+/** The epochs a progress record of this door may carry (kg_seq_epoch of its live sequences). */
+function seqEpochs(d: KDoor, nowNs: bigint): number[] {
+  if (d.type !== DOOR_TYPE.ROTATING) return [d.epoch];
+  const out: number[] = [];
+  for (const s of [0, 1] as const) {
+    if (d.validUntilNs[s] < nowNs) continue;
+    out.push((d.epoch + Math.imul(Number(d.win[s] & 0xffffffffn) | 0, 2654435761 | 0)) >>> 0);
+  }
+  return out;
 }
 
 // ---- flows: rows for packets that open one or travel on one ---------------------------------
@@ -725,7 +777,39 @@ export class FlowBook {
   }
 }
 
-// ---- frames and expectations used by many rows ---------------------------------------------
+// ---- rows, frames and expectations used by many tables -------------------------------------
+
+/** A packet that passes with no map update and no event: only its verdict counter moves. */
+export const untouched = (description: string, frame: Buffer, counter: VerdictName): Row => ({
+  description,
+  frame,
+  verdict: XDP_PASS,
+  counter,
+  map: NO_MAP_UPDATE,
+  events: NO_EVENT,
+});
+
+/** A packet to a knock port that changes nothing and says nothing (counters: what else moves). */
+export const knockNoop = (description: string, frame: Buffer, counters: Row['counters'] = {}): Row => ({
+  description,
+  frame,
+  verdict: XDP_DROP,
+  counter: 'drop_knock',
+  map: NO_MAP_UPDATE,
+  events: NO_EVENT,
+  counters,
+});
+
+/** A packet to a protected port from a source without a grant there, deny tokens at 0: counted, no event. */
+export const deniedQuietly = (description: string, frame: Buffer, counter: 'drop_no_grant' | 'drop_expired' = 'drop_no_grant'): Row => ({
+  description,
+  frame,
+  verdict: XDP_DROP,
+  counter,
+  map: NO_MAP_UPDATE,
+  events: NO_EVENT,
+  counters: { deny_suppressed: 1 },
+});
 
 export const DST4 = '198.19.0.1';
 export const DST6 = '2001:db8:ffff::1';

@@ -219,7 +219,8 @@ export function addrKey(text: string): Buffer {
   return parseIPv6(text);
 }
 
-function parseMac(text: string): Buffer {
+/** Six bytes of a MAC address ("02:00:00:00:00:01", or with dashes). */
+export function parseMac(text: string): Buffer {
   const parts = text.split(/[:-]/);
   if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{1,2}$/.test(p))) {
     throw new TypeError(`not a MAC address: ${JSON.stringify(text)}`);
@@ -235,6 +236,28 @@ export function internetChecksum(...bufs: Buffer[]): number {
   if (data.length % 2 === 1) sum += (data[data.length - 1] ?? 0) << 8;
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   return ~sum & 0xffff;
+}
+
+/**
+ * The pseudo-header a TCP, UDP or ICMPv6 checksum covers: IPv4's for 4-byte addresses, IPv6's
+ * for 16-byte ones; `length` is the L4 segment's.
+ */
+export function pseudoHeader(src: Buffer, dst: Buffer, proto: number, length: number): Buffer {
+  if (src.length === 4 && dst.length === 4) {
+    const b = Buffer.alloc(12);
+    src.copy(b, 0);
+    dst.copy(b, 4);
+    b[9] = proto;
+    b.writeUInt16BE(length, 10);
+    return b;
+  }
+  if (src.length !== 16 || dst.length !== 16) throw new RangeError(`addresses of 4 or 16 bytes expected, got ${src.length} and ${dst.length}`);
+  const b = Buffer.alloc(40);
+  src.copy(b, 0);
+  dst.copy(b, 16);
+  b.writeUInt32BE(length, 32);
+  b[39] = proto;
+  return b;
 }
 
 function padTo(buf: Buffer, multiple: number, fill = 0): Buffer {
@@ -287,15 +310,7 @@ function buildIpv4(ip: Ipv4Spec, l4: L4Spec | undefined): Buffer {
   const src = parseIPv4(ip.src);
   const dst = parseIPv4(ip.dst);
   const proto = ip.protocol ?? l4Protocol(l4);
-  const pseudo = (len: number, p: number): Buffer => {
-    const b = Buffer.alloc(12);
-    src.copy(b, 0);
-    dst.copy(b, 4);
-    b[9] = p;
-    b.writeUInt16BE(len, 10);
-    return b;
-  };
-  const body = buildL4(l4, pseudo);
+  const body = buildL4(l4, (len, p) => pseudoHeader(src, dst, p, len));
   const options = padTo(ip.options ?? Buffer.alloc(0), 4);
   const hlen = IPV4_HLEN + options.length;
   if (hlen > 60) throw new RangeError(`IPv4 options too long: ${options.length} bytes`);
@@ -380,15 +395,7 @@ function buildExt(ext: Ipv6ExtSpec, next: number): Buffer {
 function buildIpv6(ip: Ipv6Spec, l4: L4Spec | undefined): Buffer {
   const src = parseIPv6(ip.src);
   const dst = parseIPv6(ip.dst);
-  const pseudo = (len: number, p: number): Buffer => {
-    const b = Buffer.alloc(40);
-    src.copy(b, 0);
-    dst.copy(b, 16);
-    b.writeUInt32BE(len, 32);
-    b[39] = p;
-    return b;
-  };
-  const body = buildL4(l4, pseudo);
+  const body = buildL4(l4, (len, p) => pseudoHeader(src, dst, p, len));
   const exts = ip.extensions ?? [];
   const proto = l4Protocol(l4);
   const parts = exts.map((ext, i) => {
@@ -484,4 +491,117 @@ export function truncate(buf: Buffer, n: number): Buffer {
     throw new RangeError(`cannot truncate a ${buf.length}-byte buffer to ${n}`);
   }
   return Buffer.from(buf.subarray(0, n));
+}
+
+// ---- reading frames back --------------------------------------------------------------------
+
+/**
+ * Where the L3 header of an Ethernet frame starts, after up to `maxTags` 802.1Q / 802.1ad tags
+ * (a tag cut short ends the walk), and the EtherType found there (still a TPID if the walk
+ * stopped at a tag); null for a frame shorter than an Ethernet header.
+ */
+export function l3Of(frame: Buffer, maxTags = Infinity): { off: number; type: number } | null {
+  if (frame.length < ETH_HLEN) return null;
+  let off = ETH_HLEN;
+  let type = frame.readUInt16BE(off - 2);
+  for (let i = 0; i < maxTags && (type === TPID_8021Q || type === TPID_8021AD) && frame.length >= off + VLAN_HLEN; i++) {
+    type = frame.readUInt16BE(off + 2);
+    off += VLAN_HLEN;
+  }
+  return { off, type };
+}
+
+/** Where an IP packet's L4 header starts, as the kernel would find it (see l4Of). */
+export interface L4At {
+  v: 4 | 6;
+  /** offset of the L4 header */
+  l4: number;
+  /** IP protocol (IPv6: after the extension headers) */
+  proto: number;
+  /** L4 bytes by the IP length fields */
+  segLen: number;
+  src: Buffer;
+  dst: Buffer;
+}
+
+/**
+ * The L4 header of the IP packet at `off` (version from the first nibble), if the kernel would
+ * find one: whole by its length fields, not a fragment, IPv6 extension headers walked (at most 16).
+ */
+export function l4Of(b: Buffer, off: number): L4At | null {
+  const v = (b[off] ?? 0) >> 4;
+  if (v === 4) {
+    if (b.length < off + IPV4_HLEN) return null;
+    const ihl = ((b[off] ?? 0) & 0x0f) * 4;
+    const tot = b.readUInt16BE(off + 2);
+    const frag = b.readUInt16BE(off + 6);
+    if (ihl < IPV4_HLEN || tot < ihl || b.length < off + tot || (frag & 0x3fff) !== 0) return null;
+    return { v: 4, l4: off + ihl, proto: b[off + 9] ?? 0, segLen: tot - ihl, src: b.subarray(off + 12, off + 16), dst: b.subarray(off + 16, off + 20) };
+  }
+  if (v === 6) {
+    if (b.length < off + IPV6_HLEN) return null;
+    let nh = b[off + 6] ?? 0;
+    let rem = b.readUInt16BE(off + 4);
+    let p = off + IPV6_HLEN;
+    if (b.length < p + rem) return null;
+    for (let i = 0; i < 16; i++) {
+      let len: number;
+      if (nh === IPPROTO.HOPOPTS || nh === IPPROTO.ROUTING || nh === IPPROTO.DSTOPTS) len = ((b[p + 1] ?? 0) + 1) * 8;
+      else if (nh === IPPROTO.AH) len = ((b[p + 1] ?? 0) + 2) * 4;
+      else if (nh === IPPROTO.FRAGMENT) {
+        if (b.length < p + 8 || (b.readUInt16BE(p + 2) & 0xfff9) !== 0) return null; // a real fragment
+        len = 8;
+      } else break;
+      if (len > rem || b.length < p + 2) return null;
+      nh = b[p] ?? 0;
+      p += len;
+      rem -= len;
+    }
+    return { v: 6, l4: p, proto: nh, segLen: rem, src: b.subarray(off + 8, off + 24), dst: b.subarray(off + 24, off + 40) };
+  }
+  return null;
+}
+
+/** The L4 header of an Ethernet frame's IPv4/IPv6 packet (after any VLAN tags), or null (see l4Of). */
+export function l4OfFrame(frame: Buffer): L4At | null {
+  const l3 = l3Of(frame);
+  if (l3 === null || (l3.type !== ETH_P_IP && l3.type !== ETH_P_IPV6)) return null;
+  return l4Of(frame, l3.off);
+}
+
+/**
+ * Writes a valid IPv4 header checksum and TCP/UDP checksum wherever the kernel would check
+ * them, into the IP packet at `off`; true if it wrote any.
+ */
+export function fixChecksums(b: Buffer, off: number): boolean {
+  let fixed = false;
+  if ((b[off] ?? 0) >> 4 === 4 && b.length >= off + IPV4_HLEN) {
+    const ihl = ((b[off] ?? 0) & 0x0f) * 4;
+    if (ihl >= IPV4_HLEN && b.length >= off + ihl) {
+      b.writeUInt16BE(0, off + 10);
+      b.writeUInt16BE(internetChecksum(b.subarray(off, off + ihl)), off + 10);
+      fixed = true;
+    }
+  }
+  const t = l4Of(b, off);
+  if (t === null || (t.proto !== IPPROTO.TCP && t.proto !== IPPROTO.UDP)) return fixed;
+  const at = t.proto === IPPROTO.TCP ? 16 : 6;
+  if (t.segLen < at + 2 || b.length < t.l4 + t.segLen) return fixed;
+  const seg = b.subarray(t.l4, t.l4 + t.segLen);
+  seg.writeUInt16BE(0, at);
+  let sum = internetChecksum(pseudoHeader(t.src, t.dst, t.proto, t.segLen), seg);
+  if (sum === 0 && t.proto === IPPROTO.UDP) sum = 0xffff;
+  seg.writeUInt16BE(sum, at);
+  return true;
+}
+
+/**
+ * Whether the IP packet at `off` carries valid checksums: the IPv4 header's, and the TCP/UDP
+ * segment's with its pseudo-header (null: no L4 header the kernel would find).
+ */
+export function checksumsValid(b: Buffer, off: number): { ip: boolean; l4: boolean } | null {
+  const t = l4Of(b, off);
+  if (t === null) return null;
+  const ip = t.v === 6 || internetChecksum(b.subarray(off, t.l4)) === 0;
+  return { ip, l4: internetChecksum(pseudoHeader(t.src, t.dst, t.proto, t.segLen), b.subarray(t.l4, t.l4 + t.segLen)) === 0 };
 }

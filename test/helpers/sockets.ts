@@ -10,9 +10,11 @@
  * Every fd is the caller's to close (closeFd), in a finally.
  */
 import { constants, existsSync, openSync, readSync, writeSync } from 'node:fs';
+import { constants as os } from 'node:os';
 import type { TestContext } from 'node:test';
 import { isIPv4 } from 'node:net';
 import koffi from 'koffi';
+import { libc } from '../../src/bpf/libbpf.js';
 import { IN_CI } from './kernel.js';
 import { parseIPv4, parseIPv6 } from './packets.js';
 
@@ -31,7 +33,6 @@ const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const MSG_DONTWAIT = 0x40;
 const ETH_P_ALL = 0x0003;
-const EAGAIN = 11;
 
 const TUNSETIFF = 0x400454ca;
 const TUNSETLINK = 0x400454cd;
@@ -39,6 +40,7 @@ const IFF_TUN = 0x0001;
 const IFF_TAP = 0x0002;
 const IFF_NO_PI = 0x1000;
 
+/** The socket calls (close and strerror are the binding's: src/bpf/libbpf.ts libc()). */
 interface Sys {
   socket: (domain: number, type: number, protocol: number) => number;
   bind: (fd: number, addr: Buffer, len: number) => number;
@@ -48,8 +50,6 @@ interface Sys {
   sendto: (fd: number, buf: Buffer, len: number, flags: number, addr: Buffer, addrlen: number) => number;
   ioctlPtr: (fd: number, request: number, arg: Buffer) => number;
   ioctlInt: (fd: number, request: number, arg: number) => number;
-  close: (fd: number) => number;
-  strerror: (e: number) => string;
 }
 let sys: Sys | undefined;
 
@@ -66,8 +66,6 @@ function c(): Sys {
       sendto: f('intptr_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)'),
       ioctlPtr: lib.func('ioctl', 'int', ['int', 'unsigned long', 'void *']) as unknown as Sys['ioctlPtr'],
       ioctlInt: lib.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']) as unknown as Sys['ioctlInt'],
-      close: f('int close(int fd)'),
-      strerror: f('const char *strerror(int e)'),
     };
   }
   return sys;
@@ -75,11 +73,11 @@ function c(): Sys {
 
 function fail(what: string): never {
   const e = koffi.errno();
-  throw new Error(`${what}: ${c().strerror(e)} (errno ${e})`);
+  throw new Error(`${what}: ${libc().strerror(e)} (errno ${e})`);
 }
 
 export function closeFd(fd: number): void {
-  if (fd >= 0) c().close(fd);
+  if (fd >= 0) libc().close(fd);
 }
 
 // ---- TUN ----------------------------------------------------------------------------------
@@ -101,8 +99,8 @@ export function openTun(name: string, kind: 'tun' | 'tap' = 'tun'): number {
   ifr.writeUInt16LE((kind === 'tun' ? IFF_TUN : IFF_TAP) | IFF_NO_PI, 16);
   if (c().ioctlPtr(fd, TUNSETIFF, ifr) !== 0) {
     const e = koffi.errno();
-    c().close(fd);
-    throw new Error(`TUNSETIFF(${name}): ${c().strerror(e)} (errno ${e})`);
+    libc().close(fd);
+    throw new Error(`TUNSETIFF(${name}): ${libc().strerror(e)} (errno ${e})`);
   }
   return fd;
 }
@@ -159,7 +157,7 @@ function ipSocket(addr: string, port: number, type: number): number {
     const sa = sockaddr(addr, port);
     if (c().bind(fd, sa, sa.length) !== 0) fail(`bind(${addr} port ${port})`);
   } catch (err) {
-    c().close(fd);
+    libc().close(fd);
     throw err;
   }
   return fd;
@@ -169,7 +167,7 @@ function ipSocket(addr: string, port: number, type: number): number {
 export function tcpListen(addr: string, port: number): number {
   const fd = ipSocket(addr, port, SOCK_STREAM);
   if (c().listen(fd, 4096) !== 0) {
-    c().close(fd);
+    libc().close(fd);
     fail(`listen(${addr} port ${port})`);
   }
   return fd;
@@ -180,24 +178,32 @@ export function udpBind(addr: string, port: number): number {
   return ipSocket(addr, port, SOCK_DGRAM);
 }
 
-/** One datagram from a UDP socket (source address and port, payload), or null if none is queued. */
-export function recvDatagram(fd: number): { from: string; port: number; data: Buffer } | null {
+/** One recvfrom() that never blocks: the bytes and the sender's address, or null if nothing is queued. */
+function recvNow(fd: number, addrBytes: number, what: string): { data: Buffer; sa: Buffer } | null {
   const buf = Buffer.alloc(65536);
-  const sa = Buffer.alloc(128);
+  const sa = Buffer.alloc(addrBytes);
   const len = Buffer.alloc(4);
   len.writeUInt32LE(sa.length);
   const n = Number(c().recvfrom(fd, buf, buf.length, MSG_DONTWAIT, sa, len));
   if (n < 0) {
-    if (koffi.errno() === EAGAIN) return null;
-    fail('recvfrom(udp)');
+    if (koffi.errno() === os.errno.EAGAIN) return null;
+    fail(`recvfrom(${what})`);
   }
+  return { data: Buffer.from(buf.subarray(0, n)), sa };
+}
+
+/** One datagram from a UDP socket (source address and port, payload), or null if none is queued. */
+export function recvDatagram(fd: number): { from: string; port: number; data: Buffer } | null {
+  const got = recvNow(fd, 128, 'udp');
+  if (got === null) return null;
+  const { sa, data } = got;
   const family = sa.readUInt16LE(0);
   const port = sa.readUInt16BE(2);
   const from =
     family === AF_INET
       ? [...sa.subarray(4, 8)].join('.')
       : Array.from({ length: 8 }, (_, i) => sa.readUInt16BE(8 + 2 * i).toString(16)).join(':');
-  return { from, port, data: Buffer.from(buf.subarray(0, n)) };
+  return { from, port, data };
 }
 
 // ---- AF_PACKET --------------------------------------------------------------------------------
@@ -221,13 +227,13 @@ export function packetSocket(ifindex: number, rcvbufBytes = 0): number {
     const v = Buffer.alloc(4);
     v.writeInt32LE(rcvbufBytes);
     if (c().setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, v, 4) !== 0) {
-      c().close(fd);
+      libc().close(fd);
       fail('setsockopt(SO_RCVBUFFORCE)');
     }
   }
   const sa = sockaddrLl(ifindex);
   if (c().bind(fd, sa, sa.length) !== 0) {
-    c().close(fd);
+    libc().close(fd);
     fail(`bind(AF_PACKET, ifindex ${ifindex})`);
   }
   return fd;
@@ -242,14 +248,6 @@ export function sendFrame(fd: number, ifindex: number, frame: Buffer): void {
 
 /** One frame the interface received or sent (pkttype: 4 = sent by this host), or null. */
 export function recvFrame(fd: number): { frame: Buffer; outgoing: boolean } | null {
-  const buf = Buffer.alloc(65536);
-  const sa = Buffer.alloc(20);
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(sa.length);
-  const n = Number(c().recvfrom(fd, buf, buf.length, MSG_DONTWAIT, sa, len));
-  if (n < 0) {
-    if (koffi.errno() === EAGAIN) return null;
-    fail('recvfrom(AF_PACKET)');
-  }
-  return { frame: Buffer.from(buf.subarray(0, n)), outgoing: sa[10] === 4 };
+  const got = recvNow(fd, 20, 'AF_PACKET');
+  return got === null ? null : { frame: got.data, outgoing: got.sa[10] === 4 };
 }

@@ -47,6 +47,7 @@ import {
 import * as raw from '../../src/bpf/libbpf.js';
 import { setFormatBufferSizeForTests } from '../../src/bpf/log.js';
 import { IN_CI, ROOT, fixture, kernelSuite, randomSuffix, withNetns, withPinDir } from '../helpers/kernel.js';
+import { udpFrom } from '../helpers/packets.js';
 
 const XDP_ABORTED = 0;
 const XDP_DROP = 1;
@@ -68,18 +69,7 @@ const u64 = (n: bigint): Buffer => {
 
 /** A minimal Ethernet + IPv4 + UDP frame (198.18.0.1 -> 198.18.0.2), `extra` payload bytes. */
 function udpFrame(extra = 16): Buffer {
-  const b = Buffer.alloc(14 + 20 + 8 + extra);
-  b.writeUInt16BE(0x0800, 12);
-  b[14] = 0x45;
-  b.writeUInt16BE(20 + 8 + extra, 16);
-  b[22] = 64;
-  b[23] = 17;
-  Buffer.from([198, 18, 0, 1]).copy(b, 26);
-  Buffer.from([198, 18, 0, 2]).copy(b, 30);
-  b.writeUInt16BE(40000, 34);
-  b.writeUInt16BE(9, 36);
-  b.writeUInt16BE(8 + extra, 38);
-  return b;
+  return udpFrom({ src: '198.18.0.1', dst: '198.18.0.2' }, 40000, 9, Buffer.alloc(extra));
 }
 
 interface KbRecord {

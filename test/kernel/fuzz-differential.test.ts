@@ -27,9 +27,9 @@ import { Gate } from '../../src/kernel/gate.js';
 import { STAT_NAMES, VERDICTS } from '../../src/kernel/layout.js';
 import { formatAddress } from '../../src/net/addr.js';
 import { TEST_IFINDEX, XDP_PASS, doorsOf, silentLogger, toL3 } from '../helpers/gate.js';
-import { Rng, ipOffset, l4Of, nextFrame, type FuzzFrame, type Lab } from '../helpers/fuzz.js';
+import { Rng, ipOffset, nextFrame, type FuzzFrame, type Lab } from '../helpers/fuzz.js';
 import { kernelSuite, run, withNetns, withPinDir, type NetnsPair } from '../helpers/kernel.js';
-import { TCP_FLAGS, buildFrame } from '../helpers/packets.js';
+import { TCP_FLAGS, buildFrame, l4Of, l4OfFrame } from '../helpers/packets.js';
 import { closeFd, openTun, requireTun, packetSocket, recvDatagram, recvFrame, sendFrame, tcpListen, udpBind, writeTun } from '../helpers/sockets.js';
 
 const SECONDS = Number(process.env['KG_FUZZ_SECONDS'] ?? 120);
@@ -104,9 +104,7 @@ class Detectors {
     for (let r = recvFrame(this.capture); r !== null; r = recvFrame(this.capture)) {
       if (r.outgoing) continue;
       const f = r.frame;
-      if (f.length < 14) continue;
-      const type = f.readUInt16BE(12);
-      const t = type === 0x0800 || type === 0x86dd ? l4Of(f, 14) : null;
+      const t = l4OfFrame(f);
       if (t === null || t.proto !== 6 || f.length < t.l4 + 14) continue;
       const flags = f[t.l4 + 13] ?? 0;
       const sport = f.readUInt16BE(t.l4);

@@ -16,7 +16,7 @@ import { Gate, GateError } from '../../src/kernel/gate.js';
 import type { StatName, Stats } from '../../src/kernel/layout.js';
 import { doorsOf, silentLogger, toL3 } from '../helpers/gate.js';
 import { kernelSuite, run, withNetns, withPinDir, type NetnsPair } from '../helpers/kernel.js';
-import { IPPROTO, TCP_FLAGS, buildFrame } from '../helpers/packets.js';
+import { IPPROTO, TCP_FLAGS, buildFrame, l4Of } from '../helpers/packets.js';
 import { closeFd, openTun, requireTun, readTun, recvDatagram, setTunLinkType, tcpListen, udpBind, writeTun } from '../helpers/sockets.js';
 
 const YAML = `
@@ -54,11 +54,9 @@ function udp(src: string, dport: number, payload: string): Buffer {
 function repliesFrom22(fd: number): { dport: number; flags: number }[] {
   const out: { dport: number; flags: number }[] = [];
   for (let p = readTun(fd); p !== null; p = readTun(fd)) {
-    const v = (p[0] ?? 0) >> 4;
-    const l4 = v === 4 ? ((p[0] ?? 0) & 0x0f) * 4 : v === 6 ? 40 : -1;
-    const proto = v === 4 ? p[9] : v === 6 ? p[6] : -1;
-    if (l4 < 0 || proto !== IPPROTO.TCP || p.length < l4 + 14) continue;
-    if (p.readUInt16BE(l4) === 22) out.push({ dport: p.readUInt16BE(l4 + 2), flags: p[l4 + 13] ?? 0 });
+    const t = l4Of(p, 0);
+    if (t === null || t.proto !== IPPROTO.TCP || p.length < t.l4 + 14) continue;
+    if (p.readUInt16BE(t.l4) === 22) out.push({ dport: p.readUInt16BE(t.l4 + 2), flags: p[t.l4 + 13] ?? 0 });
   }
   return out;
 }

@@ -29,6 +29,7 @@ import {
 } from '../helpers/gate.js';
 import {
   ETH_P_ARP,
+  ETH_P_IP,
   IPPROTO,
   TCP_FLAGS,
   TPID_8021AD,
@@ -400,11 +401,7 @@ framingSuites('XDP: frames cut at every byte', (framing) => {
 });
 
 /** An Ethernet header (EtherType IPv4) before raw IP bytes: toL3 takes it off again. */
-const ethOver = (ip: Buffer, etherType = 0x0800): Buffer => {
-  const eth = Buffer.alloc(14);
-  eth.writeUInt16BE(etherType, 12);
-  return Buffer.concat([eth, ip]);
-};
+const ethOver = (ip: Buffer, etherType = ETH_P_IP): Buffer => buildFrame({ etherType, payload: ip });
 
 kernelSuite('XDP (l3 framing): frames that start at the IP header', () => {
   it('the version nibble gives the family: the SYN of issue 11 is judged as IPv4, other versions are not IP', async () => {

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { kernelSuite } from '../helpers/kernel.js';
 import { GateHarness, NO_EVENT, NO_MAP_UPDATE, XDP_DROP, XDP_PASS, config, to } from '../helpers/gate.js';
-import { ETH_HLEN, IPV4_HLEN, IPV6_HLEN, tcpSyn, udpDatagram } from '../helpers/packets.js';
+import { l4OfFrame, tcpSyn, udpDatagram } from '../helpers/packets.js';
 import type { StatName } from '../../src/kernel/layout.js';
 import { ConfigError, checkConfigText, formatIssue, parseConfigText } from '../../src/config/index.js';
 
@@ -33,7 +33,7 @@ interface ScanCase {
 /** Sends one packet to every port in order; returns the ports whose verdict was not the expected one. */
 function scan(h: GateHarness, c: ScanCase): string[] {
   const frame = c.proto === 'tcp' ? tcpSyn(to(c.src), 1) : udpDatagram(to(c.src), 1, Buffer.from('scan'));
-  const dportAt = ETH_HLEN + (c.src.includes(':') ? IPV6_HLEN : IPV4_HLEN) + 2;
+  const dportAt = l4OfFrame(frame)!.l4 + 2;
   const drop = new Set([...c.knockPorts, ...c.protectedPorts]);
   const bad: string[] = [];
   for (let i = 1; i <= 65535; i++) {

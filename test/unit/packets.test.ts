@@ -8,7 +8,14 @@ import {
   TPID_8021Q,
   addrKey,
   buildFrame,
+  checksumsValid,
+  fixChecksums,
   internetChecksum,
+  l3Of,
+  l4Of,
+  l4OfFrame,
+  parseMac,
+  pseudoHeader,
   parseIPv4,
   parseIPv6,
   tcpSyn,
@@ -180,4 +187,45 @@ test('address parsing', () => {
   assert.throws(() => parseIPv4('198.18.0.256'), TypeError);
   assert.throws(() => parseIPv6('2001:db8::g'), TypeError);
   assert.throws(() => tcpSyn({ src: '198.18.0.2', dst: '2001:db8::1' }, 22), TypeError);
+});
+
+test('reading frames back: l3Of walks VLAN tags (up to maxTags, stopping at a cut tag), l4Of finds the L4 header the kernel would', () => {
+  const tagged = buildFrame({ vlans: [{ vid: 5 }, { tpid: TPID_8021AD, vid: 6 }], ipv4: { src: '198.18.0.1', dst: '198.18.0.2' }, l4: { proto: 'udp', dport: 7000 } });
+  assert.deepEqual(l3Of(tagged), { off: ETH_HLEN + 8, type: 0x0800 });
+  assert.deepEqual(l3Of(tagged, 1), { off: ETH_HLEN + 4, type: TPID_8021AD }, 'stopped after one tag');
+  assert.deepEqual(l3Of(truncate(tagged, ETH_HLEN + 6)), { off: ETH_HLEN + 4, type: TPID_8021AD }, 'a cut second tag ends the walk');
+  assert.equal(l3Of(truncate(tagged, 13)), null);
+  const t = l4OfFrame(tagged);
+  assert.ok(t !== null);
+  assert.deepEqual([t.v, t.l4, t.proto, t.segLen], [4, ETH_HLEN + 8 + 20, IPPROTO.UDP, 8]);
+  assert.equal(tagged.readUInt16BE(t.l4 + 2), 7000);
+
+  const v6 = buildFrame({ ipv6: { src: '2001:db8::1', dst: '2001:db8::2', extensions: [{ type: 'hop-by-hop' }, { type: 'dest-options' }] }, l4: { proto: 'tcp', dport: 22 } });
+  const t6 = l4Of(v6, ETH_HLEN);
+  assert.deepEqual(t6 && [t6.v, t6.l4, t6.proto, t6.segLen], [6, ETH_HLEN + 40 + 16, IPPROTO.TCP, 20]);
+  const frag = buildFrame({ ipv4: { src: '198.18.0.1', dst: '198.18.0.2', moreFragments: true }, l4: { proto: 'tcp', dport: 22 } });
+  assert.equal(l4Of(frag, ETH_HLEN), null, 'a fragment has no L4 header the kernel would read');
+  assert.equal(l4Of(truncate(v6, v6.length - 1), ETH_HLEN), null, 'shorter than its payload length');
+  assert.equal(l4OfFrame(buildFrame({ etherType: 0x0806, payload: Buffer.alloc(28) })), null, 'ARP');
+});
+
+test('pseudoHeader, fixChecksums and checksumsValid agree with the builder', () => {
+  const src = parseIPv4('198.18.0.1');
+  const dst = parseIPv4('198.18.0.2');
+  assert.equal(hex(pseudoHeader(src, dst, IPPROTO.TCP, 20)), 'c6120001c612000200060014');
+  assert.equal(pseudoHeader(parseIPv6('2001:db8::1'), parseIPv6('2001:db8::2'), IPPROTO.UDP, 9).length, 40);
+  assert.throws(() => pseudoHeader(src, parseIPv6('2001:db8::2'), IPPROTO.TCP, 20), /4 or 16 bytes/);
+  for (const f of [tcpSyn({ src: '198.18.0.1', dst: '198.18.0.2' }, 22), udpDatagram({ src: '2001:db8::1', dst: '2001:db8::2' }, 53, Buffer.from('x'))]) {
+    assert.deepEqual(checksumsValid(f, ETH_HLEN), { ip: true, l4: true });
+    const broken = Buffer.from(f);
+    broken[broken.length - 1] = (broken[broken.length - 1] ?? 0) ^ 0xff;
+    if (broken.readUInt16BE(12) === 0x0800) broken[ETH_HLEN + 8] = 1; // TTL
+    const was = checksumsValid(broken, ETH_HLEN);
+    assert.equal(was?.l4, false, 'a changed byte breaks the L4 checksum');
+    assert.equal(fixChecksums(broken, ETH_HLEN), true);
+    assert.deepEqual(checksumsValid(broken, ETH_HLEN), { ip: true, l4: true });
+  }
+  assert.equal(checksumsValid(buildFrame({ etherType: 0x0806, payload: Buffer.alloc(28) }), ETH_HLEN), null);
+  assert.deepEqual([...parseMac('02-00-00-0a-0B-ff')], [2, 0, 0, 10, 11, 255]);
+  assert.throws(() => parseMac('02:00:00:00:00'), /not a MAC address/);
 });
