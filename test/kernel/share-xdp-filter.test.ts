@@ -115,8 +115,10 @@ function knockgate(lab: Lab, args: readonly string[]): { status: number | null; 
   return labRun(lab, [process.execPath, CLI, ...args]);
 }
 
-function startGate(lab: Lab): Proc {
-  const child = spawn('nsenter', [`--net=/run/netns/${lab.env.nsA}`, process.execPath, CLI, 'run', '-c', lab.cfg], {
+/** The daemon, with only the packaged systemd unit's capabilities when `unitCaps`. */
+function startGate(lab: Lab, unitCaps = false): Proc {
+  const caps = unitCaps ? ['setpriv', '--bounding-set=-all,+bpf,+net_admin,+perfmon', '--inh-caps=-all'] : [];
+  const child = spawn('nsenter', [`--net=/run/netns/${lab.env.nsA}`, ...caps, process.execPath, CLI, 'run', '-c', lab.cfg], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: labEnv(lab),
   });
@@ -393,6 +395,20 @@ kernelSuite('sharing the interface with xdp-filter through libxdp', () => {
         assert.equal(await reach(lab, FILTERED), true, 'the port xdp-filter blocked is open again');
         assert.equal(lab.daemon!.child.exitCode, null, 'the daemon runs on');
       });
+    });
+  });
+
+  kernelTest("without CAP_SYS_ADMIN (the systemd unit's set): a direct link where nothing is attached, with the reason", async () => {
+    await withLab(async (lab) => {
+      writeConfig(lab, 10);
+      const d = startGate(lab, true);
+      await gateRunning(d);
+      const warn = d.lines.find((l) => /dispatcher cannot be used/.test(String(l.msg)));
+      assert.ok(warn, d.raw.join('\n'));
+      assert.match(String(warn['reason']), /lacks CAP_SYS_ADMIN/);
+      assert.match(String(warn['reason']), /systemctl edit knockgate/);
+      assert.match(run('ip', ['-n', lab.env.nsA, '-d', 'link', 'show', lab.env.ifA]), /prog\/xdp id \d+/, 'the gate holds the interface');
+      await assertStrangerOut(lab, 'direct link');
     });
   });
 
