@@ -6,6 +6,7 @@
  */
 import { check } from '../src/bpf/errors.js';
 import { bpf_test_run_opts, libbpf, type TestRunOptsRaw } from '../src/bpf/libbpf.js';
+import { testRunOpts } from '../src/bpf/testrun.js';
 
 /** linux/bpf.h: run XDP frames through the real redirect/XDP_TX/XDP_PASS paths. */
 export const BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1;
@@ -33,23 +34,7 @@ export interface RunResult {
   wallNs: number;
 }
 
-const raw: TestRunOptsRaw = {
-  sz: bpf_test_run_opts.size,
-  data_in: null,
-  data_out: null,
-  data_size_in: 0,
-  data_size_out: 0,
-  ctx_in: null,
-  ctx_out: null,
-  ctx_size_in: 0,
-  ctx_size_out: 0,
-  retval: 0,
-  repeat: 1,
-  duration: 0,
-  flags: 0,
-  cpu: 0,
-  batch_size: 0,
-};
+const raw: TestRunOptsRaw = testRunOpts(null);
 
 const ctxCache = new Map<string, Buffer>();
 

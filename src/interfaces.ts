@@ -155,7 +155,8 @@ export class InterfaceSupervisor {
         this.devices.delete(d.name);
         this.gate.detachInterface(d.name);
         this.log.info({ interface: d.name }, 'no longer covered by the config: gate detached');
-      } else if (entry.mode !== d.entry.mode || entry.name !== d.entry.name) {
+      } else if (entry.mode !== d.entry.mode || entry.name !== d.entry.name || entry.attach !== d.entry.attach || entry.priority !== d.entry.priority) {
+        // A new xdp_priority moves the gate in the interface's dispatcher (attachOne: two atomic swaps).
         d.entry = entry;
         if (d.state === 'attached') this.attach(d, false);
       }

@@ -23,8 +23,9 @@
  */
 import koffi, { type LibraryHandle } from 'koffi';
 import { BpfError, errnoNumber, type BpfErrorDetails } from './errors.js';
-import { bpf_object, bpf_test_run_opts, type Ptr, type TestRunOptsRaw } from './libbpf.js';
+import { bpf_object, type Ptr, type TestRunOptsRaw } from './libbpf.js';
 import { captureLibbpfLog, printCallback } from './log.js';
+import { testRunOpts } from './testrun.js';
 
 // ---- constants (xdp/libxdp.h, xdp/prog_dispatcher.h, linux/bpf.h) ---------------------------
 
@@ -295,23 +296,7 @@ export class XdpProgram {
    * libxdp take the fd of a program loaded outside it.
    */
   testRun(data: Buffer): number {
-    const raw: TestRunOptsRaw = {
-      sz: bpf_test_run_opts.size,
-      data_in: data,
-      data_out: null,
-      data_size_in: data.length,
-      data_size_out: 0,
-      ctx_in: null,
-      ctx_out: null,
-      ctx_size_in: 0,
-      ctx_size_out: 0,
-      retval: 0,
-      repeat: 1,
-      duration: 0,
-      flags: 0,
-      cpu: 0,
-      batch_size: 0,
-    };
+    const raw = testRunOpts(data);
     logged((log) => checkXdp(libxdp().xdp_program__test_run(this.handle(), raw, 0), 'xdp_program__test_run', log));
     return raw.retval;
   }

@@ -38,6 +38,28 @@ const OUT_SLACK = 4096;
 /** sizeof(struct xdp_md): data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex */
 const XDP_MD_SIZE = 24;
 
+/** The bpf_test_run_opts of one run: `data` in, everything else zero unless given. */
+export function testRunOpts(data: Buffer | null, o: Partial<Omit<TestRunOptsRaw, 'sz' | 'data_in' | 'data_size_in'>> = {}): TestRunOptsRaw {
+  return {
+    sz: bpf_test_run_opts.size,
+    data_in: data,
+    data_out: null,
+    data_size_in: data?.length ?? 0,
+    data_size_out: 0,
+    ctx_in: null,
+    ctx_out: null,
+    ctx_size_in: 0,
+    ctx_size_out: 0,
+    retval: 0,
+    repeat: 1,
+    duration: 0,
+    flags: 0,
+    cpu: 0,
+    batch_size: 0,
+    ...o,
+  };
+}
+
 export function progTestRun(progFd: number, data: Buffer, opts: TestRunOptions = {}): TestRunResult {
   const out = opts.dataOut ? Buffer.alloc(data.length + OUT_SLACK) : null;
   let ctx: Buffer | null = null;
@@ -47,23 +69,15 @@ export function progTestRun(progFd: number, data: Buffer, opts: TestRunOptions =
     ctx.writeUInt32LE(data.length, 4); // data_end
     ctx.writeUInt32LE(opts.ifindex, 12); // ingress_ifindex
   }
-  const raw: TestRunOptsRaw = {
-    sz: bpf_test_run_opts.size,
-    data_in: data,
+  const raw = testRunOpts(data, {
     data_out: out,
-    data_size_in: data.length,
     data_size_out: out?.length ?? 0,
     ctx_in: ctx,
-    ctx_out: null,
     ctx_size_in: ctx?.length ?? 0,
-    ctx_size_out: 0,
-    retval: 0,
     repeat: opts.repeat ?? 1,
-    duration: 0,
     flags: opts.live ? BPF_F_TEST_XDP_LIVE_FRAMES : 0,
-    cpu: 0,
     batch_size: opts.live ? (opts.batchSize ?? 0) : 0,
-  };
+  });
   check(libbpf().bpf_prog_test_run_opts(progFd, raw), `bpf_prog_test_run_opts(prog fd ${progFd})`);
   const result: TestRunResult = { retval: raw.retval, durationNs: raw.duration };
   if (out !== null) result.dataOut = Buffer.from(out.subarray(0, raw.data_size_out));

@@ -19,13 +19,16 @@
  * - `<pin_path>/dispatcher/<ifname>` pins the gate's extension on that interface: the record of
  *   which interfaces the gate holds this way. libxdp's own pins (<bpffs>/xdp/dispatch-*) and the
  *   netlink attachment of the dispatcher keep the program running when the process dies.
+ * - CAP_SYS_ADMIN: without it (the packaged systemd unit's set) the dispatcher cannot be read,
+ *   so it is unavailable: the gate takes an interface nothing holds with a direct bpf_link and says
+ *   why, and refuses one that something holds, naming that program's id and the capability.
  * - Refusals: an interface held by a program libxdp does not manage; a dispatcher in another
  *   XDP mode than the interface's xdp_mode; a program that would run before the gate and end
  *   the chain on XDP_PASS (what it passes would never reach the gate). When libxdp cannot be used
  *   (not installed, a kernel without the features), the caller falls back to a direct bpf_link,
  *   but only where nothing else is attached.
  */
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BpfError,
@@ -42,6 +45,7 @@ import {
   multiprogState,
   progMapIds,
   unpin,
+  xdpQuery,
   type MultiprogState,
   type XdpProgramInfo,
 } from '../bpf/index.js';
@@ -89,6 +93,33 @@ export interface DispatchedState {
 /** A frame knockgate passes without touching a map (not IPv4/IPv6): the extension's probe. */
 const PROBE_FRAME = Buffer.concat([Buffer.alloc(12, 0x02), Buffer.from([0x88, 0xb5]), Buffer.alloc(46)]);
 const XDP_PASS = 2;
+
+/** linux/capability.h */
+const CAP_SYS_ADMIN = 21;
+
+/** Whether a /proc/<pid>/status text's effective set (CapEff) holds capability `bit` (true when it cannot be read: the kernel decides). */
+export function capEffHas(statusText: string, bit: number): boolean {
+  const m = /^CapEff:\s*([0-9a-fA-F]+)\s*$/m.exec(statusText);
+  return m === null || ((BigInt(`0x${m[1]!}`) >> BigInt(bit)) & 1n) === 1n;
+}
+
+function hasSysAdmin(): boolean {
+  try {
+    return capEffHas(readFileSync('/proc/self/status', 'utf8'), CAP_SYS_ADMIN);
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Why the dispatcher is out of reach without CAP_SYS_ADMIN: libxdp reads a dispatcher's programs
+ * by id (BPF_PROG_GET_FD_BY_ID), which the kernel allows only with it, and so does the gate when it
+ * looks for its own programs in the chain. The packaged systemd unit does not grant it.
+ */
+export const NO_SYS_ADMIN =
+  "this process lacks CAP_SYS_ADMIN, which joining or reading libxdp's dispatcher needs (the kernel gives a program's fd by id " +
+  'only with it). Under the packaged systemd unit, add it with `systemctl edit knockgate`: a [Service] drop-in with ' +
+  '`CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SYS_ADMIN` and the same AmbientCapabilities=';
 
 function recordDir(pinPath: string): string {
   return join(pinPath, 'dispatcher');
@@ -223,6 +254,15 @@ export class Dispatcher {
   attach(i: InterfaceConfig, program: GateProgram = { name: this.src.progName, targetFd: this.src.targetFd }): DispatchedState {
     const ifindex = ifIndex(i.name);
     const log = this.src.log;
+    if (!hasSysAdmin()) {
+      // Only netlink can be asked what holds the interface (a program's name needs its fd).
+      const held = xdpQuery(ifindex).progId;
+      if (held === 0) throw new DispatcherUnavailable(NO_SYS_ADMIN);
+      throw this.fail(
+        `${i.name} is held by XDP program ${held} (\`xdp-loader status ${i.name}\` names it), and ${NO_SYS_ADMIN}. Without it knockgate ` +
+          'cannot share the interface, and it never replaces another program: grant CAP_SYS_ADMIN, or unload that program, then start knockgate again',
+      );
+    }
     const st = multiprogStateOrNull(ifindex, i.name);
     if (st !== null && !st.dispatcher) {
       const owner = usesMap(st.main.id, this.mapId) ? ' (a program of this gate, attached without libxdp)' : '';

@@ -11,8 +11,12 @@
 //   cycles HOST PORT FROMS STEP...  for each comma-separated source address: knock the steps from it,
 //                                 then connect from it (3s); {ok, failed: [...]}
 //   get URL                       HTTP GET; {ok, status, body}
+//   session                       read commands (the words above, one command a line) on stdin and
+//                                 answer each with its JSON line: node starts once, not per command
+//                                 (seconds each in an emulated guest)
 import { connect, createServer, isIPv6 } from 'node:net';
 import { createSocket } from 'node:dgram';
+import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 function out(v: unknown): void {
@@ -198,6 +202,17 @@ async function main(argv: string[]): Promise<void> {
     case 'get': {
       const res = await fetch(args[0] ?? '', { signal: AbortSignal.timeout(5000) });
       out({ ok: res.ok, status: res.status, body: await res.text() });
+      return;
+    }
+    case 'session': {
+      for await (const line of createInterface({ input: process.stdin })) {
+        const words = line.trim().split(/\s+/).filter((w) => w !== '');
+        if (words[0] === 'session' || words[0] === 'serve' || words[0] === 'echo') {
+          out({ ok: false, error: `${words[0]} cannot run in a session` });
+          continue;
+        }
+        await main(words).catch((err: unknown) => out({ ok: false, error: err instanceof Error ? err.message : String(err) }));
+      }
       return;
     }
     default:

@@ -192,3 +192,24 @@ test('a waiting interface the reload no longer covers keeps its unprotected seco
   t.clock.ms += 3_000;
   assert.equal(t.sup.unprotectedSeconds().get('vlan10'), 7, 'counted up to the reload, and no further');
 });
+
+test('a reload that changes xdp_priority or attach puts the interface through attachOne again; an unchanged entry does not', () => {
+  const t = lab([E('eth0')], [eth(2, 'eth0')]);
+  const seen: { priority: number; attach: string }[] = [];
+  const attachOne = t.gate.attachOne.bind(t.gate);
+  t.gate.attachOne = (i: { name: string; mode: string; priority?: number; attach?: string }, ifindex = 0) => {
+    seen.push({ priority: i.priority ?? -1, attach: i.attach ?? '' });
+    return attachOne(i, ifindex);
+  };
+  t.sup.start();
+  t.sup.setEntries([E('eth0')]);
+  assert.deepEqual(seen, [{ priority: 10, attach: 'link' }], 'the same entry again: nothing to do');
+  t.sup.setEntries([{ ...E('eth0'), priority: 20 }]);
+  t.sup.setEntries([{ ...E('eth0'), priority: 20, attach: 'dispatcher' }]);
+  assert.deepEqual(seen, [
+    { priority: 10, attach: 'link' },
+    { priority: 20, attach: 'link' },
+    { priority: 20, attach: 'dispatcher' },
+  ]);
+  assert.equal(t.row('eth0')?.state, 'attached');
+});
