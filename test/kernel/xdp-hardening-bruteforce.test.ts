@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { kernelSuite } from '../helpers/kernel.js';
-import { FlowBook, GateHarness, NO_EVENT, NO_MAP_UPDATE, XDP_DROP, XDP_PASS, config, ev, to, type Entry, type Row } from '../helpers/gate.js';
+import { FlowBook, GateHarness, NO_EVENT, NO_MAP_UPDATE, XDP_DROP, XDP_PASS, config, ev, to, knockNoop, type Entry, type Row } from '../helpers/gate.js';
 import { addrKey, tcpFrom, tcpSyn, udpDatagram } from '../helpers/packets.js';
 import { MAP } from '../../src/kernel/layout.js';
 
@@ -51,15 +51,7 @@ const fail = (src: string, door: 'ssh' | 'web', done: number, failures: number, 
   counters: { reset_wrong_port: 1, failure: 1 },
 });
 
-const ignored = (description: string, frame: Buffer): Row => ({
-  description,
-  frame,
-  verdict: XDP_DROP,
-  counter: 'drop_knock',
-  map: NO_MAP_UPDATE,
-  events: NO_EVENT,
-  counters: { cooldown_knock: 1 },
-});
+const ignored = (description: string, frame: Buffer): Row => knockNoop(description, frame, { cooldown_knock: 1 });
 
 kernelSuite('brute-force limit (BPF_PROG_TEST_RUN)', () => {
   it('three failed sequences put a source in cooldown: its knocks are ignored, its grant keeps working, and the cooldown ends', async () => {

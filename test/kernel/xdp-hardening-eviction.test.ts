@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { kernelSuite } from '../helpers/kernel.js';
-import { GateHarness, NO_EVENT, NO_MAP_UPDATE, XDP_DROP, XDP_PASS, config, ev, to, type Entry, type Row } from '../helpers/gate.js';
+import { GateHarness, NO_EVENT, NO_MAP_UPDATE, XDP_DROP, XDP_PASS, config, ev, to, knockNoop as nothing, type Entry, type Row } from '../helpers/gate.js';
 import { ETH_HLEN, addrKey, tcpSyn, udpDatagram } from '../helpers/packets.js';
 import { KG, MAP } from '../../src/kernel/layout.js';
 
@@ -75,16 +75,6 @@ const step3 = (src: string): Row => ({
   events: [ev.grant('ssh', 9000)],
   counters: { grant: 1 },
 });
-const nothing = (description: string, frame: Buffer, counters: Row['counters'] = {}): Row => ({
-  description,
-  frame,
-  verdict: XDP_DROP,
-  counter: 'drop_knock',
-  map: NO_MAP_UPDATE,
-  events: NO_EVENT,
-  counters,
-});
-
 /**
  * `count` SYNs to 7000/tcp (the first step) from spoofed sources 2001:db8:f::/96 + (first + i)
  * mod FLOOD_SOURCES: one BPF_PROG_TEST_RUN each, the frame's source rewritten in place.

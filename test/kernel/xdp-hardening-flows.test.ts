@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { kernelSuite } from '../helpers/kernel.js';
-import { FlowBook, GateHarness, NO_EVENT, NO_MAP_UPDATE, XDP_DROP, XDP_PASS, config, ev, to, type Entry, type Row } from '../helpers/gate.js';
+import { FlowBook, GateHarness, NO_EVENT, NO_MAP_UPDATE, XDP_DROP, XDP_PASS, config, ev, to, deniedQuietly as dropped, type Entry, type Row } from '../helpers/gate.js';
 import { TCP_FLAGS, addrKey, tcpFrom, tcpSyn, udpDatagram, udpFrom } from '../helpers/packets.js';
 import { FLOW_FLAG, KG, MAP, OFFSETS, PROTO, SIZEOF, decodeFlow, encodeFlowKey } from '../../src/kernel/layout.js';
 import { monoNowNs } from '../../src/kernel/gate.js';
@@ -82,16 +82,6 @@ const noFlow = (description: string, frame: Buffer, more: Partial<Row> = {}): Ro
   events: NO_EVENT,
   counters: { deny_suppressed: 1 },
   ...more,
-});
-
-const dropped = (description: string, frame: Buffer, counter: 'drop_no_grant' | 'drop_expired'): Row => ({
-  description,
-  frame,
-  verdict: XDP_DROP,
-  counter,
-  map: NO_MAP_UPDATE,
-  events: NO_EVENT,
-  counters: { deny_suppressed: 1 },
 });
 
 /** The flags of the flow of (src, sport -> port/tcp). */

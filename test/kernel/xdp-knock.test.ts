@@ -23,6 +23,8 @@ import {
   to,
   type Entry,
   type Row,
+  deniedQuietly,
+  untouched,
 } from '../helpers/gate.js';
 import { ETH_P_ARP, IPPROTO, TCP_FLAGS, addrKey, buildFrame, tcpFrom, tcpSegment, tcpSyn, udpDatagram, udpFrom } from '../helpers/packets.js';
 
@@ -35,16 +37,6 @@ const raw = (src: string, protocol: number): Buffer =>
     l4: { proto: 'raw', protocol, payload: Buffer.from('0800f7ff00000000', 'hex') },
   });
 
-/** A packet that passes untouched: no map update, no event. */
-const untouched = (description: string, frame: Buffer, counter: Row['counter']): Row => ({
-  description,
-  frame,
-  verdict: XDP_PASS,
-  counter,
-  map: NO_MAP_UPDATE,
-  events: NO_EVENT,
-});
-
 /** A packet to a knock port that changes nothing (not a knock candidate, or not a step now). */
 const knockPortNoop = (description: string, frame: Buffer): Row => ({
   description,
@@ -53,17 +45,6 @@ const knockPortNoop = (description: string, frame: Buffer): Row => ({
   counter: 'drop_knock',
   map: NO_MAP_UPDATE,
   events: NO_EVENT,
-});
-
-/** A drop at a protected port with deny tokens at 0: no event, deny_suppressed. */
-const deniedQuietly = (description: string, frame: Buffer, counter: 'drop_no_grant' | 'drop_expired' = 'drop_no_grant'): Row => ({
-  description,
-  frame,
-  verdict: XDP_DROP,
-  counter,
-  map: NO_MAP_UPDATE,
-  events: NO_EVENT,
-  counters: { deny_suppressed: 1 },
 });
 
 /**
